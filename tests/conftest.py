@@ -1,0 +1,37 @@
+"""Shared fixtures: tiny random models (seconds, offline) and the embedded SmolLM2."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from vaxis.tiny import tiny_model_and_tokenizer
+
+
+@pytest.fixture(scope="session")
+def tiny():
+    """(model, tokenizer): a 3-block random Qwen3 with a ChatML byte-level BPE tokenizer."""
+    torch.manual_seed(0)
+    return tiny_model_and_tokenizer("qwen3", seed=0)
+
+
+@pytest.fixture(scope="session")
+def smol():
+    """(model, tokenizer): the embedded SmolLM2-135M-Instruct (installed by `make install`)."""
+    from vaxis.models import load_model
+
+    return load_model("smollm2-135m", device="cpu")
+
+
+@pytest.fixture
+def tmp_cache(tmp_path, monkeypatch):
+    """Point VAXIS_CACHE at a fresh folder (the embedded model folder is linked in)."""
+    from vaxis.cache import cache_root
+
+    real = cache_root()
+    monkeypatch.setenv("VAXIS_CACHE", str(tmp_path / "cache"))
+    models = real / "models"
+    if models.exists():
+        (tmp_path / "cache").mkdir()
+        (tmp_path / "cache" / "models").symlink_to(models)
+    return tmp_path / "cache"

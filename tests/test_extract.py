@@ -1,0 +1,209 @@
+"""Extraction equals a naive per-text computation, batches and caches correctly, rejects bad input."""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+import torch
+
+import vaxis
+from vaxis.extract import CacheError, extract
+from vaxis.spans import SpanError
+
+extract_mod = importlib.import_module("vaxis.extract")  # the module, not the re-exported function
+
+TEXTS = [
+    "Hello there, the river flows through the valley (a bus).",
+    "Mathematics studies numbers: shapes and change; its theorems are proved.",
+    "Short one here.",
+    "In 1969, 3 astronauts flew to the Moon; 2 of them walked on its surface.",
+]
+SPANS = [
+    {"before": [(0, 5)], "after": [(13, 40)]},
+    {"before": [(0, 11)], "after": [(20, 40)]},
+    {"before": [(0, 5)], "after": [(6, 14)]},
+    {"before": [(0, 8), (10, 20)], "after": [(40, 60)]},
+]
+
+
+def _naive(model, tokenizer, text, idx, layers):
+    enc = tokenizer(text, return_tensors="pt", add_special_tokens=False)
+    with torch.no_grad(), vaxis.capture(model, layers) as acts:
+        model(**enc)
+    return {layer: acts[layer][0, idx] for layer in layers}
+
+
+def test_matches_naive_per_text(tiny):
+    model, tokenizer = tiny
+    dirs = {layer: torch.randn(3, 64) for layer in range(4)}
+    stats = extract(model, tokenizer, TEXTS, SPANS, directions=dirs, use_cache=False, progress=False)
+    assert stats.layers == [0, 1, 2, 3]
+    for i, text in enumerate(TEXTS):
+        for name in ("before", "after"):
+            idx = stats.token_indices[name][i]
+            assert len(idx) == stats.counts[name][i] > 0
+            naive = _naive(model, tokenizer, text, idx, stats.layers)
+            for li, layer in enumerate(stats.layers):
+                h = naive[layer]
+                torch.testing.assert_close(stats.sums[name][i, li], h.sum(0), atol=1e-4, rtol=1e-5)
+                torch.testing.assert_close(stats.norm_sums[name][i, li], h.norm(dim=-1).sum(), atol=1e-4, rtol=1e-5)
+                unit = dirs[layer] / dirs[layer].norm(dim=-1, keepdim=True)
+                cos = (h @ unit.T) / h.norm(dim=-1, keepdim=True)
+                torch.testing.assert_close(stats.projections[name][i][:, li], cos, atol=1e-5, rtol=1e-4)
+    means = stats.means("after")
+    torch.testing.assert_close(means[0], stats.sums["after"][0] / stats.counts["after"][0])
+
+
+def test_batched_equals_one_at_a_time(tiny):
+    model, tokenizer = tiny
+    batched = extract(model, tokenizer, TEXTS, SPANS, use_cache=False, progress=False)
+    single = extract(model, tokenizer, TEXTS, SPANS, use_cache=False, progress=False, max_batch_size=1)
+    for name in ("before", "after"):
+        torch.testing.assert_close(batched.sums[name], single.sums[name], atol=1e-4, rtol=1e-5)
+
+
+def test_stops_at_last_needed_token(tiny):
+    model, tokenizer = tiny
+    stats = extract(model, tokenizer, TEXTS, SPANS, use_cache=False, progress=False)
+    assert stats.info["tokens_processed"] < stats.info["tokens_total"]
+
+
+def test_items_sharing_a_text_run_it_once(tiny):
+    model, tokenizer = tiny
+    texts = [TEXTS[0], TEXTS[0]]
+    spans = [{"before": [(0, 5)], "after": [(6, 12)]}, {"before": [(13, 20)], "after": [(21, 40)]}]
+    stats = extract(model, tokenizer, texts, spans, use_cache=False, progress=False)
+    separate = [extract(model, tokenizer, [t], [s], use_cache=False, progress=False) for t, s in zip(texts, spans)]
+    for i in range(2):
+        torch.testing.assert_close(stats.sums["after"][i], separate[i].sums["after"][0], atol=1e-5, rtol=0)
+
+
+def test_chat_input_spans_in_message_coordinates(tiny):
+    model, tokenizer = tiny
+    chat = [{"role": "user", "content": "Rewrite this."}, {"role": "assistant", "content": "The river: flows."}]
+    stats = extract(model, tokenizer, [chat], [{"reward": [(1, 9, 10)]}], use_cache=False, progress=False)
+    rendered = vaxis.render_chat(tokenizer, chat)
+    start, _ = rendered.message_spans[1]
+    enc = tokenizer(rendered.text, return_offsets_mapping=True, add_special_tokens=False)
+    tokens = [rendered.text[s:e] for s, e in enc["offset_mapping"]]
+    picked = "".join(tokens[i] for i in stats.token_indices["reward"][0])
+    assert picked == ":" and start > 0
+
+
+def test_cache_reuses_and_resumes_identically(tiny, tmp_cache, monkeypatch):
+    model, tokenizer = tiny
+    kw = dict(use_cache=True, progress=False, max_batch_size=1, cache_dir=tmp_cache / "x")
+    reference = extract(model, tokenizer, TEXTS, SPANS, use_cache=False, progress=False, max_batch_size=1)
+
+    real = extract_mod._run_batch
+    calls = {"n": 0}
+
+    def flaky(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt("interrupted")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(extract_mod, "_run_batch", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        extract(model, tokenizer, TEXTS, SPANS, **kw)
+    monkeypatch.setattr(extract_mod, "_run_batch", real)
+    parts = list((tmp_cache / "x").glob("*.parts/*.safetensors"))
+    assert len(parts) == 2  # two batches survived the interruption
+
+    counted = {"n": 0}
+
+    def counting(*args, **kwargs):
+        counted["n"] += 1
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(extract_mod, "_run_batch", counting)
+    resumed = extract(model, tokenizer, TEXTS, SPANS, **kw)
+    assert counted["n"] == len(TEXTS) - 2
+    again = extract(model, tokenizer, TEXTS, SPANS, **kw)
+    assert again.info["cached"] and counted["n"] == len(TEXTS) - 2
+    for name in ("before", "after"):
+        assert torch.equal(resumed.sums[name], again.sums[name])
+        torch.testing.assert_close(resumed.sums[name], reference.sums[name], atol=0, rtol=0)
+
+
+def test_changed_inputs_are_not_reused(tiny, tmp_cache):
+    model, tokenizer = tiny
+    kw = dict(progress=False, cache_dir=tmp_cache / "y")
+    first = extract(model, tokenizer, TEXTS, SPANS, **kw)
+    other = [dict(s) for s in SPANS]
+    other[0] = {"before": [(0, 6)], "after": [(13, 40)]}
+    second = extract(model, tokenizer, TEXTS, other, **kw)
+    assert second.info["cache_key"] != first.info["cache_key"] and not second.info["cached"]
+    third = extract(model, tokenizer, TEXTS, SPANS, layers=[1, 2], **kw)
+    assert third.info["cache_key"] != first.info["cache_key"]
+    model2, _ = vaxis.load_model("tiny-qwen3", seed=5)
+    fourth = extract(model2, tokenizer, TEXTS, SPANS, **kw)
+    assert fourth.info["cache_key"] != first.info["cache_key"]
+    assert len(list((tmp_cache / "y").glob("*.safetensors"))) == 4  # nothing overwritten
+
+
+def test_damaged_cache_file_is_reported(tiny, tmp_cache):
+    model, tokenizer = tiny
+    kw = dict(progress=False, cache_dir=tmp_cache / "z")
+    stats = extract(model, tokenizer, TEXTS, SPANS, **kw)
+    path = tmp_cache / "z" / f"{stats.info['cache_key']}.safetensors"
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(CacheError, match="damaged.*delete it"):
+        extract(model, tokenizer, TEXTS, SPANS, **kw)
+
+
+def test_save_and_load_stats_round_trip(tiny, tmp_path):
+    model, tokenizer = tiny
+    stats = extract(model, tokenizer, TEXTS, SPANS, directions={2: torch.randn(2, 64)}, use_cache=False, progress=False)
+    vaxis.save_stats(tmp_path / "s.safetensors", stats)
+    back = vaxis.load_stats(tmp_path / "s.safetensors")
+    assert back.layers == stats.layers and back.names == stats.names
+    for n in stats.names:
+        assert torch.equal(back.sums[n], stats.sums[n])
+        assert all(torch.equal(a, b) for a, b in zip(back.token_indices[n], stats.token_indices[n]))
+        for a, b in zip(back.projections[n], stats.projections[n]):
+            torch.testing.assert_close(a, b, equal_nan=True, atol=0, rtol=0)
+
+
+@pytest.mark.parametrize(
+    "texts,spans,error,match",
+    [
+        ([], [], ValueError, "no texts given"),
+        (["abc def"], [{"a": [(3, 100)]}], SpanError, "outside the text"),
+        (["abc def"], [{"a": [(0, 4)], "b": [(3, 6)]}], SpanError, "overlap"),
+        (["abc def"], [{"a": [(2, 2)]}], SpanError, "empty"),
+        (["abc def"], [{}], ValueError, "non-empty mapping"),
+        (["abc", "def"], [{"a": [(0, 1)]}], ValueError, "one span mapping per text"),
+        ([""], [{"a": [(0, 1)]}], ValueError, "empty"),
+    ],
+)
+def test_bad_input(tiny, texts, spans, error, match):
+    model, tokenizer = tiny
+    with pytest.raises(error, match=match):
+        extract(model, tokenizer, texts, spans, use_cache=False, progress=False)
+
+
+def test_bad_layer_and_slow_tokenizer(tiny):
+    model, tokenizer = tiny
+    with pytest.raises(vaxis.LayoutError, match="out of range"):
+        extract(model, tokenizer, TEXTS, SPANS, layers=[7], use_cache=False, progress=False)
+
+    class Slow:
+        is_fast = False
+
+    with pytest.raises(ValueError, match="fast tokenizer"):
+        extract(model, Slow(), ["abc"], [{"a": [(0, 1)]}], use_cache=False, progress=False)
+
+
+def test_damaged_part_file_is_reported(tiny, tmp_cache):
+    model, tokenizer = tiny
+    folder = tmp_cache / "p"
+    stats = extract(model, tokenizer, TEXTS, SPANS, progress=False, cache_dir=folder, max_batch_size=1)
+    key = stats.info["cache_key"]
+    (folder / f"{key}.safetensors").unlink()
+    (folder / f"{key}.parts").mkdir()
+    (folder / f"{key}.parts" / "000000.safetensors").write_bytes(b"not a tensor file")
+    with pytest.raises(CacheError, match="000000.safetensors is damaged"):
+        extract(model, tokenizer, TEXTS, SPANS, progress=False, cache_dir=folder, max_batch_size=1)

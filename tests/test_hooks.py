@@ -1,0 +1,189 @@
+"""Reading and steering hit exactly hidden_states[L], in every supported architecture."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import vaxis
+from vaxis.layout import LayoutError, find_layout
+from vaxis.tiny import tiny_model_and_tokenizer
+
+ARCHS = ["qwen3", "llama", "qwen2", "mistral", "gemma3_text", "gpt2"]
+TEXT = "The river flows through the valley: 3 ships (and a drum)!"
+
+
+def _hf_states(model, tokenizer, text):
+    enc = tokenizer(text, return_tensors="pt", add_special_tokens=False)
+    with torch.no_grad():
+        out = model(**enc, output_hidden_states=True)
+    return enc, out.hidden_states
+
+
+def _check_capture_matches_hidden_states(model, tokenizer, text=TEXT, atol=1e-5):
+    layout = find_layout(model)
+    enc, hs = _hf_states(model, tokenizer, text)
+    assert len(hs) == layout.n_layers + 1
+    with torch.no_grad(), vaxis.capture(model, layout.residual_indices) as acts:
+        model(**enc)
+    for layer in range(layout.n_layers):
+        torch.testing.assert_close(acts[layer], hs[layer], atol=atol, rtol=1e-4, msg=f"layer {layer}")
+    last = layout.n_layers
+    # Hugging Face's last entry is after the final norm; vaxis reads before it.
+    torch.testing.assert_close(layout.final_norm(acts[last]), hs[last], atol=atol, rtol=1e-4)
+    assert not torch.allclose(acts[last], hs[last])
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_capture_equals_hidden_states(arch):
+    model, tokenizer = tiny_model_and_tokenizer(arch, seed=1)
+    _check_capture_matches_hidden_states(model, tokenizer)
+
+
+def test_capture_through_peft_lora(tiny):
+    peft = pytest.importorskip("peft")
+    model, tokenizer = tiny_model_and_tokenizer("qwen3", seed=2)
+    config = peft.LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", init_lora_weights=False)
+    wrapped = peft.get_peft_model(model, config)
+    layout = find_layout(wrapped)
+    assert layout.n_layers == 3
+    _check_capture_matches_hidden_states(wrapped, tokenizer)
+
+
+def test_capture_equals_hidden_states_on_embedded_model(smol):
+    model, tokenizer = smol
+    _check_capture_matches_hidden_states(model, tokenizer, atol=1e-4)
+
+
+def test_layer_out_of_range_message(tiny):
+    model, _ = tiny
+    with pytest.raises(LayoutError, match=r"layer 40 is out of range: this model has residual indices 0\.\.3"):
+        with vaxis.capture(model, [40]):
+            pass
+
+
+def test_blocks_path_override(tiny):
+    model, _ = tiny
+    assert find_layout(model, blocks_path="model.layers").n_layers == 3
+    with pytest.raises(LayoutError, match="no submodule"):
+        find_layout(model, blocks_path="model.nope")
+
+
+@pytest.mark.parametrize("layer", [0, 2, 3])
+def test_steer_adds_vector_at_every_position(tiny, layer):
+    model, tokenizer = tiny
+    enc = tokenizer(TEXT, return_tensors="pt", add_special_tokens=False)
+    v = torch.randn(64)
+    with torch.no_grad():
+        with vaxis.capture(model, [layer]) as base:
+            base_logits = model(**enc).logits
+        with vaxis.steer(model, {layer: v}), vaxis.capture(model, [layer]) as steered:
+            steered_logits = model(**enc).logits
+    torch.testing.assert_close(steered[layer], base[layer] + v, atol=1e-5, rtol=0)
+    assert not torch.allclose(steered_logits, base_logits)
+
+
+def test_hooks_removed_after_exception(tiny):
+    model, tokenizer = tiny
+    enc = tokenizer(TEXT, return_tensors="pt", add_special_tokens=False)
+    with torch.no_grad():
+        before = model(**enc).logits
+        with pytest.raises(RuntimeError, match="boom"):
+            with vaxis.steer(model, {1: torch.ones(64) * 5}), vaxis.capture(model, [2]):
+                model(**enc)
+                raise RuntimeError("boom")
+        after = model(**enc).logits
+    torch.testing.assert_close(after, before, atol=0, rtol=0)
+    layout = find_layout(model)
+    assert all(not b._forward_hooks and not b._forward_pre_hooks for b in layout.blocks)
+
+
+def test_batched_left_padding_equals_unbatched(tiny):
+    model, tokenizer = tiny
+    texts = [TEXT, "Short text.", "Mathematics studies numbers, shapes and change."]
+    v = torch.randn(64)
+    batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+    assert tokenizer.padding_side == "left"
+    position_ids = (batch.attention_mask.cumsum(-1) - 1).clamp_min(0)
+    with torch.no_grad(), vaxis.steer(model, {1: v}), vaxis.capture(model, [2]) as acts:
+        model(**batch, position_ids=position_ids)
+    for i, text in enumerate(texts):
+        enc = tokenizer(text, return_tensors="pt", add_special_tokens=False)
+        with torch.no_grad(), vaxis.steer(model, {1: v}), vaxis.capture(model, [2]) as one:
+            model(**enc)
+        n = enc.input_ids.shape[1]
+        torch.testing.assert_close(acts[2][i, -n:], one[2][0], atol=1e-4, rtol=1e-4)
+
+
+def _generate(model, tokenizer, prompts, **kw):
+    batch = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+    out = model.generate(**batch, max_new_tokens=6, do_sample=False, pad_token_id=tokenizer.pad_token_id, **kw)
+    return batch, out
+
+
+@pytest.mark.parametrize("positions", ["generated", "prompt", "all"])
+def test_steer_under_generate_with_kv_cache(tiny, positions):
+    """Each generated token's residual is steered (including the first generated one) iff the
+    scope says so, and the cached run equals one full forward pass over the final sequence."""
+    model, tokenizer = tiny
+    v = torch.randn(64) * 3
+    prompts = ["The river flows", "Mathematics studies numbers and"]
+    with torch.no_grad():
+        with vaxis.steer(model, {1: v}, positions=positions), vaxis.capture(model, [1]) as acts:
+            batch, out = _generate(model, tokenizer, prompts)
+        prompt_len = batch.input_ids.shape[1]
+        total = out.shape[1]
+        captured = acts[1][:, :total]
+        assert captured.shape[1] == total - 1  # the last sampled token is never fed back
+        full_mask = torch.cat([batch.attention_mask, torch.ones(len(prompts), total - prompt_len, dtype=torch.long)], 1)
+        position_ids = (full_mask.cumsum(-1) - 1).clamp_min(0)
+        with vaxis.capture(model, [1]) as base:
+            model(out, attention_mask=full_mask, position_ids=position_ids)
+    delta = captured - base[1][:, : total - 1]
+    gen = torch.arange(total - 1) >= prompt_len
+    expected = {"generated": gen, "prompt": ~gen, "all": torch.ones_like(gen)}[positions]
+    real = full_mask[:, : total - 1].bool()
+    for col in range(total - 1):
+        for row in range(len(prompts)):
+            if not real[row, col]:
+                continue
+            if expected[col]:
+                torch.testing.assert_close(delta[row, col], v, atol=1e-4, rtol=0)
+            else:
+                torch.testing.assert_close(delta[row, col], torch.zeros(64), atol=1e-4, rtol=0)
+    assert gen[prompt_len]  # the first generated token is covered
+
+
+def test_steer_with_explicit_mask_matches_full_forward(tiny):
+    model, tokenizer = tiny
+    v = torch.randn(64) * 3
+    enc = tokenizer(TEXT, return_tensors="pt", add_special_tokens=False)
+    n = enc.input_ids.shape[1]
+    mask = torch.zeros(1, n, dtype=torch.bool)
+    mask[0, 5:9] = True
+    with torch.no_grad():
+        with vaxis.capture(model, [1]) as base:
+            model(**enc)
+        with vaxis.steer(model, {1: v}, positions=mask), vaxis.capture(model, [1]) as st:
+            model(**enc)
+    diff = (st[1] - base[1])[0]
+    assert torch.allclose(diff[5:9], v.expand(4, -1), atol=1e-5)
+    assert torch.allclose(diff[:5], torch.zeros(5, 64)) and torch.allclose(diff[9:], torch.zeros(n - 9, 64))
+
+
+def test_steering_vector_percent_of_norm():
+    direction = torch.tensor([3.0, 4.0])
+    v = vaxis.steering_vector(direction, percent_of_norm=10, mean_norm=50.0)
+    torch.testing.assert_close(v.norm(), torch.tensor(5.0))
+    torch.testing.assert_close(v / v.norm(), direction / 5)
+    with pytest.raises(ValueError, match="mean residual norm"):
+        vaxis.steering_vector(direction, percent_of_norm=10)
+    with pytest.raises(ValueError, match="zero vector"):
+        vaxis.steering_vector(torch.zeros(2), coefficient=1.0)
+
+
+def test_steer_rejects_wrong_vector_size(tiny):
+    model, _ = tiny
+    with pytest.raises(ValueError, match=r"needs \(64,\)"):
+        with vaxis.steer(model, {1: torch.ones(10)}):
+            pass

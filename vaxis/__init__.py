@@ -1,0 +1,46 @@
+"""vaxis: find, test and use the value axis of chat language models.
+
+Public API::
+
+    model, tokenizer = vaxis.load_model("smollm2-135m")
+    with vaxis.capture(model, [0, 12]) as acts: ...
+    with vaxis.steer(model, {12: vector}, positions="generated"): ...
+    stats = vaxis.extract(model, tokenizer, texts, spans)
+
+Residual index ``L`` means ``hidden_states[L]``: 0 = embeddings, k = output of
+block k-1, always read before the final norm (see :mod:`vaxis.layout`).
+"""
+
+__version__ = "0.1.0"
+
+from .chat import ChatTemplateError, render_chat
+from .config import resolve as resolve_config
+from .extract import CacheError, SpanStats, extract, load_stats, save_stats
+from .hooks import capture, steer, steering_vector
+from .layout import LayoutError, ModelLayout, find_layout
+from .models import ALIASES, ModelLoadError, load_model, load_tokenizer, model_identity
+from .spans import SpanError, tokens_in_spans
+
+__all__ = [
+    "ALIASES",
+    "CacheError",
+    "ChatTemplateError",
+    "LayoutError",
+    "ModelLayout",
+    "ModelLoadError",
+    "SpanError",
+    "SpanStats",
+    "capture",
+    "extract",
+    "find_layout",
+    "load_model",
+    "load_stats",
+    "load_tokenizer",
+    "model_identity",
+    "render_chat",
+    "resolve_config",
+    "save_stats",
+    "steer",
+    "steering_vector",
+    "tokens_in_spans",
+]

@@ -1,0 +1,7 @@
+"""``python -m vaxis``: see :mod:`vaxis.runner`."""
+
+import sys
+
+from .runner import main
+
+sys.exit(main())

