@@ -34,9 +34,13 @@ fetch-model: $(STAMP)
 reproduce: install
 	$(BIN)/python -m vaxis run --profile $(PROFILE)
 
+# Unit tests, the notebooks through papermill (tests/test_notebooks.py) and through nbval (lax: every cell
+# must run), all in the smoke profile; NBVAL_PROFILE=demo runs the nbval part on the embedded model.
+NBVAL_PROFILE ?= smoke
 test: install
 	$(BIN)/python -m ruff check vaxis tests benchmarks scripts
-	$(BIN)/python -m pytest -q --nbval-lax --nbval-sanitize-with tests/nbval_sanitize.cfg tests notebooks/01_synthesize_icrl.ipynb
+	VAXIS_PROFILE=$(NBVAL_PROFILE) VAXIS_RUN_DIR=$(CURDIR)/runs/nbval-$(NBVAL_PROFILE) \
+		$(BIN)/python -m pytest -q tests notebooks --nbval-lax --nbval-sanitize-with tests/nbval_sanitize.cfg
 
 lint: install
 	$(BIN)/python -m ruff check vaxis tests benchmarks scripts

@@ -88,12 +88,17 @@ def load(args):
     return model.eval(), tokenizer
 
 
-def workload(tokenizer, n_texts: int, seed: int, target_tokens: int | None):
-    """(texts, spans): ICRL games if vaxis.icrl exists, else paragraph concatenations."""
+def workload(tokenizer, n_texts: int, seed: int, target_tokens: int | None, games_profile: str):
+    """(texts, spans): ICRL games (sized as in profile ``games_profile``) with before/after spans
+    of the target rewrite, or paragraph concatenations when ``games_profile == "paragraphs"``."""
     try:
-        from vaxis.icrl import generate_games, target_spans
+        if games_profile == "paragraphs":
+            raise ImportError
+        from vaxis.config import load_profile
+        from vaxis.icrl import GameSize, generate_games, target_spans
 
-        games, _ = generate_games(n_texts * 2, seed=seed)
+        size = GameSize(**load_profile(games_profile).get("game_size", {}))
+        games, _ = generate_games(n_texts * 2, seed=seed, size=size)
         texts, spans = [], []
         for game in games:
             try:
@@ -107,7 +112,7 @@ def workload(tokenizer, n_texts: int, seed: int, target_tokens: int | None):
             if len(texts) == n_texts:
                 break
         if len(texts) == n_texts:
-            return texts, spans, "icrl-games"
+            return texts, spans, f"icrl games, {games_profile} sizes"
     except ImportError:
         pass
     rng = random.Random(seed)
@@ -177,6 +182,7 @@ def main() -> None:
     parser.add_argument("--quantization", default=None)
     parser.add_argument("--device", default=None)
     parser.add_argument("--n-texts", type=int, default=24)
+    parser.add_argument("--games", default="demo", help="game sizes of this profile (demo, paper) or 'paragraphs'")
     parser.add_argument("--tokens", type=int, default=None, help="tokens per text (paragraph workload only)")
     parser.add_argument("--max-batch-tokens", type=int, default=8192)
     parser.add_argument("--seed", type=int, default=0)
@@ -188,7 +194,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     model, tokenizer = load(args)
     device = model.get_input_embeddings().weight.device
-    texts, spans, kind = workload(tokenizer, args.n_texts, args.seed, args.tokens)
+    texts, spans, kind = workload(tokenizer, args.n_texts, args.seed, args.tokens, args.games)
     n_tok = [len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
     print(
         f"model={args.model} device={device} texts={len(texts)} ({kind}) tokens={sum(n_tok)} "

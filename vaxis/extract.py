@@ -37,7 +37,7 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from .cache import atomic_write, cache_root, stable_hash
 from .chat import render_chat
@@ -66,8 +66,10 @@ class SpanStats:
         token_indices: name -> list (per item) of token-index tensors.
         text_lengths: ``(n_items,)`` number of tokens of each item's whole text.
         projections: name -> list (per item) of ``(n_tokens, n_layers, K)`` cosines with
-            the directions, or ``None`` if no directions were given.
+            the directions, for the names in ``token_spans``; ``None`` if no directions were given.
         info: tokens processed, seconds, tokens/s, peak memory, cache key.
+        activations: name -> list (per item) of ``(n_tokens, n_layers, d)`` float32 activations,
+            for the names in ``token_spans``, if ``keep_activations=True``.
     """
 
     layers: list[int]
@@ -79,6 +81,7 @@ class SpanStats:
     text_lengths: torch.Tensor
     projections: dict[str, list[torch.Tensor]] | None = None
     info: dict = field(default_factory=dict)
+    activations: dict[str, list[torch.Tensor]] | None = None
 
     def means(self, name: str) -> torch.Tensor:
         """``(n_items, n_layers, d)`` mean activation over the span (NaN where empty)."""
@@ -182,6 +185,8 @@ def extract(
     progress: bool = True,
     layout: ModelLayout | None = None,
     quantization: str | None = None,
+    token_spans: Sequence[str] | None = None,
+    keep_activations: bool = False,
 ) -> SpanStats:
     """Per-span, per-layer statistics of the residual stream (see module docstring).
 
@@ -202,10 +207,19 @@ def extract(
         cache_dir: where results are cached (default ``<cache_root>/extract``).
         use_cache: read and write the cache.
         progress: show a tqdm progress bar.
+        token_spans: span names that get per-token outputs (projections, kept activations);
+            default: every name.
+        keep_activations: also return every ``token_spans`` token's activation at every
+            layer (float32, on the CPU: ``n_tokens * n_layers * d * 4`` bytes; use it only when
+            that fits, e.g. to project on directions that are not known yet).
     """
     layout = layout or find_layout(model)
     layers = layout.check_layers(list(layers) if layers is not None else list(layout.residual_indices))
     items, names = _as_items(tokenizer, texts, spans)
+    tokenwise = set(names if token_spans is None else token_spans)
+    unknown_names = tokenwise - set(names)
+    if unknown_names:
+        raise ValueError(f"token_spans names {sorted(unknown_names)} are not span names ({names})")
 
     dir_matrix = None
     if directions:
@@ -248,13 +262,15 @@ def extract(
             "directions": None if dir_matrix is None else stable_hash(dir_matrix.flatten().tolist(), 32),
             "special": add_special_tokens,
             "batching": [max_batch_tokens, max_batch_size],
+            "tokenwise": sorted(tokenwise),
+            "keep": keep_activations,
         },
         24,
     )
     folder = Path(cache_dir) if cache_dir is not None else cache_root() / "extract"
     final_path = folder / f"{key}.safetensors"
     if use_cache and final_path.exists():
-        stats = _load_result(final_path, key, items, names, item_tokens, layers, dir_matrix, tokenized)
+        stats = _load_result(final_path, key, items, names, item_tokens, layers, tokenized)
         stats.info.update(cached=True, cache_key=key)
         return stats
 
@@ -264,7 +280,7 @@ def extract(
         for name in names:
             idx = item_tokens[i][name]
             if len(idx):
-                by_text.setdefault(text_ids[text], []).append((i, name, idx))
+                by_text.setdefault(text_ids[text], []).append((i, name, idx, name in tokenwise))
     runnable = [u for u in range(len(unique)) if needed[u] > 0]
     batches = _plan_batches([needed[u] for u in runnable], max_batch_tokens, max_batch_size)
     batches = [[runnable[j] for j in b] for b in batches]
@@ -273,25 +289,30 @@ def extract(
     sums = {n: torch.zeros(len(items), n_layers, d) for n in names}
     norm_sums = {n: torch.zeros(len(items), n_layers) for n in names}
     flat_proj: dict[tuple[int, str], torch.Tensor] = {}
+    flat_act: dict[tuple[int, str], torch.Tensor] = {}
     device = _input_device(model)
     part_dir = folder / f"{key}.parts"
     start_time, processed = time.perf_counter(), 0
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    bar = tqdm(total=sum(needed[u] for u in runnable), unit="tok", desc="extract", disable=not progress)
+    bar = tqdm(total=sum(needed[u] for u in runnable), unit="tok", desc="extract", disable=not progress, mininterval=10)
     for b, batch in enumerate(batches):
         part = part_dir / f"{b:06d}.safetensors"
         result = _load_part(part) if use_cache and part.exists() else None
         if result is None:
-            result = _run_batch(model, layout, layers, tokenized, needed, batch, by_text, dir_matrix, device)
+            result = _run_batch(
+                model, layout, layers, tokenized, needed, batch, by_text, dir_matrix, device, keep_activations
+            )
             if use_cache:
                 atomic_write(part, lambda tmp, r=result: save_file(r, tmp))
         groups = [g for u in batch for g in by_text.get(u, [])]
-        for g, (i, name, _) in enumerate(groups):
+        for g, (i, name, _, per_token) in enumerate(groups):
             sums[name][i] = result["sums"][g]
             norm_sums[name][i] = result["norms"][g]
-            if dir_matrix is not None:
+            if per_token and dir_matrix is not None:
                 flat_proj[(i, name)] = result[f"proj{g}"]
+            if per_token and keep_activations:
+                flat_act[(i, name)] = result[f"act{g}"]
         tokens = sum(needed[u] for u in batch)
         processed += tokens
         bar.update(tokens)
@@ -308,9 +329,13 @@ def extract(
         projections=None,
         info={},
     )
+    kept_names = [n for n in names if n in tokenwise]
     if dir_matrix is not None:
         empty = torch.zeros(0, n_layers, dir_matrix.shape[1])
-        stats.projections = {n: [flat_proj.get((i, n), empty) for i in range(len(items))] for n in names}
+        stats.projections = {n: [flat_proj.get((i, n), empty) for i in range(len(items))] for n in kept_names}
+    if keep_activations:
+        empty = torch.zeros(0, n_layers, d)
+        stats.activations = {n: [flat_act.get((i, n), empty) for i in range(len(items))] for n in kept_names}
     stats.info = {
         "cached": False,
         "cache_key": key,
@@ -330,7 +355,7 @@ def extract(
 
 
 @torch.no_grad()
-def _run_batch(model, layout, layers, tokenized, needed, batch, by_text, dir_matrix, device):
+def _run_batch(model, layout, layers, tokenized, needed, batch, by_text, dir_matrix, device, keep=False):
     """One forward pass over ``batch`` (distinct-text indices); returns reduced tensors."""
     width = max(needed[u] for u in batch)
     pad_id = 0
@@ -344,14 +369,18 @@ def _run_batch(model, layout, layers, tokenized, needed, batch, by_text, dir_mat
     rows = torch.cat([torch.full((len(g[2]),), r) for r, g in groups]).to(device)
     cols = torch.cat([g[2] for _, g in groups]).to(device)
     group_of = torch.cat([torch.full((len(g[2]),), j) for j, (_, g) in enumerate(groups)]).to(device)
+    per_token = torch.cat([torch.full((len(g[2]),), g[3]) for _, g in groups]).to(device)
+    tokenwise_rows = per_token.nonzero().squeeze(-1)
     n_groups = len(groups)
     d = layout.hidden_size
     out_sums = torch.zeros(n_groups, len(layers), d, device=device)
     out_norms = torch.zeros(n_groups, len(layers), device=device)
-    proj = None
+    proj = acts = None
     if dir_matrix is not None:
         dirs = dir_matrix.to(device)
-        proj = torch.full((len(cols), len(layers), dirs.shape[1]), torch.nan, device=device)
+        proj = torch.full((len(tokenwise_rows), len(layers), dirs.shape[1]), torch.nan, device=device)
+    if keep:
+        acts = torch.zeros(len(tokenwise_rows), len(layers), d, device=device)
     last = max(layers)
     has_dirs = [] if dir_matrix is None else [not bool(torch.isnan(m).any()) for m in dir_matrix]
 
@@ -365,7 +394,10 @@ def _run_batch(model, layout, layers, tokenized, needed, batch, by_text, dir_mat
             norms = h.norm(dim=-1)
             out_norms[:, li].index_add_(0, group_of, norms)
             if proj is not None and has_dirs[li]:
-                proj[:, li] = (h @ dirs[li].T) / norms.clamp_min(1e-12).unsqueeze(-1)
+                sel = h[tokenwise_rows]
+                proj[:, li] = (sel @ dirs[li].T) / norms[tokenwise_rows].clamp_min(1e-12).unsqueeze(-1)
+            if acts is not None:
+                acts[:, li] = h[tokenwise_rows]
             if layer == last:
                 raise StopForward
             return None
@@ -381,11 +413,12 @@ def _run_batch(model, layout, layers, tokenized, needed, batch, by_text, dir_mat
         for h in handles:
             h.remove()
     result = {"sums": out_sums.cpu().contiguous(), "norms": out_norms.cpu().contiguous()}
-    if proj is not None:
-        proj = proj.cpu()
-        sizes = [len(g[2]) for _, g in groups]
-        for j, chunk in enumerate(torch.split(proj, sizes)):
-            result[f"proj{j}"] = chunk.contiguous()
+    sizes = [len(g[2]) for _, g in groups if g[3]]
+    owners = [j for j, (_, g) in enumerate(groups) if g[3]]
+    for prefix, values in (("proj", proj), ("act", acts)):
+        if values is not None:
+            for j, chunk in zip(owners, torch.split(values.cpu(), sizes)):
+                result[f"{prefix}{j}"] = chunk.contiguous()
     return result
 
 
@@ -403,13 +436,14 @@ def _save_result(path: Path, key: str, stats: SpanStats) -> None:
     for n in stats.names:
         tensors[f"sums/{n}"] = stats.sums[n].contiguous()
         tensors[f"norms/{n}"] = stats.norm_sums[n].contiguous()
-        if stats.projections is not None:
-            tensors[f"proj/{n}"] = torch.cat(stats.projections[n]).contiguous()
+        for prefix, table in (("proj", stats.projections), ("act", stats.activations)):
+            if table is not None and n in table:
+                tensors[f"{prefix}/{n}"] = torch.cat(table[n]).contiguous()
     meta = {"key": key, "layers": json.dumps(stats.layers), "info": json.dumps(stats.info)}
     atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
 
 
-def _load_result(path, key, items, names, item_tokens, layers, dir_matrix, tokenized) -> SpanStats:
+def _load_result(path, key, items, names, item_tokens, layers, tokenized) -> SpanStats:
     from safetensors import safe_open
 
     try:
@@ -421,9 +455,12 @@ def _load_result(path, key, items, names, item_tokens, layers, dir_matrix, token
     if meta.get("key") != key or json.loads(meta.get("layers", "null")) != layers:
         raise CacheError(f"cache file {path} does not match its key; delete it to recompute")
     counts = {n: torch.tensor([len(t[n]) for t in item_tokens]) for n in names}
-    projections = None
-    if dir_matrix is not None:
-        projections = {n: list(torch.split(tensors[f"proj/{n}"], counts[n].tolist())) for n in names}
+    tables = {}
+    for prefix in ("proj", "act"):
+        found = [n for n in names if f"{prefix}/{n}" in tensors]
+        tables[prefix] = (
+            {n: list(torch.split(tensors[f"{prefix}/{n}"], counts[n].tolist())) for n in found} if found else None
+        )
     text_len = {t: len(tokenized[i][0]) for i, t in enumerate(dict.fromkeys(t for t, _ in items))}
     return SpanStats(
         layers=layers,
@@ -433,8 +470,9 @@ def _load_result(path, key, items, names, item_tokens, layers, dir_matrix, token
         norm_sums={n: tensors[f"norms/{n}"] for n in names},
         token_indices={n: [t[n] for t in item_tokens] for n in names},
         text_lengths=torch.tensor([text_len[t] for t, _ in items]),
-        projections=projections,
+        projections=tables["proj"],
         info=json.loads(meta.get("info", "{}")),
+        activations=tables["act"],
     )
 
 
@@ -446,7 +484,7 @@ def save_stats(path: str | Path, stats: SpanStats) -> Path:
         tensors[f"norms/{n}"] = stats.norm_sums[n].contiguous()
         tensors[f"counts/{n}"] = stats.counts[n].contiguous()
         tensors[f"tokens/{n}"] = torch.cat(stats.token_indices[n]) if stats.token_indices[n] else torch.zeros(0)
-        if stats.projections is not None:
+        if stats.projections is not None and n in stats.projections:
             tensors[f"proj/{n}"] = torch.cat(stats.projections[n]).contiguous()
     meta = {"layers": json.dumps(stats.layers), "names": json.dumps(stats.names), "info": json.dumps(stats.info)}
     return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
@@ -470,7 +508,7 @@ def load_stats(path: str | Path) -> SpanStats:
     split = {n: counts[n].tolist() for n in names}
     projections = None
     if any(k.startswith("proj/") for k in tensors):
-        projections = {n: list(torch.split(tensors[f"proj/{n}"], split[n])) for n in names}
+        projections = {n: list(torch.split(tensors[f"proj/{n}"], split[n])) for n in names if f"proj/{n}" in tensors}
     return SpanStats(
         layers=layers,
         names=names,

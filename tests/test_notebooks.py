@@ -1,0 +1,59 @@
+"""The notebooks run headless under papermill in the smoke profile, through the runner CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import nbformat
+import pytest
+
+from vaxis.runner import NOTEBOOK_DIR, notebooks, parse_value
+
+
+def test_every_notebook_has_a_parameters_cell_first():
+    for path in notebooks():
+        nb = nbformat.read(path, as_version=4)
+        code = [c for c in nb.cells if c.cell_type == "code"]
+        assert "parameters" in code[0].metadata.get("tags", []), path.name
+        for name in ("profile", "model", "quantization", "run_dir", "seed"):
+            assert f"{name} =" in code[0].source, f"{path.name} lacks parameter {name}"
+        assert all(not c.get("outputs") for c in code), f"{path.name} is committed with outputs"
+
+
+def test_parse_value():
+    assert parse_value("3") == 3 and parse_value("0.5") == 0.5 and parse_value("None") is None
+    assert parse_value("true") is True and parse_value("smollm2-135m") == "smollm2-135m"
+    assert parse_value("[1, 2]") == [1, 2]
+
+
+def test_unknown_notebook_and_profile(tmp_path):
+    with pytest.raises(SystemExit, match="no notebook numbered"):
+        notebooks(["99"])
+    out = subprocess.run(
+        [sys.executable, "-m", "vaxis", "run", "--profile", "nope", "--run-dir", str(tmp_path)],
+        capture_output=True, text=True,
+    )
+    assert out.returncode != 0 and "unknown profile" in out.stderr
+
+
+@pytest.mark.slow
+def test_smoke_run_of_all_notebooks(tmp_path):
+    """`python -m vaxis run --profile smoke` executes every notebook and writes their outputs."""
+    out = subprocess.run(
+        [sys.executable, "-m", "vaxis", "run", "--profile", "smoke", "--run-dir", str(tmp_path), "-p", "seed", "1"],
+        capture_output=True, text=True, timeout=900,
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    names = [p.name for p in notebooks()]
+    for name in names:
+        assert (tmp_path / name).exists()
+        assert f"{name[:-6]} done in" in out.stdout
+        executed = nbformat.read(tmp_path / name, as_version=4)
+        injected = [c for c in executed.cells if "injected-parameters" in c.metadata.get("tags", [])]
+        assert injected and "seed = 1" in injected[0].source
+    assert (tmp_path / "games.jsonl").exists()
+    assert NOTEBOOK_DIR.exists()
+    if (tmp_path / "scorecard.json").exists():
+        assert json.loads((tmp_path / "scorecard.json").read_text())

@@ -1,0 +1,153 @@
+"""Logit lens, value trace, scorecard and the evaluation/reporting steps of notebook 03."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from vaxis import pipeline, scorecard
+from vaxis.icrl import generate_games
+from vaxis.lens import logit_lens
+from vaxis.trace import token_projections, value_trace_html
+
+
+def test_logit_lens_ranks_by_unembedding(tiny):
+    model, tokenizer = tiny
+    weight = model.get_output_embeddings().weight
+    token = 77
+    top = logit_lens(model, tokenizer, weight[token].detach().clone(), k=5)
+    assert len(top) == 5 and top == sorted(top, key=lambda t: -t[1])
+    expected = torch.topk(weight @ weight[token], 5).indices.tolist()
+    assert [t for t, _ in top] == [tokenizer.decode([i]) for i in expected]
+    normed = logit_lens(model, tokenizer, weight[token].detach().clone(), k=5, through_norm=True)
+    assert len(normed) == 5
+    with pytest.raises(ValueError, match="needs"):
+        logit_lens(model, tokenizer, torch.ones(3))
+
+
+def test_value_trace(tiny):
+    model, tokenizer = tiny
+    text = "The river <flows> & past the mill."
+    tokens, offsets, scores = token_projections(model, tokenizer, text, 2, torch.randn(64))
+    assert "".join(tokens) == text and len(scores) == len(tokens) and (scores.abs() <= 1 + 1e-6).all()
+    page = value_trace_html(tokens, scores, {0: "before", 3: "reward"}, title="t <1>")
+    assert page.count("<span title=") == len(tokens)
+    assert "&lt;flows&gt;" in page or "&lt;" in page and "t &lt;1&gt;" in page
+    assert "border-bottom:3px solid #9467bd" in page
+
+
+def test_scorecard_rows_replace_and_render(tmp_path):
+    path = scorecard.record(tmp_path, [{"key": "fig2.heldout_auroc_main", "value": 0.61, "context": "m, demo"}])
+    text = path.read_text()
+    assert "0.954" in text and "0.610" in text and "m, demo" in text
+    scorecard.record(tmp_path, [{"key": "fig2.heldout_auroc_main", "value": 0.7, "context": "again"}])
+    data = json.loads((tmp_path / "scorecard.json").read_text())
+    assert data["fig2.heldout_auroc_main"]["value"] == 0.7 and len(data) == 1
+    with pytest.raises(KeyError, match="metric"):
+        scorecard.record(tmp_path, [{"key": "new.thing", "value": 1}])
+    scorecard.record(tmp_path, [{"key": "new.thing", "value": 1, "metric": "a new number", "section": "X"}])
+    assert "a new number" in (tmp_path / "scorecard.md").read_text()
+
+
+def test_paper_numbers_match_method():
+    numbers = scorecard.paper_numbers()
+    assert numbers["fig2.heldout_auroc_main"]["value"] == 0.954
+    assert numbers["fig2.heldout_auroc_token_replication"]["value"] == 0.880
+    assert numbers["fig2.cos_mid_late"]["value"] == 0.70
+
+
+def test_layer_ranges_and_cosine_blocks():
+    assert pipeline.layer_ranges([0, 1, 2, 3, 5, 6, 9], [False, True, True, True, True, False, True]) == "1..3, 5, 9"
+    assert pipeline.layer_ranges([1, 2], [False, False]) == ""
+    cos = np.eye(7)
+    cos[1, 5] = cos[1, 6] = 0.5
+    blocks = pipeline.cosine_blocks(cos)
+    assert blocks["early vs late"] == pytest.approx(0.25) and blocks["mid vs late"] == 0.0
+    assert np.isnan(pipeline.cosine_blocks(np.eye(3))["early vs late"])
+
+
+def _extraction(tiny, keep):
+    import vaxis
+
+    model, tokenizer = tiny
+    games, _ = generate_games(40, seed=3, size=vaxis.icrl.GameSize(max_discovery=2, max_attempts=2, max_words=80))
+    spans = pipeline.items_from_games(games, tokenizer)
+    ex = pipeline.run_extraction(model, tokenizer, spans, [0, 1, 2, 3], n_splits=3, n_test=5, n_shuffles=2,
+                                 n_random=2, seed=0, keep_construction_activations=keep, use_cache=False,
+                                 progress=False)
+    return spans, ex
+
+
+@pytest.fixture(scope="module")
+def run_on_tiny(tmp_path_factory, tiny):
+    """Notebook 02's steps on the tiny model: items, two passes, save."""
+    spans, ex = _extraction(tiny, keep=True)
+    out = tmp_path_factory.mktemp("run")
+    pipeline.save_run(out, ex.fit_stats, ex.fit_items, ex.eval_stats, spans.items, ex.directions,
+                      spans.game_criterion, spans.game_split, {"model": "tiny", "model_name": "tiny-qwen3",
+                                                               "data_hash": "x"})
+    return out, spans, ex.eval_stats, ex.directions, tiny[1]
+
+
+def test_kept_activations_equal_a_second_pass(tiny, run_on_tiny):
+    """Projecting kept construction activations gives what a second forward pass gives."""
+    _, spans, kept_stats, kept_dirs, _ = run_on_tiny
+    _, ex = _extraction(tiny, keep=False)
+    assert torch.equal(ex.directions.vectors, kept_dirs.vectors)
+    for name in ("before", "after"):
+        for a, b in zip(kept_stats.projections[name], ex.eval_stats.projections[name]):
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(kept_stats.sums[name], ex.eval_stats.sums[name], atol=1e-4, rtol=1e-5)
+    assert ex.passes[1]["tokens_processed"] > 0
+
+
+def test_items_from_games_structure(run_on_tiny):
+    _, spans, stats, _, _ = run_on_tiny
+    kinds = [it.kind for it in spans.items]
+    assert kinds.count("target") == kinds.count("norm") == len(spans.game_criterion)
+    assert kinds.count("placebo") > 0
+    for it in spans.items:
+        if it.kind in ("target", "placebo"):
+            s, e = it.rewrite
+            assert s <= it.spans["before"][0][0] and it.spans["after"][-1][1] <= e
+            assert set(it.spans) == {"before", "reward", "after"}
+    assert len({it.text for it in spans.items}) == len(spans.game_criterion)  # one text (one forward) per game
+
+
+def test_load_run_and_evaluate(run_on_tiny):
+    out, spans, stats, dirs, tokenizer = run_on_tiny
+    run = pipeline.load_run(out, tokenizer=tokenizer)
+    assert len(run.items) == len(spans.items) and run.directions.names == dirs.names
+    contrasts, criteria = run.fit_contrasts()
+    torch.testing.assert_close(vaxis_fit(contrasts, criteria), run.directions.vectors[0])
+    ev = pipeline.evaluate(run.eval_stats, run.items, run.game_criterion, run.game_split, run.directions, tokenizer,
+                           n_boot=20)
+    assert ev.auroc.shape == (4,) and ((0 <= ev.auroc) & (ev.auroc <= 1)).all()
+    assert ev.random.shape == (2, 4) and ev.shuffled.shape == (2, 4) and ev.split.shape[1] == 4
+    assert 0.5 < ev.position_auroc <= 1.0  # before tokens precede after tokens within each rewrite
+    assert ev.main_layer in ev.layers and "construction" in ev.main_layer_rule
+    assert (ev.ci_low <= ev.auroc + 1e-9).all() and (ev.auroc <= ev.ci_high + 1e-9).all()
+    assert ev.table().shape[0] == 4
+    text = pipeline.verdict(ev, "tiny", "smoke")
+    assert "position alone" in text and f"main layer {ev.main_layer}" in text
+    fixed = pipeline.evaluate(run.eval_stats, run.items, run.game_criterion, run.game_split, run.directions,
+                              tokenizer, n_boot=5, main_layer=1)
+    assert fixed.main_layer == 1 and fixed.main_layer_rule == "fixed by the user"
+    example = pipeline.trace_example(run.items, run.game_split)
+    enc = tokenizer(example.text, return_offsets_mapping=True, add_special_tokens=False)
+    marks = pipeline.token_marks(example, enc["offset_mapping"])
+    assert set(marks.values()) == {"before", "reward", "after"}
+
+
+def vaxis_fit(contrasts, criteria):
+    from vaxis.axis import fit_axis
+
+    return fit_axis(contrasts, criteria)
+
+
+def test_load_run_without_extraction(tmp_path):
+    with pytest.raises(FileNotFoundError, match="run notebook 02"):
+        pipeline.load_run(tmp_path)

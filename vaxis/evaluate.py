@@ -1,0 +1,115 @@
+"""Held-out evaluation of an axis and its controls (METHOD.md sections 3 and 7).
+
+The task: tell *before* tokens from *after* tokens of games whose criteria were not used
+to fit the axis, using the projection ``cos(h_t, v_L)`` as the score.
+
+* :func:`auroc_by_layer`: token-level AUROC per layer (``sklearn.metrics.roc_auc_score``).
+* :func:`bootstrap_auroc`: 95% CIs by resampling criteria with replacement.
+* :func:`mean_level_metric`: the paper-style number (what the reference code computes):
+  the fraction of criteria whose mean after-projection exceeds their mean before-projection.
+* :func:`contrast`: mean after-projection minus mean before-projection, per item, for
+  comparing the real contrast with the placebo contrast on failed attempts.
+
+Inputs are flat arrays over tokens: ``scores (n_tokens, n_layers)``, ``labels`` (1 = after,
+0 = before) and ``groups`` (criterion of each token's game).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from sklearn.metrics import roc_auc_score
+
+
+def auroc_by_layer(scores: np.ndarray, labels: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+    """Token-level AUROC of ``scores[:, l]`` for ``labels`` at every layer: ``(n_layers,)``."""
+    scores = np.asarray(scores, dtype=np.float64)
+    labels = np.asarray(labels)
+    if scores.ndim == 1:
+        scores = scores[:, None]
+    if len(np.unique(labels)) != 2:
+        raise ValueError("AUROC needs both before (0) and after (1) tokens")
+    return np.array([roc_auc_score(labels, scores[:, j], sample_weight=weights) for j in range(scores.shape[1])])
+
+
+def bootstrap_auroc(
+    scores: np.ndarray,
+    labels: np.ndarray,
+    groups: Sequence,
+    n_boot: int = 200,
+    seed: int = 0,
+    level: float = 0.95,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Percentile CI of the token AUROC per layer, resampling *groups* (criteria) with
+    replacement (a criterion drawn twice counts its tokens twice). Returns ``(low, high)``."""
+    groups = np.asarray(groups)
+    names, inverse = np.unique(groups, return_inverse=True)
+    rng = np.random.default_rng(seed)
+    stats = []
+    for _ in range(n_boot):
+        draw = np.bincount(rng.integers(0, len(names), len(names)), minlength=len(names))
+        weights = draw[inverse].astype(np.float64)
+        keep = weights > 0
+        if len(np.unique(np.asarray(labels)[keep])) < 2:
+            continue
+        stats.append(auroc_by_layer(np.asarray(scores)[keep], np.asarray(labels)[keep], weights[keep]))
+    stats = np.array(stats)
+    alpha = (1 - level) / 2
+    return np.quantile(stats, alpha, axis=0), np.quantile(stats, 1 - alpha, axis=0)
+
+
+def mean_level_metric(scores: np.ndarray, labels: np.ndarray, groups: Sequence) -> np.ndarray:
+    """Paper-style metric per layer: fraction of groups (criteria) whose mean after-token
+    projection exceeds their mean before-token projection: ``(n_layers,)``."""
+    scores = np.asarray(scores, dtype=np.float64)
+    if scores.ndim == 1:
+        scores = scores[:, None]
+    labels, groups = np.asarray(labels), np.asarray(groups)
+    wins = []
+    for g in np.unique(groups):
+        m = groups == g
+        after, before = scores[m & (labels == 1)], scores[m & (labels == 0)]
+        if len(after) and len(before):
+            wins.append(after.mean(0) > before.mean(0))
+    if not wins:
+        raise ValueError("no group has both before and after tokens")
+    return np.mean(wins, axis=0)
+
+
+def contrast(after: Sequence[np.ndarray], before: Sequence[np.ndarray]) -> np.ndarray:
+    """Per item, ``mean(after projections) - mean(before projections)``: ``(n_items, n_layers)``.
+
+    ``after[i]`` and ``before[i]`` are ``(n_tokens_i, n_layers)`` arrays; items with an
+    empty side are skipped.
+    """
+    rows = [a.mean(0) - b.mean(0) for a, b in zip(after, before) if len(a) and len(b)]
+    if not rows:
+        raise ValueError("no item has both before and after tokens")
+    return np.stack(rows)
+
+
+def choose_main_layer(auroc_table: np.ndarray, layers: Sequence[int]) -> int:
+    """The layer with the highest AUROC in ``auroc_table`` (``(n_layers,)`` or
+    ``(n_repeats, n_layers)``, averaged over repeats). Pass a table computed *without*
+    held-out criteria (the construction split analysis) so the choice is not tuned on them."""
+    table = np.asarray(auroc_table, dtype=np.float64)
+    if table.ndim == 2:
+        table = np.nanmean(table, axis=0)
+    if len(table) != len(layers):
+        raise ValueError(f"{len(table)} AUROC values for {len(layers)} layers")
+    return int(list(layers)[int(np.nanargmax(table))])
+
+
+def criterion_splits(criteria: Sequence[str], n_splits: int, n_test: int, seed: int) -> list[tuple[list, list]]:
+    """``n_splits`` random (train, test) partitions of ``criteria`` with ``n_test`` test criteria."""
+    names = sorted(set(criteria))
+    if not 0 < n_test < len(names):
+        raise ValueError(f"cannot hold out {n_test} of {len(names)} criteria")
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n_splits):
+        perm = rng.permutation(len(names))
+        test = sorted(names[i] for i in perm[:n_test])
+        out.append((sorted(set(names) - set(test)), test))
+    return out
