@@ -212,8 +212,17 @@ def test_damaged_part_file_is_reported(tiny, tmp_cache):
 def test_token_spans_and_kept_activations(tiny):
     model, tokenizer = tiny
     dirs = {layer: torch.randn(2, 64) for layer in range(4)}
-    stats = extract(model, tokenizer, TEXTS, SPANS, directions=dirs, token_spans=["after"], keep_activations=True,
-                    use_cache=False, progress=False)
+    stats = extract(
+        model,
+        tokenizer,
+        TEXTS,
+        SPANS,
+        directions=dirs,
+        token_spans=["after"],
+        keep_activations=True,
+        use_cache=False,
+        progress=False,
+    )
     assert set(stats.projections) == {"after"} and set(stats.activations) == {"after"}
     for i, text in enumerate(TEXTS):
         idx = stats.token_indices["after"][i]

@@ -187,3 +187,39 @@ def test_steer_rejects_wrong_vector_size(tiny):
     with pytest.raises(ValueError, match=r"needs \(64,\)"):
         with vaxis.steer(model, {1: torch.ones(10)}):
             pass
+
+
+def test_blocks_returning_tuples_are_read_and_steered():
+    """Older/other architectures return (hidden, extras...) from a block: both paths work."""
+    from torch import nn
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(4, 4)
+
+        def forward(self, x):
+            return (x + self.lin(x), "extra")
+
+    class Model(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.config = type("C", (), {"num_hidden_layers": 2, "hidden_size": 4})()
+            self.layers = nn.ModuleList([Block(), Block()])
+
+        def forward(self, x):
+            for block in self.layers:
+                x, extra = block(x)
+                assert extra == "extra"
+            return x
+
+    model = Model()
+    x = torch.randn(1, 3, 4)
+    with torch.no_grad(), vaxis.capture(model, [0, 1, 2]) as acts:
+        out = model(x)
+    torch.testing.assert_close(acts[0], x)
+    torch.testing.assert_close(acts[2], out)
+    v = torch.ones(4)
+    with torch.no_grad(), vaxis.steer(model, {2: v}):
+        steered = model(x)
+    torch.testing.assert_close(steered, out + v)

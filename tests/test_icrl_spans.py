@@ -3,7 +3,6 @@ derived structurally, on the tiny tokenizer and on the embedded SmolLM2 tokenize
 
 from __future__ import annotations
 
-
 import pytest
 
 from vaxis.icrl import (

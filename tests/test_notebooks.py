@@ -33,7 +33,8 @@ def test_unknown_notebook_and_profile(tmp_path):
         notebooks(["99"])
     out = subprocess.run(
         [sys.executable, "-m", "vaxis", "run", "--profile", "nope", "--run-dir", str(tmp_path)],
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     )
     assert out.returncode != 0 and "unknown profile" in out.stderr
 
@@ -43,7 +44,9 @@ def test_smoke_run_of_all_notebooks(tmp_path):
     """`python -m vaxis run --profile smoke` executes every notebook and writes their outputs."""
     out = subprocess.run(
         [sys.executable, "-m", "vaxis", "run", "--profile", "smoke", "--run-dir", str(tmp_path), "-p", "seed", "1"],
-        capture_output=True, text=True, timeout=900,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     names = [p.name for p in notebooks()]

@@ -32,11 +32,25 @@ def test_token_table_positions_and_labels(tiny):
     text = "Intro. The river flows past the mill: a drum plays loudly near the old bridge today."
     rewrite = (7, len(text))
     reward = text.index(":")
-    items = [Item(0, "target", text, {"before": [(7, reward)], "reward": [(reward, reward + 1)],
-                                     "after": [(reward + 1, len(text))]}, rewrite)]
+    items = [
+        Item(
+            0,
+            "target",
+            text,
+            {"before": [(7, reward)], "reward": [(reward, reward + 1)], "after": [(reward + 1, len(text))]},
+            rewrite,
+        )
+    ]
     dirs = {layer: torch.randn(2, 64) for layer in range(4)}
-    stats = extract(model, tokenizer, [i.text for i in items], [i.spans for i in items], directions=dirs,
-                    use_cache=False, progress=False)
+    stats = extract(
+        model,
+        tokenizer,
+        [i.text for i in items],
+        [i.spans for i in items],
+        directions=dirs,
+        use_cache=False,
+        progress=False,
+    )
     table = token_table(stats, items, [0], tokenizer)
     n_before, n_after = int(stats.counts["before"][0]), int(stats.counts["after"][0])
     assert table.scores.shape == (n_before + n_after, 4, 2)

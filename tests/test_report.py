@@ -75,9 +75,20 @@ def _extraction(tiny, keep):
     model, tokenizer = tiny
     games, _ = generate_games(40, seed=3, size=vaxis.icrl.GameSize(max_discovery=2, max_attempts=2, max_words=80))
     spans = pipeline.items_from_games(games, tokenizer)
-    ex = pipeline.run_extraction(model, tokenizer, spans, [0, 1, 2, 3], n_splits=3, n_test=5, n_shuffles=2,
-                                 n_random=2, seed=0, keep_construction_activations=keep, use_cache=False,
-                                 progress=False)
+    ex = pipeline.run_extraction(
+        model,
+        tokenizer,
+        spans,
+        [0, 1, 2, 3],
+        n_splits=3,
+        n_test=5,
+        n_shuffles=2,
+        n_random=2,
+        seed=0,
+        keep_construction_activations=keep,
+        use_cache=False,
+        progress=False,
+    )
     return spans, ex
 
 
@@ -86,26 +97,44 @@ def run_on_tiny(tmp_path_factory, tiny):
     """Notebook 02's steps on the tiny model: items, two passes, save."""
     spans, ex = _extraction(tiny, keep=True)
     out = tmp_path_factory.mktemp("run")
-    pipeline.save_run(out, ex.fit_stats, ex.fit_items, ex.eval_stats, spans.items, ex.directions,
-                      spans.game_criterion, spans.game_split, {"model": "tiny", "model_name": "tiny-qwen3",
-                                                               "data_hash": "x"})
-    return out, spans, ex.eval_stats, ex.directions, tiny[1]
+    pipeline.save_run(
+        out,
+        ex.fit_stats,
+        ex.fit_items,
+        ex.eval_stats,
+        ex.items,
+        ex.directions,
+        spans.game_criterion,
+        spans.game_split,
+        {"model": "tiny", "model_name": "tiny-qwen3", "data_hash": "x"},
+    )
+    return out, ex, ex.eval_stats, ex.directions, tiny[1]
 
 
 def test_kept_activations_equal_a_second_pass(tiny, run_on_tiny):
     """Projecting kept construction activations gives what a second forward pass gives."""
-    _, spans, kept_stats, kept_dirs, _ = run_on_tiny
-    _, ex = _extraction(tiny, keep=False)
+    _, kept, kept_stats, kept_dirs, _ = run_on_tiny
+    spans, ex = _extraction(tiny, keep=False)
     assert torch.equal(ex.directions.vectors, kept_dirs.vectors)
-    for name in ("before", "after"):
-        for a, b in zip(kept_stats.projections[name], ex.eval_stats.projections[name]):
-            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
-        torch.testing.assert_close(kept_stats.sums[name], ex.eval_stats.sums[name], atol=1e-4, rtol=1e-5)
-    assert ex.passes[1]["tokens_processed"] > 0
+    assert len(ex.items) == len(spans.items) > len(kept.items)  # construction placebos only without keeping
+    where = {(it.game, it.kind, it.attempt): i for i, it in enumerate(ex.items)}
+    for j, it in enumerate(kept.items):
+        i = where[(it.game, it.kind, it.attempt)]
+        for name in ("before", "after"):
+            torch.testing.assert_close(
+                kept_stats.projections[name][j], ex.eval_stats.projections[name][i], atol=1e-5, rtol=1e-4
+            )
+            torch.testing.assert_close(kept_stats.sums[name][j], ex.eval_stats.sums[name][i], atol=1e-4, rtol=1e-5)
+    assert {spans.game_split[it.game] for it in kept.items if it.kind == "placebo"} == {"held_out"}
+    # keeping activations spares the second forward over construction games
+    assert kept.passes[1]["tokens_processed"] < ex.passes[1]["tokens_processed"]
 
 
-def test_items_from_games_structure(run_on_tiny):
-    _, spans, stats, _, _ = run_on_tiny
+def test_items_from_games_structure(tiny):
+    import vaxis
+
+    games, _ = generate_games(30, seed=4, size=vaxis.icrl.GameSize(max_discovery=2, max_attempts=2, max_words=80))
+    spans = pipeline.items_from_games(games, tiny[1])
     kinds = [it.kind for it in spans.items]
     assert kinds.count("target") == kinds.count("norm") == len(spans.game_criterion)
     assert kinds.count("placebo") > 0
@@ -118,13 +147,14 @@ def test_items_from_games_structure(run_on_tiny):
 
 
 def test_load_run_and_evaluate(run_on_tiny):
-    out, spans, stats, dirs, tokenizer = run_on_tiny
+    out, ex, stats, dirs, tokenizer = run_on_tiny
     run = pipeline.load_run(out, tokenizer=tokenizer)
-    assert len(run.items) == len(spans.items) and run.directions.names == dirs.names
+    assert len(run.items) == len(ex.items) and run.directions.names == dirs.names
     contrasts, criteria = run.fit_contrasts()
     torch.testing.assert_close(vaxis_fit(contrasts, criteria), run.directions.vectors[0])
-    ev = pipeline.evaluate(run.eval_stats, run.items, run.game_criterion, run.game_split, run.directions, tokenizer,
-                           n_boot=20)
+    ev = pipeline.evaluate(
+        run.eval_stats, run.items, run.game_criterion, run.game_split, run.directions, tokenizer, n_boot=20
+    )
     assert ev.auroc.shape == (4,) and ((0 <= ev.auroc) & (ev.auroc <= 1)).all()
     assert ev.random.shape == (2, 4) and ev.shuffled.shape == (2, 4) and ev.split.shape[1] == 4
     assert 0.5 < ev.position_auroc <= 1.0  # before tokens precede after tokens within each rewrite
@@ -133,8 +163,9 @@ def test_load_run_and_evaluate(run_on_tiny):
     assert ev.table().shape[0] == 4
     text = pipeline.verdict(ev, "tiny", "smoke")
     assert "position alone" in text and f"main layer {ev.main_layer}" in text
-    fixed = pipeline.evaluate(run.eval_stats, run.items, run.game_criterion, run.game_split, run.directions,
-                              tokenizer, n_boot=5, main_layer=1)
+    fixed = pipeline.evaluate(
+        run.eval_stats, run.items, run.game_criterion, run.game_split, run.directions, tokenizer, n_boot=5, main_layer=1
+    )
     assert fixed.main_layer == 1 and fixed.main_layer_rule == "fixed by the user"
     example = pipeline.trace_example(run.items, run.game_split)
     enc = tokenizer(example.text, return_offsets_mapping=True, add_special_tokens=False)
@@ -151,3 +182,12 @@ def vaxis_fit(contrasts, criteria):
 def test_load_run_without_extraction(tmp_path):
     with pytest.raises(FileNotFoundError, match="run notebook 02"):
         pipeline.load_run(tmp_path)
+
+
+def test_scorecard_escapes_table_breakers(tmp_path):
+    scorecard.record(tmp_path, [{"key": "fig2.logit_lens", "value": "a, |, \n, b", "context": "x|y"}])
+    row = [line for line in (tmp_path / "scorecard.md").read_text().splitlines() if "logit lens" in line][0]
+    import re
+
+    assert len(re.findall(r"(?<!\\)\|", row)) == 7  # six columns, however the value looks
+    assert "⏎" in row and row.count("\\|") == 2

@@ -13,10 +13,10 @@ block k-1, always read before the final norm (see :mod:`vaxis.layout`).
 
 __version__ = "0.1.0"
 
+from .axis import Axis
 from .chat import ChatTemplateError, render_chat
 from .config import resolve as resolve_config
 from .extract import CacheError, SpanStats, extract, load_stats, save_stats
-from .axis import Axis
 from .hooks import capture, steer, steering_vector
 from .layout import LayoutError, ModelLayout, find_layout
 from .models import ALIASES, ModelLoadError, load_model, load_tokenizer, model_identity

@@ -58,6 +58,9 @@ def auroc_by_layer_figure(
     if main_layer is not None:
         ax.axvline(main_layer, color="tab:blue", ls=":", lw=1)
     ax.axhline(0.5, color="grey", lw=0.8)
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("residual index L (hidden_states[L])")
     ax.set_ylabel("AUROC: after vs before tokens")
     ax.set_ylim(0, 1.02)

@@ -43,9 +43,10 @@ def record(run_dir: str | Path, rows: list[dict]) -> Path:
 
 
 def _fmt(value) -> str:
+    """A table cell: floats to 3 decimals; pipes and line breaks escaped so a row stays a row."""
     if isinstance(value, float):
         return f"{value:.3f}"
-    return str(value)
+    return str(value).replace("|", "\\|").replace("\r", "").replace("\n", "⏎")
 
 
 def render(current: dict, paper: dict) -> str:
@@ -65,6 +66,6 @@ def render(current: dict, paper: dict) -> str:
         lines.append(
             f"| {row.get('section', ref.get('section', ''))} | {row.get('metric', ref.get('metric', key))} | "
             f"{_fmt(ref['value']) if 'value' in ref else '—'} | {ref.get('context', '')} | "
-            f"{_fmt(row['value'])} | {row.get('context', '')} |"
+            f"{_fmt(row['value'])} | {_fmt(row.get('context', ''))} |"
         )
     return "\n".join(lines) + "\n"

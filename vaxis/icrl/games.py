@@ -480,9 +480,7 @@ def generate_games(
     size = size or GameSize()
     if size.max_words < 200:
         paragraphs = [p for p in paragraphs if word_count(p["text"]) <= size.max_words]
-    ctx = _Context(
-        rules, player or fallback, fallback, text, min_words_side, proposals_per_attempt, counters, size
-    )
+    ctx = _Context(rules, player or fallback, fallback, text, min_words_side, proposals_per_attempt, counters, size)
 
     order = sorted(chosen)
     pools: dict[str, list[Mapping]] = {}
@@ -541,8 +539,19 @@ def generate_dataset(plan: int | Mapping[str, int], seed: int = 0, **kwargs) -> 
     unknown = sorted(set(plan) - set(SPLITS))
     if unknown:
         raise ValueError(f"unknown splits {unknown} in n_games; use {list(SPLITS)}")
-    games, report = [], {"requested": 0, "generated": 0, "dropped": 0, "regenerated": 0, "seconds": 0.0,
-                         "by_split": {}, "dropped_games": [], "per_split": {}}
+    games, report = (
+        [],
+        {
+            "requested": 0,
+            "generated": 0,
+            "dropped": 0,
+            "regenerated": 0,
+            "seconds": 0.0,
+            "by_split": {},
+            "dropped_games": [],
+            "per_split": {},
+        },
+    )
     for split, n in plan.items():
         part, rep = generate_games(int(n), seed=seed, splits=(split,), **kwargs)
         games.extend(part)
