@@ -482,14 +482,14 @@ def verdict(ev: Evaluation, model: str, profile: str) -> str:
         lines.append(f"- It is {relation} every random direction (best {m['random_max']:.3f}, n={len(ev.random)}).")
     if np.isfinite(m["shuffled_max"]):
         tail = (
-            ": the before-to-after shift is so uniform across games that a slight majority of unswapped games "
-            "recovers it, so the labels add little beyond one shared shift."
+            ": a before-to-after shift shared by most games is recovered whenever unswapped games happen to "
+            "outnumber swapped ones, so this null's upper edge measures how uniform the shift is, not a chance level"
             if m["shuffled_max"] > lo
-            else ", below the real axis's CI."
+            else ", below the real axis's CI"
         )
         lines.append(
             f"- Axes fit after randomly swapping before/after labels game by game reach up to "
-            f"{m['shuffled_max']:.3f} (n={len(ev.shuffled)}){tail}"
+            f"{m['shuffled_max']:.3f} (n={len(ev.shuffled)}){tail}."
         )
     pos = ev.position_auroc
     relation = "beats" if m["auroc"] > pos else "does **not** beat"
