@@ -46,7 +46,7 @@ from .layout import ModelLayout, find_layout
 from .models import model_identity
 from .spans import tokens_in_spans, validate_spans
 
-EXTRACT_VERSION = 1
+EXTRACT_VERSION = 2  # 2: results stored with save_stats (names, counts, kept activations)
 
 
 class CacheError(RuntimeError):
@@ -270,7 +270,7 @@ def extract(
     folder = Path(cache_dir) if cache_dir is not None else cache_root() / "extract"
     final_path = folder / f"{key}.safetensors"
     if use_cache and final_path.exists():
-        stats = _load_result(final_path, key, items, names, item_tokens, layers, tokenized)
+        stats = load_stats(final_path, key=key)
         stats.info.update(cached=True, cache_key=key)
         return stats
 
@@ -346,7 +346,7 @@ def extract(
         "peak_gpu_mb": torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None,
     }
     if use_cache:
-        _save_result(final_path, key, stats)
+        save_stats(final_path, stats, key=key)
         for p in sorted(part_dir.glob("*.safetensors")) if part_dir.exists() else []:
             p.unlink()
         if part_dir.exists():
@@ -431,67 +431,26 @@ def _load_part(path: Path):
         ) from err
 
 
-def _save_result(path: Path, key: str, stats: SpanStats) -> None:
-    tensors = {}
-    for n in stats.names:
-        tensors[f"sums/{n}"] = stats.sums[n].contiguous()
-        tensors[f"norms/{n}"] = stats.norm_sums[n].contiguous()
-        for prefix, table in (("proj", stats.projections), ("act", stats.activations)):
-            if table is not None and n in table:
-                tensors[f"{prefix}/{n}"] = torch.cat(table[n]).contiguous()
-    meta = {"key": key, "layers": json.dumps(stats.layers), "info": json.dumps(stats.info)}
-    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
-
-
-def _load_result(path, key, items, names, item_tokens, layers, tokenized) -> SpanStats:
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), "pt") as handle:
-            meta = handle.metadata() or {}
-            tensors = {k: handle.get_tensor(k) for k in handle.keys()}
-    except Exception as err:  # noqa: BLE001
-        raise CacheError(f"cache file {path} is damaged ({err}); delete it to recompute") from err
-    if meta.get("key") != key or json.loads(meta.get("layers", "null")) != layers:
-        raise CacheError(f"cache file {path} does not match its key; delete it to recompute")
-    counts = {n: torch.tensor([len(t[n]) for t in item_tokens]) for n in names}
-    tables = {}
-    for prefix in ("proj", "act"):
-        found = [n for n in names if f"{prefix}/{n}" in tensors]
-        tables[prefix] = (
-            {n: list(torch.split(tensors[f"{prefix}/{n}"], counts[n].tolist())) for n in found} if found else None
-        )
-    text_len = {t: len(tokenized[i][0]) for i, t in enumerate(dict.fromkeys(t for t, _ in items))}
-    return SpanStats(
-        layers=layers,
-        names=names,
-        sums={n: tensors[f"sums/{n}"] for n in names},
-        counts=counts,
-        norm_sums={n: tensors[f"norms/{n}"] for n in names},
-        token_indices={n: [t[n] for t in item_tokens] for n in names},
-        text_lengths=torch.tensor([text_len[t] for t, _ in items]),
-        projections=tables["proj"],
-        info=json.loads(meta.get("info", "{}")),
-        activations=tables["act"],
-    )
-
-
-def save_stats(path: str | Path, stats: SpanStats) -> Path:
-    """Write :class:`SpanStats` to a safetensors file (atomically) for later notebooks."""
+def save_stats(path: str | Path, stats: SpanStats, key: str | None = None) -> Path:
+    """Write :class:`SpanStats` (with projections and kept activations, if any) to a safetensors
+    file, atomically. ``key`` is stored in the metadata (the extraction cache uses it)."""
     tensors = {"text_lengths": stats.text_lengths.contiguous()}
     for n in stats.names:
         tensors[f"sums/{n}"] = stats.sums[n].contiguous()
         tensors[f"norms/{n}"] = stats.norm_sums[n].contiguous()
         tensors[f"counts/{n}"] = stats.counts[n].contiguous()
         tensors[f"tokens/{n}"] = torch.cat(stats.token_indices[n]) if stats.token_indices[n] else torch.zeros(0)
-        if stats.projections is not None and n in stats.projections:
-            tensors[f"proj/{n}"] = torch.cat(stats.projections[n]).contiguous()
+        for prefix, table in (("proj", stats.projections), ("act", stats.activations)):
+            if table is not None and n in table:
+                tensors[f"{prefix}/{n}"] = torch.cat(table[n]).contiguous()
     meta = {"layers": json.dumps(stats.layers), "names": json.dumps(stats.names), "info": json.dumps(stats.info)}
+    if key is not None:
+        meta["key"] = key
     return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
 
 
-def load_stats(path: str | Path) -> SpanStats:
-    """Read :class:`SpanStats` written by :func:`save_stats`."""
+def load_stats(path: str | Path, key: str | None = None) -> SpanStats:
+    """Read :class:`SpanStats` written by :func:`save_stats`; with ``key``, check it matches."""
     from safetensors import safe_open
 
     try:
@@ -502,21 +461,26 @@ def load_stats(path: str | Path) -> SpanStats:
         layers = json.loads(meta["layers"])
     except FileNotFoundError:
         raise
-    except Exception as err:  # noqa: BLE001
-        raise CacheError(f"{path} is not a readable vaxis span-statistics file ({err}); recompute it") from err
-    counts = {n: tensors[f"counts/{n}"] for n in names}
-    split = {n: counts[n].tolist() for n in names}
-    projections = None
-    if any(k.startswith("proj/") for k in tensors):
-        projections = {n: list(torch.split(tensors[f"proj/{n}"], split[n])) for n in names if f"proj/{n}" in tensors}
+    except Exception as err:  # noqa: BLE001 - any unreadable file is reported the same way
+        raise CacheError(
+            f"{path} is damaged or not a vaxis span-statistics file ({err}); delete it to recompute"
+        ) from err
+    if key is not None and meta.get("key") != key:
+        raise CacheError(f"cache file {path} does not match its key; delete it to recompute")
+    split = {n: tensors[f"counts/{n}"].tolist() for n in names}
+    tables = {}
+    for prefix in ("proj", "act"):
+        found = [n for n in names if f"{prefix}/{n}" in tensors]
+        tables[prefix] = {n: list(torch.split(tensors[f"{prefix}/{n}"], split[n])) for n in found} if found else None
     return SpanStats(
         layers=layers,
         names=names,
         sums={n: tensors[f"sums/{n}"] for n in names},
-        counts=counts,
+        counts={n: tensors[f"counts/{n}"] for n in names},
         norm_sums={n: tensors[f"norms/{n}"] for n in names},
         token_indices={n: list(torch.split(tensors[f"tokens/{n}"].long(), split[n])) for n in names},
         text_lengths=tensors["text_lengths"],
-        projections=projections,
+        projections=tables["proj"],
         info=json.loads(meta.get("info", "{}")),
+        activations=tables["act"],
     )

@@ -727,16 +727,21 @@ def run_extraction(
     items = spans.items
     fit_idx = [i for i, it in enumerate(items) if split[it.game] == "construction" and it.kind in ("target", "norm")]
     fit_items = [items[i] for i in fit_idx]
-    fit = extract(
-        model,
-        tokenizer,
-        [it.text for it in fit_items],
-        [it.spans for it in fit_items],
-        layers=layers,
-        token_spans=["before", "after"],
-        keep_activations=keep_construction_activations,
-        **extract_kwargs,
-    )
+
+    def run(chosen: list[Item], **kwargs):
+        texts, item_spans = [it.text for it in chosen], [it.spans for it in chosen]
+        return extract(
+            model,
+            tokenizer,
+            texts,
+            item_spans,
+            layers=layers,
+            token_spans=["before", "after"],
+            **kwargs,
+            **extract_kwargs,
+        )
+
+    fit = run(fit_items, keep_activations=keep_construction_activations)
     rows = [j for j, it in enumerate(fit_items) if it.kind == "target"]
     contrasts = game_contrasts(fit.means("after")[rows], fit.means("before")[rows])
     criteria = [spans.game_criterion[fit_items[j].game] for j in rows]
@@ -760,16 +765,7 @@ def run_extraction(
     else:
         second_items = final_items = items
         parts = []
-    second = extract(
-        model,
-        tokenizer,
-        [it.text for it in second_items],
-        [it.spans for it in second_items],
-        layers=layers,
-        directions=directions.as_extract_directions(layers),
-        token_spans=["before", "after"],
-        **extract_kwargs,
-    )
+    second = run(second_items, directions=directions.as_extract_directions(layers))
     offset = len(final_items) - len(second_items)
     parts.append((list(range(offset, len(final_items))), second))
     eval_stats = combine_stats(len(final_items), parts) if len(parts) > 1 else second
