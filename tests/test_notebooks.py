@@ -9,7 +9,8 @@ import sys
 import nbformat
 import pytest
 
-from vaxis.runner import NOTEBOOK_DIR, notebooks, parse_value
+import vaxis
+from vaxis.runner import notebooks, parse_value
 
 
 def test_every_notebook_has_a_parameters_cell_first():
@@ -56,7 +57,9 @@ def test_smoke_run_of_all_notebooks(tmp_path):
         executed = nbformat.read(tmp_path / name, as_version=4)
         injected = [c for c in executed.cells if "injected-parameters" in c.metadata.get("tags", [])]
         assert injected and "seed = 1" in injected[0].source
-    assert (tmp_path / "games.jsonl").exists()
-    assert NOTEBOOK_DIR.exists()
-    if (tmp_path / "scorecard.json").exists():
-        assert json.loads((tmp_path / "scorecard.json").read_text())
+    assert (tmp_path / "games.jsonl").exists() and (tmp_path / "extraction" / "meta.json").exists()
+    card = json.loads((tmp_path / "scorecard.json").read_text())
+    assert "tiny-qwen3" in card["fig2.heldout_auroc_token_replication"]["context"]  # every number names its model
+    axis = vaxis.Axis.load(tmp_path / "value_axis")
+    assert axis.hidden_size == 64 and axis.n_blocks == 3 and axis.main_layer in axis.layers
+    assert (tmp_path / "figures" / "auroc_by_layer.png").stat().st_size > 0
