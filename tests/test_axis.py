@@ -160,3 +160,19 @@ def test_axis_load_errors(tmp_path):
     (tmp_path / "a.json").write_text('{"format": "other"}')
     with pytest.raises(ValueError, match="not a vaxis axis"):
         Axis.load(tmp_path / "a")
+
+
+def test_position_matched_auroc_removes_pure_position():
+    rng = np.random.default_rng(2)
+    n = 4000
+    position = rng.uniform(0, 1, n)
+    labels = (position + rng.normal(0, 0.15, n) > 0.5).astype(int)  # after tokens sit later
+    from vaxis.evaluate import position_matched_auroc
+
+    pure_position = position[:, None]
+    assert auroc_by_layer(pure_position, labels)[0] > 0.9
+    matched = position_matched_auroc(pure_position, labels, position, n_bins=20)[0]
+    assert abs(matched - 0.5) < 0.1  # position alone carries (almost) nothing within a bin
+    informative = (labels + rng.normal(0, 0.5, n))[:, None]
+    assert position_matched_auroc(informative, labels, position)[0] > 0.8
+    assert np.isnan(position_matched_auroc(informative, labels, position, min_per_class=10**6)[0])

@@ -158,6 +158,7 @@ def test_load_run_and_evaluate(run_on_tiny):
     assert ev.auroc.shape == (4,) and ((0 <= ev.auroc) & (ev.auroc <= 1)).all()
     assert ev.random.shape == (2, 4) and ev.shuffled.shape == (2, 4) and ev.split.shape[1] == 4
     assert 0.5 < ev.position_auroc <= 1.0  # before tokens precede after tokens within each rewrite
+    assert ev.position_matched.shape == (4,) and "position_matched" in ev.at(ev.main_layer)
     assert ev.main_layer in ev.layers and "construction" in ev.main_layer_rule
     assert (ev.ci_low <= ev.auroc + 1e-9).all() and (ev.auroc <= ev.ci_high + 1e-9).all()
     assert ev.table().shape[0] == 4

@@ -9,6 +9,8 @@ to fit the axis, using the projection ``cos(h_t, v_L)`` as the score.
   the fraction of criteria whose mean after-projection exceeds their mean before-projection.
 * :func:`contrast`: mean after-projection minus mean before-projection, per item, for
   comparing the real contrast with the placebo contrast on failed attempts.
+* :func:`position_matched_auroc`: the AUROC inside bins of equal relative position, which
+  asks what the projection knows beyond where a token sits in the answer.
 
 Inputs are flat arrays over tokens: ``scores (n_tokens, n_layers)``, ``labels`` (1 = after,
 0 = before) and ``groups`` (criterion of each token's game).
@@ -87,6 +89,32 @@ def contrast(after: Sequence[np.ndarray], before: Sequence[np.ndarray]) -> np.nd
     if not rows:
         raise ValueError("no item has both before and after tokens")
     return np.stack(rows)
+
+
+def position_matched_auroc(
+    scores: np.ndarray, labels: np.ndarray, position: np.ndarray, n_bins: int = 10, min_per_class: int = 20
+) -> np.ndarray:
+    """AUROC with position held fixed (METHOD.md section 7): tokens are binned by their relative
+    position in the rewrite, the AUROC is computed inside every bin that holds at least
+    ``min_per_class`` before *and* after tokens, and the bins are averaged weighted by their
+    token counts. Position alone scores 0.5 here (up to within-bin spread), so what remains is
+    what the projection knows beyond where the token sits. NaN when no bin qualifies.
+    Returns ``(n_layers,)``."""
+    scores = np.asarray(scores, dtype=np.float64)
+    if scores.ndim == 1:
+        scores = scores[:, None]
+    labels, position = np.asarray(labels), np.asarray(position, dtype=np.float64)
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    which = np.clip(np.digitize(position, edges[1:-1]), 0, n_bins - 1)
+    total, weight = np.zeros(scores.shape[1]), 0
+    for b in range(n_bins):
+        m = which == b
+        n_after, n_before = int((labels[m] == 1).sum()), int((labels[m] == 0).sum())
+        if min(n_after, n_before) < min_per_class:
+            continue
+        total += m.sum() * auroc_by_layer(scores[m], labels[m])
+        weight += m.sum()
+    return total / weight if weight else np.full(scores.shape[1], np.nan)
 
 
 def choose_main_layer(auroc_table: np.ndarray, layers: Sequence[int]) -> int:

@@ -150,6 +150,7 @@ class Evaluation:
     shuffled: np.ndarray
     split: np.ndarray
     position_auroc: float
+    position_matched: np.ndarray
     real_contrast: np.ndarray
     placebo_contrast: np.ndarray
     main_layer: int
@@ -168,6 +169,7 @@ class Evaluation:
             "random_max": float(self.random[:, i].max()) if len(self.random) else float("nan"),
             "shuffled_max": float(self.shuffled[:, i].max()) if len(self.shuffled) else float("nan"),
             "split_mean": float(self.split[:, i].mean()) if len(self.split) else float("nan"),
+            "position_matched": float(self.position_matched[i]),
             "placebo_ratio": float(self.placebo_contrast[i] / self.real_contrast[i]),
         }
 
@@ -182,6 +184,7 @@ class Evaluation:
                 "ci_low": self.ci_low,
                 "ci_high": self.ci_high,
                 "mean_level_metric": self.mean_level,
+                "position_matched_auroc": self.position_matched,
                 "split_auroc_mean": self.split.mean(0) if len(self.split) else np.nan,
                 "split_auroc_std": self.split.std(0) if len(self.split) else np.nan,
                 "random_auroc_max": self.random.max(0) if len(self.random) else np.nan,
@@ -216,7 +219,14 @@ def evaluate(
     * contrast: mean after minus mean before projection on held-out targets (real) and on
       failed attempts of held-out games cut at the targeted word (placebo).
     """
-    from .evaluate import auroc_by_layer, bootstrap_auroc, choose_main_layer, contrast, mean_level_metric
+    from .evaluate import (
+        auroc_by_layer,
+        bootstrap_auroc,
+        choose_main_layer,
+        contrast,
+        mean_level_metric,
+        position_matched_auroc,
+    )
 
     layers = list(stats.layers)
     target = [i for i, it in enumerate(items) if it.kind == "target"]
@@ -233,6 +243,7 @@ def evaluate(
     rand = np.array([auroc_by_layer(t_held.scores[:, :, k], t_held.labels) for k in directions.columns("random")])
     shuf = np.array([auroc_by_layer(t_held.scores[:, :, k], t_held.labels) for k in directions.columns("shuffled")])
     position = float(auroc_by_layer(t_held.position, t_held.labels)[0])
+    matched = position_matched_auroc(axis_scores, t_held.labels, t_held.position)
 
     split_rows = []
     if cons and directions.splits:
@@ -285,6 +296,7 @@ def evaluate(
         shuf,
         split,
         position,
+        matched,
         real,
         placebo,
         chosen,
@@ -498,6 +510,16 @@ def verdict(ev: Evaluation, model: str, profile: str) -> str:
         "tokens, so a direction tracking position in the answer would score this high without any notion "
         "of value."
     )
+    if np.isfinite(m["position_matched"]):
+        pm = m["position_matched"]
+        reading = (
+            "so it carries information beyond position"
+            if pm >= 0.6
+            else "so beyond position it carries little"
+            if pm > 0.55
+            else "so beyond position it carries none"
+        )
+        lines.append(f"- Among tokens at the same relative position (10 bins), its AUROC is {pm:.3f}, {reading}.")
     if np.isfinite(m["placebo_ratio"]):
         r = m["placebo_ratio"]
         size = "larger than" if r >= 1 else "nearly as large as" if r >= 0.75 else "smaller than"

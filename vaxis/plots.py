@@ -25,13 +25,15 @@ def auroc_by_layer_figure(
     split_mean=None,
     split_std=None,
     mean_level=None,
+    position_matched=None,
     main_layer=None,
     title="",
     save_to=None,
 ):
     """Held-out token AUROC by layer with its CI, beside the controls: random directions
     (band: min-max over directions), shuffled-label axes (band), the position-only baseline
-    (horizontal line) and the construction split analysis (mean +/- std)."""
+    (horizontal line), the AUROC within bins of equal position, and the construction split
+    analysis (mean +/- std)."""
     layers = np.asarray(layers)
     fig, ax = plt.subplots(figsize=(8, 4.5))
     if random_aurocs is not None:
@@ -48,6 +50,8 @@ def auroc_by_layer_figure(
         ax.fill_between(layers, m - sd, m + sd, color="tab:green", alpha=0.15)
     if mean_level is not None:
         ax.plot(layers, mean_level, color="tab:orange", lw=1, ls="--", label="paper-style mean-level metric")
+    if position_matched is not None:
+        ax.plot(layers, position_matched, color="tab:red", lw=1.2, ls="-.", label="value axis, position-matched AUROC")
     ax.plot(layers, real, color="tab:blue", lw=2, marker="o", ms=3, label="value axis, held-out token AUROC")
     if real_ci is not None:
         ax.fill_between(
