@@ -29,6 +29,7 @@ gives identical results.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Mapping, Sequence
@@ -259,7 +260,7 @@ def extract(
             "texts": stable_hash(unique, 32),
             "items": stable_hash([[text_ids[t], s] for t, s in items], 32),
             "layers": layers,
-            "directions": None if dir_matrix is None else stable_hash(dir_matrix.flatten().tolist(), 32),
+            "directions": None if dir_matrix is None else hashlib.sha256(dir_matrix.numpy().tobytes()).hexdigest(),
             "special": add_special_tokens,
             "batching": [max_batch_tokens, max_batch_size],
             "tokenwise": sorted(tokenwise),
@@ -274,8 +275,8 @@ def extract(
         stats.info.update(cached=True, cache_key=key)
         return stats
 
-    # Groups: (item, name) pairs with at least one token; results indexed by group.
-    by_text: dict[int, list[tuple[int, str, torch.Tensor]]] = {}
+    # Groups: (item, name, token indices, per-token outputs?) with at least one token, per distinct text.
+    by_text: dict[int, list[tuple[int, str, torch.Tensor, bool]]] = {}
     for i, (text, _) in enumerate(items):
         for name in names:
             idx = item_tokens[i][name]
