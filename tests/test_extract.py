@@ -69,14 +69,52 @@ def test_stops_at_last_needed_token(tiny):
     assert stats.info["tokens_processed"] < stats.info["tokens_total"]
 
 
-def test_items_sharing_a_text_run_it_once(tiny):
+def test_items_sharing_a_text_run_it_once(tiny, monkeypatch):
+    """N items that share one text run that text once: one tokenization, one row of one forward
+    pass, and each item still gets the values of its own spans.
+
+    Guards against losing the de-duplication (e.g. keying texts by item index, so every item is
+    its own text): the values would still be right, only the work multiplied, so the test counts
+    tokenizer calls, ``_run_batch`` calls and the rows that reach the embedding layer."""
     model, tokenizer = tiny
-    texts = [TEXTS[0], TEXTS[0]]
-    spans = [{"before": [(0, 5)], "after": [(6, 12)]}, {"before": [(13, 20)], "after": [(21, 40)]}]
-    stats = extract(model, tokenizer, texts, spans, use_cache=False, progress=False)
+    texts = [TEXTS[0], TEXTS[2], TEXTS[0], TEXTS[0]]
+    spans = [
+        {"before": [(0, 5)], "after": [(6, 12)]},
+        {"before": [(0, 5)], "after": [(6, 14)]},
+        {"before": [(13, 20)], "after": [(21, 40)]},
+        {"before": [(0, 12)], "after": [(41, 50)]},
+    ]
+    real_tokenize, real_run = extract_mod._tokenize, extract_mod._run_batch
+    calls = {"tokenize": 0, "run": 0, "rows": 0}
+
+    def tokenize(*args, **kwargs):
+        calls["tokenize"] += 1
+        return real_tokenize(*args, **kwargs)
+
+    def run_batch(*args, **kwargs):
+        calls["run"] += 1
+        return real_run(*args, **kwargs)
+
+    def count_rows(module, args):
+        calls["rows"] += args[0].shape[0]
+
+    monkeypatch.setattr(extract_mod, "_tokenize", tokenize)
+    monkeypatch.setattr(extract_mod, "_run_batch", run_batch)
+    handle = model.get_input_embeddings().register_forward_pre_hook(count_rows)
+    try:
+        stats = extract(model, tokenizer, texts, spans, use_cache=False, progress=False, max_batch_size=1)
+    finally:
+        handle.remove()
+    assert calls == {"tokenize": 2, "run": 2, "rows": 2}
+    needed = [int(torch.cat([stats.token_indices[n][i] for n in stats.names]).max()) + 1 for i in range(4)]
+    assert stats.info["tokens_processed"] == max(needed[0], needed[2], needed[3]) + needed[1]
+    assert stats.text_lengths[0] == stats.text_lengths[2] == stats.text_lengths[3]
+    monkeypatch.undo()
     separate = [extract(model, tokenizer, [t], [s], use_cache=False, progress=False) for t, s in zip(texts, spans)]
-    for i in range(2):
-        torch.testing.assert_close(stats.sums["after"][i], separate[i].sums["after"][0], atol=1e-5, rtol=0)
+    for i in range(4):
+        for name in ("before", "after"):
+            torch.testing.assert_close(stats.sums[name][i], separate[i].sums[name][0], atol=1e-5, rtol=0)
+            assert torch.equal(stats.token_indices[name][i], separate[i].token_indices[name][0])
 
 
 def test_chat_input_spans_in_message_coordinates(tiny):
@@ -142,6 +180,101 @@ def test_changed_inputs_are_not_reused(tiny, tmp_cache):
     fourth = extract(model2, tokenizer, TEXTS, SPANS, **kw)
     assert fourth.info["cache_key"] != first.info["cache_key"]
     assert len(list((tmp_cache / "y").glob("*.safetensors"))) == 4  # nothing overwritten
+
+
+def _assert_fresh(changed, fresh, first):
+    """``changed`` (cache on, one input changed) is a cache miss whose values equal ``fresh``
+    (the same inputs with ``use_cache=False``) and differ from ``first`` (before the change)."""
+    assert changed.info["cached"] is False
+    assert changed.info["cache_key"] != first.info["cache_key"]
+    assert torch.equal(changed.text_lengths, fresh.text_lengths)
+    for name in fresh.names:
+        torch.testing.assert_close(changed.sums[name], fresh.sums[name], atol=0, rtol=0)
+        torch.testing.assert_close(changed.norm_sums[name], fresh.norm_sums[name], atol=0, rtol=0)
+        if fresh.projections is not None:
+            for a, b in zip(changed.projections[name], fresh.projections[name]):
+                torch.testing.assert_close(a, b, atol=0, rtol=0, equal_nan=True)
+
+
+def test_cache_key_covers_text_content(tiny, tmp_cache):
+    """A text replaced by another of the same length (same spans, same count of texts) is a
+    cache miss. Guards against a key that hashes the number or length of the texts, not their
+    content (e.g. ``len(unique)``)."""
+    model, tokenizer = tiny
+    kw = dict(progress=False, max_batch_size=1)
+    first = extract(model, tokenizer, TEXTS, SPANS, cache_dir=tmp_cache / "t", **kw)
+    texts = list(TEXTS)
+    texts[2] = TEXTS[2].replace("one", "two")
+    assert texts[2] != TEXTS[2] and len(texts[2]) == len(TEXTS[2])
+    changed = extract(model, tokenizer, texts, SPANS, cache_dir=tmp_cache / "t", **kw)
+    fresh = extract(model, tokenizer, texts, SPANS, use_cache=False, **kw)
+    _assert_fresh(changed, fresh, first)
+    assert not torch.equal(changed.sums["after"][2], first.sums["after"][2])
+    torch.testing.assert_close(changed.sums["after"][:2], first.sums["after"][:2], atol=0, rtol=0)
+
+
+def test_cache_key_covers_directions(tiny, tmp_cache):
+    """Other directions of the same shape, at the same layers, are a cache miss (the cosines
+    change). Guards against leaving the directions out of the key."""
+    model, tokenizer = tiny
+    kw = dict(progress=False, cache_dir=tmp_cache / "d")
+    generator = torch.Generator().manual_seed(3)
+    dirs = {layer: torch.randn(2, 64, generator=generator) for layer in (1, 2)}
+    other = {layer: torch.randn(2, 64, generator=generator) for layer in (1, 2)}
+    first = extract(model, tokenizer, TEXTS, SPANS, directions=dirs, **kw)
+    changed = extract(model, tokenizer, TEXTS, SPANS, directions=other, **kw)
+    fresh = extract(model, tokenizer, TEXTS, SPANS, directions=other, progress=False, use_cache=False)
+    _assert_fresh(changed, fresh, first)
+    assert not torch.allclose(changed.projections["after"][0][:, 1], first.projections["after"][0][:, 1])
+
+
+def _tokenizer_with_bos():
+    """The tiny tokenizer, but ``add_special_tokens=True`` prepends ``<|im_start|>`` as a BOS
+    (the plain tiny tokenizer adds nothing, so the option would make no difference)."""
+    from tokenizers import processors
+
+    from vaxis.tiny import tiny_tokenizer
+
+    tokenizer = tiny_tokenizer()
+    bos = tokenizer.convert_tokens_to_ids("<|im_start|>")
+    tokenizer.backend_tokenizer.post_processor = processors.Sequence(
+        [
+            processors.ByteLevel(trim_offsets=False),
+            processors.TemplateProcessing(single="<|im_start|> $A", special_tokens=[("<|im_start|>", bos)]),
+        ]
+    )
+    return tokenizer
+
+
+def test_cache_key_covers_add_special_tokens(tiny, tmp_cache):
+    """With a tokenizer that adds a BOS, ``add_special_tokens=True`` after a cached run with
+    ``False`` is a cache miss: every token has one more token before it, so the values differ.
+    Guards against leaving ``add_special_tokens`` out of the key."""
+    model, plain = tiny
+    tokenizer = _tokenizer_with_bos()
+    assert tokenizer("abc", add_special_tokens=True).input_ids[1:] == plain("abc").input_ids
+    kw = dict(progress=False, cache_dir=tmp_cache / "s")
+    first = extract(model, tokenizer, TEXTS, SPANS, add_special_tokens=False, **kw)
+    changed = extract(model, tokenizer, TEXTS, SPANS, add_special_tokens=True, **kw)
+    fresh = extract(model, tokenizer, TEXTS, SPANS, add_special_tokens=True, progress=False, use_cache=False)
+    _assert_fresh(changed, fresh, first)
+    torch.testing.assert_close(changed.text_lengths, first.text_lengths + 1, atol=0, rtol=0)
+    for name in ("before", "after"):
+        assert torch.equal(changed.counts[name], first.counts[name])  # the BOS (offset (0, 0)) is in no span
+        assert not torch.allclose(changed.sums[name], first.sums[name])
+
+
+def test_cache_key_covers_the_tokenizer(tiny, tmp_cache):
+    """Same model, same texts, same options, but a tokenizer that splits the text differently (it
+    prepends a BOS): a cache miss. Guards against a key that names the model but not the tokenizer."""
+    model, plain = tiny
+    kw = dict(progress=False, cache_dir=tmp_cache / "t", add_special_tokens=True)
+    first = extract(model, plain, TEXTS, SPANS, **kw)
+    changed = extract(model, _tokenizer_with_bos(), TEXTS, SPANS, **kw)
+    fresh = extract(
+        model, _tokenizer_with_bos(), TEXTS, SPANS, progress=False, use_cache=False, add_special_tokens=True
+    )
+    _assert_fresh(changed, fresh, first)
 
 
 def test_damaged_cache_file_is_reported(tiny, tmp_cache):

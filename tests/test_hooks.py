@@ -223,3 +223,121 @@ def test_blocks_returning_tuples_are_read_and_steered():
     with torch.no_grad(), vaxis.steer(model, {2: v}):
         steered = model(x)
     torch.testing.assert_close(steered, out + v)
+
+
+def _steering_delta(model, enc, v, positions, layer=1):
+    """Per-column change of the residual at ``layer`` when steering there with ``positions``."""
+    with torch.no_grad():
+        with vaxis.capture(model, [layer]) as base:
+            model(**enc)
+        with vaxis.steer(model, {layer: v}, positions=positions), vaxis.capture(model, [layer]) as steered:
+            model(**enc)
+    return (steered[layer] - base[layer])[0]
+
+
+@pytest.mark.parametrize("k", [0, 1, 5])
+def test_steer_int_position_changes_exactly_columns_from_k(tiny, k):
+    """``positions=k`` steers columns ``k..`` and nothing before: guards against comparing the
+    column with ``>`` instead of ``>=`` (which would leave column ``k`` unsteered)."""
+    model, tokenizer = tiny
+    enc = tokenizer(TEXT, return_tensors="pt", add_special_tokens=False)
+    n = enc.input_ids.shape[1]
+    assert n > k + 2
+    v = torch.randn(64) * 3
+    delta = _steering_delta(model, enc, v, positions=k)
+    for col in range(n):
+        expected = v if col >= k else torch.zeros(64)
+        torch.testing.assert_close(delta[col], expected, atol=1e-5, rtol=0, msg=f"column {col}, k={k}")
+
+
+@pytest.mark.parametrize("offset", [-2, 0, 2])
+def test_steer_int_position_under_generate_with_kv_cache(tiny, offset):
+    """Under ``generate`` with the KV cache, ``positions=k`` steers absolute columns ``k..`` (in the
+    prompt or among the generated tokens, k itself included) and not ``k - 1``; the cached run
+    equals one full forward pass over the final sequence. Guards against ``>`` instead of ``>=``."""
+    model, tokenizer = tiny
+    v = torch.randn(64) * 3
+    prompts = ["The river flows", "Mathematics studies numbers and"]
+    prompt_len = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).input_ids.shape[1]
+    k = prompt_len + offset
+    with torch.no_grad():
+        with vaxis.steer(model, {1: v}, positions=k), vaxis.capture(model, [1]) as acts:
+            batch, out = _generate(model, tokenizer, prompts, min_new_tokens=6)
+        total = out.shape[1]
+        assert total == prompt_len + 6
+        captured = acts[1]
+        assert captured.shape[1] == total - 1
+        full_mask = torch.cat([batch.attention_mask, torch.ones(len(prompts), total - prompt_len, dtype=torch.long)], 1)
+        position_ids = (full_mask.cumsum(-1) - 1).clamp_min(0)
+        with vaxis.capture(model, [1]) as base:
+            model(out, attention_mask=full_mask, position_ids=position_ids)
+        with vaxis.steer(model, {1: v}, positions=k), vaxis.capture(model, [1]) as full:
+            model(out, attention_mask=full_mask, position_ids=position_ids)
+    torch.testing.assert_close(captured, full[1][:, : total - 1], atol=1e-4, rtol=1e-4)
+    delta = captured - base[1][:, : total - 1]
+    real = full_mask.bool()
+    for col in range(total - 1):
+        for row in range(len(prompts)):
+            if not real[row, col]:
+                continue
+            expected = v if col >= k else torch.zeros(64)
+            torch.testing.assert_close(delta[row, col], expected, atol=1e-4, rtol=0, msg=f"row {row} column {col}")
+
+
+def test_steer_explicit_mask_under_generate_uses_absolute_columns(tiny):
+    """A ``(batch, total_length)`` mask that differs between prompt and generated columns (and
+    between generated tokens) is read at absolute columns during ``generate``: the cached run must
+    equal a full no-cache forward over the final sequence with the same mask.
+
+    Guards against slicing the mask without the KV-cache offset (``positions[:, :stop - start]`` or
+    ``positions[:, 0:length]``). The older test_steer_with_explicit_mask_matches_full_forward runs
+    one plain forward, where the offset is 0 and both slices coincide, so it cannot see that bug;
+    here column 0 is unsteered while some generated columns are steered (and others not), so a
+    slice that ignores the offset steers the wrong generated tokens."""
+    model, tokenizer = tiny
+    v = torch.randn(64) * 3
+    prompts = ["The river flows", "Mathematics studies numbers and"]
+    new = 6
+    batch = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+    prompt_len = batch.input_ids.shape[1]
+    total = prompt_len + new
+    mask = torch.zeros(len(prompts), total, dtype=torch.bool)
+    mask[:, prompt_len - 3 : prompt_len - 1] = True  # two prompt columns, not the last one
+    mask[0, prompt_len + 1] = True  # row 0: generated tokens 1 and 3
+    mask[0, prompt_len + 3] = True
+    mask[1, prompt_len] = True  # row 1: generated tokens 0, 2 and 4
+    mask[1, prompt_len + 2] = True
+    mask[1, prompt_len + 4] = True
+    assert not mask[:, 0].any()
+    with torch.no_grad():
+        with vaxis.steer(model, {1: v}, positions=mask), vaxis.capture(model, [1, 2]) as acts:
+            gen = model.generate(
+                **batch,
+                max_new_tokens=new,
+                min_new_tokens=new,
+                do_sample=False,
+                use_cache=True,
+                pad_token_id=tokenizer.pad_token_id,
+                return_dict_in_generate=True,
+                output_logits=True,
+            )
+        out = gen.sequences
+        assert out.shape[1] == total
+        full_mask = torch.cat([batch.attention_mask, torch.ones(len(prompts), new, dtype=torch.long)], 1)
+        position_ids = (full_mask.cumsum(-1) - 1).clamp_min(0)
+        with vaxis.capture(model, [1]) as base:
+            model(out, attention_mask=full_mask, position_ids=position_ids, use_cache=False)
+        with vaxis.steer(model, {1: v}, positions=mask), vaxis.capture(model, [1, 2]) as full:
+            logits = model(out, attention_mask=full_mask, position_ids=position_ids, use_cache=False).logits
+    # The logits that chose each generated token equal the full forward's at the same column.
+    for step, step_logits in enumerate(gen.logits):
+        torch.testing.assert_close(step_logits, logits[:, prompt_len - 1 + step], atol=1e-4, rtol=1e-4)
+    for layer in (1, 2):
+        torch.testing.assert_close(acts[layer], full[layer][:, : total - 1], atol=1e-4, rtol=1e-4)
+    delta = acts[1] - base[1][:, : total - 1]
+    for row in range(len(prompts)):
+        for col in range(total - 1):
+            if not full_mask[row, col]:
+                continue
+            expected = v if mask[row, col] else torch.zeros(64)
+            torch.testing.assert_close(delta[row, col], expected, atol=1e-4, rtol=0, msg=f"row {row} column {col}")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import time
 from collections import Counter
 
 import pytest
@@ -36,14 +35,13 @@ def paragraphs():
 
 @pytest.fixture(scope="module")
 def demo(paragraphs):
-    t0 = time.perf_counter()
-    games, report = generate_games(N_DEMO, seed=0, paragraphs=paragraphs)
-    return games, report, time.perf_counter() - t0
+    return generate_games(N_DEMO, seed=0, paragraphs=paragraphs)
 
 
-def test_demo_covers_all_criteria_fast(demo):
-    games, report, seconds = demo
-    assert seconds < 20, f"generate_games({N_DEMO}) took {seconds:.1f}s"
+def test_demo_covers_all_criteria(demo):
+    """The demo run covers all 75 criteria, twice each, in both splits, dropping nothing.
+    (How long it takes is measured in benchmarks/, not asserted here.)"""
+    games, report = demo
     assert report["generated"] == N_DEMO and report["dropped"] == 0
     assert len({g.criterion for g in games}) == 75
     assert {g.split for g in games} == {"construction", "held_out"}
@@ -54,7 +52,7 @@ def test_demo_covers_all_criteria_fast(demo):
 
 
 def test_game_structure(demo):
-    games, _, _ = demo
+    games, _ = demo
     discoveries, n_paragraphs, attempts = Counter(), Counter(), Counter()
     for g in games:
         validate_game_record(g.to_dict())
@@ -87,7 +85,7 @@ def test_game_structure(demo):
 
 
 def test_every_attempt_is_verified(demo, paragraphs):
-    games, _, _ = demo
+    games, _ = demo
     rules = load_rules()
     by_id = {p["id"]: p["text"] for p in paragraphs}
     for g in games:
@@ -117,7 +115,7 @@ def test_every_attempt_is_verified(demo, paragraphs):
 
 
 def test_thinking_states_hypotheses_and_discovery(demo):
-    games, _, _ = demo
+    games, _ = demo
     rules = load_rules()
     openings = Counter()
     for g in games:
@@ -133,7 +131,7 @@ def test_thinking_states_hypotheses_and_discovery(demo):
 
 
 def test_reward_positions_are_spread(demo):
-    games, _, _ = demo
+    games, _ = demo
     stats = summary_stats(games)
     hist = stats["reward_relative_position"]
     assert sum(hist["counts"]) == len(games)
@@ -144,7 +142,7 @@ def test_reward_positions_are_spread(demo):
 
 
 def test_same_seed_same_bytes(demo, paragraphs, tmp_path):
-    games, _, _ = demo
+    games, _ = demo
     again, _ = generate_games(N_DEMO, seed=0, paragraphs=paragraphs)
     a = write_games(tmp_path / "a.jsonl", games).read_bytes()
     b = write_games(tmp_path / "b.jsonl", again).read_bytes()
@@ -155,7 +153,7 @@ def test_same_seed_same_bytes(demo, paragraphs, tmp_path):
 
 
 def test_smaller_run_is_a_subset(demo, paragraphs):
-    games, _, _ = demo
+    games, _ = demo
     small, _ = generate_games(75, seed=0, paragraphs=paragraphs)
     assert [g.to_dict() for g in small] == [g.to_dict() for g in games[:75]]
 
@@ -180,7 +178,7 @@ def test_user_paragraph_file(tmp_path, paragraphs):
 
 
 def test_write_load_roundtrip_and_atomic(demo, tmp_path):
-    games, _, _ = demo
+    games, _ = demo
     path = write_games(tmp_path / "games.jsonl", games[:20])
     assert not list(tmp_path.glob(".*tmp*"))
     loaded = load_games(path)
@@ -201,7 +199,7 @@ def _corrupt(tmp_path, games, line: int, mutate) -> str:
 
 
 def test_load_reports_line_and_field(demo, tmp_path):
-    games, _, _ = demo
+    games, _ = demo
 
     def bad_rewrite_span(r):
         r["attempts"][3]["rewrite_span"] = [5, 10**6]
