@@ -32,7 +32,7 @@ fetch-model: $(STAMP)
 	$(BIN)/python -m vaxis fetch-model
 
 reproduce: install
-	$(BIN)/python -m vaxis run --profile $(PROFILE)
+	$(BIN)/python -m vaxis run --profile $(PROFILE) -p publish_figures True
 
 # Unit tests, the notebooks through papermill (tests/test_notebooks.py) and through nbval (lax: every cell
 # must run), all in the smoke profile; NBVAL_PROFILE=demo runs the nbval part on the embedded model.

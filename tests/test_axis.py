@@ -162,17 +162,21 @@ def test_axis_load_errors(tmp_path):
         Axis.load(tmp_path / "a")
 
 
-def test_position_matched_auroc_removes_pure_position():
-    rng = np.random.default_rng(2)
-    n = 4000
-    position = rng.uniform(0, 1, n)
-    labels = (position + rng.normal(0, 0.15, n) > 0.5).astype(int)  # after tokens sit later
-    from vaxis.evaluate import position_matched_auroc
+def test_project_uses_each_layers_own_vector(tiny):
+    """``Axis.project`` at several layers equals the mean cosine with *that* layer's vector, read
+    with ``capture`` (the main layer's vector at every layer would differ)."""
+    from vaxis.hooks import capture
 
-    pure_position = position[:, None]
-    assert auroc_by_layer(pure_position, labels)[0] > 0.9
-    matched = position_matched_auroc(pure_position, labels, position, n_bins=20)[0]
-    assert abs(matched - 0.5) < 0.1  # position alone carries (almost) nothing within a bin
-    informative = (labels + rng.normal(0, 0.5, n))[:, None]
-    assert position_matched_auroc(informative, labels, position)[0] > 0.8
-    assert np.isnan(position_matched_auroc(informative, labels, position, min_per_class=10**6)[0])
+    model, tokenizer = tiny
+    axis = _axis()
+    texts = ["The river flows past the mill.", "A drum played."]
+    layers = [1, 2, 3]
+    got = axis.project(model, tokenizer, texts, layers=layers, use_cache=False, progress=False)
+    for i, text in enumerate(texts):
+        batch = tokenizer(text, return_tensors="pt", add_special_tokens=False)
+        with capture(model, layers) as acts:
+            model(**batch)
+        for j, layer in enumerate(layers):
+            h = acts[layer][0]
+            cos = torch.nn.functional.cosine_similarity(h, axis.vector(layer).expand_as(h), dim=-1).mean()
+            torch.testing.assert_close(got[i, j], cos, atol=1e-5, rtol=1e-4)

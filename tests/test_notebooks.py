@@ -59,7 +59,12 @@ def test_smoke_run_of_all_notebooks(tmp_path):
         assert injected and "seed = 1" in injected[0].source
     assert (tmp_path / "games.jsonl").exists() and (tmp_path / "extraction" / "meta.json").exists()
     card = json.loads((tmp_path / "scorecard.json").read_text())
-    assert "tiny-qwen3" in card["fig2.heldout_auroc_token_replication"]["context"]  # every number names its model
+    headline = card["fig2.heldout_auroc_token_replication"]
+    assert "tiny-qwen3" in headline["context"]  # every number names its model
+    assert len(headline["ci"]) == 2 and "criteria" in headline["n"] and "shuffled-label" in headline["null"]
+    assert "ci" in card["sec7.placebo_ratio"] and any(k.startswith("controls.matched.") for k in card)
     axis = vaxis.Axis.load(tmp_path / "value_axis")
     assert axis.hidden_size == 64 and axis.n_blocks == 3 and axis.main_layer in axis.layers
     assert (tmp_path / "figures" / "auroc_by_layer.png").stat().st_size > 0
+    assert (tmp_path / "figures" / "null_distribution.png").stat().st_size > 0
+    assert not list((vaxis.config.REPO_ROOT / "figures").glob("smoke_*"))  # nothing published unasked

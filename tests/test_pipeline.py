@@ -6,8 +6,9 @@ import numpy as np
 import torch
 
 from vaxis.axis import fit_axis
+from vaxis.experiments.axis import token_table
+from vaxis.experiments.extraction import Item, build_directions
 from vaxis.extract import extract
-from vaxis.pipeline import Item, build_directions, token_table
 
 
 def test_build_directions_columns_and_split_axes():
@@ -57,5 +58,8 @@ def test_token_table_positions_and_labels(tiny):
     assert (table.labels == np.r_[np.zeros(n_before), np.ones(n_after)]).all()
     assert (table.position[table.labels == 0] < table.position[table.labels == 1].min()).all()
     assert 0 <= table.position.min() and table.position.max() < 1
-    sub = table.select(table.labels == 1)
-    assert len(sub.labels) == n_after
+    # token counts to the rewrite's end: the last after token has 0 left, the first before token the most
+    assert table.to_rewrite_end[-1] == 0 and table.to_rewrite_end[0] == table.to_rewrite_end.max()
+    assert (np.diff(table.to_rewrite_end) < 0).all() and (table.to_turn_end == table.to_rewrite_end).all()
+    assert table.from_start[0] == 0 and (np.diff(table.from_start) > 0).all()
+    assert (table.feature("tokens to the rewrite's end") == -table.to_rewrite_end).all()

@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from vaxis import pipeline, scorecard
+from vaxis import scorecard
+from vaxis.experiments import axis as axis_exp
+from vaxis.experiments import axis_report, extraction
 from vaxis.icrl import generate_games
 from vaxis.lens import logit_lens
 from vaxis.trace import token_projections, value_trace_html
@@ -29,13 +31,20 @@ def test_logit_lens_ranks_by_unembedding(tiny):
 
 
 def test_value_trace(tiny):
+    import html
+
     model, tokenizer = tiny
     text = "The river <flows> & past the mill."
     tokens, offsets, scores = token_projections(model, tokenizer, text, 2, torch.randn(64))
     assert "".join(tokens) == text and len(scores) == len(tokens) and (scores.abs() <= 1 + 1e-6).all()
     page = value_trace_html(tokens, scores, {0: "before", 3: "reward"}, title="t <1>")
     assert page.count("<span title=") == len(tokens)
-    assert "&lt;flows&gt;" in page or "&lt;" in page and "t &lt;1&gt;" in page
+    # Both the tokens and the title are HTML-escaped (the old check, `A or B and C`, passed on the
+    # title alone): every token sits escaped in its own span, and no raw "<", ">" or "&" leaks.
+    assert "t &lt;1&gt;" in page and "t <1>" not in page
+    assert all(f">{html.escape(token)}</span>" in page for token in tokens)
+    assert ">&lt;</span>" in page and ">&gt;</span>" in page and ">&amp;</span>" in page
+    assert "<flows>" not in page and " & " not in page
     assert "border-bottom:3px solid #9467bd" in page
 
 
@@ -60,13 +69,13 @@ def test_paper_numbers_match_method():
 
 
 def test_layer_ranges_and_cosine_blocks():
-    assert pipeline.layer_ranges([0, 1, 2, 3, 5, 6, 9], [False, True, True, True, True, False, True]) == "1..3, 5, 9"
-    assert pipeline.layer_ranges([1, 2], [False, False]) == ""
+    assert axis_report.layer_ranges([0, 1, 2, 3, 5, 6, 9], [False, True, True, True, True, False, True]) == "1..3, 5, 9"
+    assert axis_report.layer_ranges([1, 2], [False, False]) == ""
     cos = np.eye(7)
     cos[1, 5] = cos[1, 6] = 0.5
-    blocks = pipeline.cosine_blocks(cos)
+    blocks = axis_report.cosine_blocks(cos)
     assert blocks["early vs late"] == pytest.approx(0.25) and blocks["mid vs late"] == 0.0
-    assert np.isnan(pipeline.cosine_blocks(np.eye(3))["early vs late"])
+    assert np.isnan(axis_report.cosine_blocks(np.eye(3))["early vs late"])
 
 
 def _extraction(tiny, keep):
@@ -74,8 +83,8 @@ def _extraction(tiny, keep):
 
     model, tokenizer = tiny
     games, _ = generate_games(40, seed=3, size=vaxis.icrl.GameSize(max_discovery=2, max_attempts=2, max_words=80))
-    spans = pipeline.items_from_games(games, tokenizer)
-    ex = pipeline.run_extraction(
+    spans = extraction.items_from_games(games, tokenizer)
+    ex = extraction.run_extraction(
         model,
         tokenizer,
         spans,
@@ -97,7 +106,7 @@ def run_on_tiny(tmp_path_factory, tiny):
     """Notebook 02's steps on the tiny model: items, two passes, save."""
     spans, ex = _extraction(tiny, keep=True)
     out = tmp_path_factory.mktemp("run")
-    pipeline.save_run(
+    extraction.save_run(
         out,
         ex.fit_stats,
         ex.fit_items,
@@ -134,7 +143,7 @@ def test_items_from_games_structure(tiny):
     import vaxis
 
     games, _ = generate_games(30, seed=4, size=vaxis.icrl.GameSize(max_discovery=2, max_attempts=2, max_words=80))
-    spans = pipeline.items_from_games(games, tiny[1])
+    spans = extraction.items_from_games(games, tiny[1])
     kinds = [it.kind for it in spans.items]
     assert kinds.count("target") == kinds.count("norm") == len(spans.game_criterion)
     assert kinds.count("placebo") > 0
@@ -148,29 +157,34 @@ def test_items_from_games_structure(tiny):
 
 def test_load_run_and_evaluate(run_on_tiny):
     out, ex, stats, dirs, tokenizer = run_on_tiny
-    run = pipeline.load_run(out, tokenizer=tokenizer)
+    run = extraction.load_run(out, tokenizer=tokenizer)
     assert len(run.items) == len(ex.items) and run.directions.names == dirs.names
     contrasts, criteria = run.fit_contrasts()
     torch.testing.assert_close(vaxis_fit(contrasts, criteria), run.directions.vectors[0])
-    ev = pipeline.evaluate(
+    ev = axis_exp.evaluate(
         run.eval_stats, run.items, run.game_criterion, run.game_split, run.directions, tokenizer, n_boot=20
     )
     assert ev.auroc.shape == (4,) and ((0 <= ev.auroc) & (ev.auroc <= 1)).all()
     assert ev.random.shape == (2, 4) and ev.shuffled.shape == (2, 4) and ev.split.shape[1] == 4
-    assert 0.5 < ev.position_auroc <= 1.0  # before tokens precede after tokens within each rewrite
-    assert ev.position_matched.shape == (4,) and "position_matched" in ev.at(ev.main_layer)
+    # before tokens precede after tokens within each rewrite
+    assert 0.5 < ev.position["relative position in the rewrite"] <= 1.0
+    assert ev.position["tokens to the rewrite's end"] > 0.5 and ev.counts["rewrite_ends_turn"] == 1.0
+    main = ev.at(ev.main_layer)
+    assert main["matched"] and all(m.axis.shape == (4,) for m in ev.matched.values())
+    assert ev.reference_metric.shape == ev.reference_splits.shape == (4,)
+    assert ev.p_shuffled.shape == (4,) and ((0 < ev.p_shuffled) & (ev.p_shuffled <= 1)).all()
     assert ev.main_layer in ev.layers and "construction" in ev.main_layer_rule
     assert (ev.ci_low <= ev.auroc + 1e-9).all() and (ev.auroc <= ev.ci_high + 1e-9).all()
     assert ev.table().shape[0] == 4
-    text = pipeline.verdict(ev, "tiny", "smoke")
+    text = axis_report.verdict(ev, "tiny", "smoke")
     assert "position alone" in text and f"main layer {ev.main_layer}" in text
-    fixed = pipeline.evaluate(
+    fixed = axis_exp.evaluate(
         run.eval_stats, run.items, run.game_criterion, run.game_split, run.directions, tokenizer, n_boot=5, main_layer=1
     )
     assert fixed.main_layer == 1 and fixed.main_layer_rule == "fixed by the user"
-    example = pipeline.trace_example(run.items, run.game_split)
+    example = axis_report.trace_example(run.items, run.game_split)
     enc = tokenizer(example.text, return_offsets_mapping=True, add_special_tokens=False)
-    marks = pipeline.token_marks(example, enc["offset_mapping"])
+    marks = axis_report.token_marks(example, enc["offset_mapping"])
     assert set(marks.values()) == {"before", "reward", "after"}
 
 
@@ -182,7 +196,7 @@ def vaxis_fit(contrasts, criteria):
 
 def test_load_run_without_extraction(tmp_path):
     with pytest.raises(FileNotFoundError, match="run notebook 02"):
-        pipeline.load_run(tmp_path)
+        extraction.load_run(tmp_path)
 
 
 def test_scorecard_escapes_table_breakers(tmp_path):
@@ -190,5 +204,21 @@ def test_scorecard_escapes_table_breakers(tmp_path):
     row = [line for line in (tmp_path / "scorecard.md").read_text().splitlines() if "logit lens" in line][0]
     import re
 
-    assert len(re.findall(r"(?<!\\)\|", row)) == 7  # six columns, however the value looks
+    assert len(re.findall(r"(?<!\\)\|", row)) == 10  # nine columns, however the value looks
     assert "⏎" in row and row.count("\\|") == 2
+
+
+def test_publish_only_when_asked_and_only_for_the_profiles_model(tmp_path, monkeypatch):
+    import vaxis.config
+    from vaxis.plots import publish
+
+    monkeypatch.setattr(vaxis.config, "REPO_ROOT", tmp_path)
+    src = tmp_path / "run" / "auroc_by_layer.png"
+    src.parent.mkdir()
+    src.write_bytes(b"png")
+    own = vaxis.config.resolve("demo", run_dir=tmp_path / "run")
+    other = vaxis.config.resolve("demo", model="tiny-qwen3", run_dir=tmp_path / "run")
+    assert publish(own, [src], requested=False) == [] and publish(other, [src], requested=True) == []
+    assert not (tmp_path / "figures").exists()
+    assert publish(own, [src], requested=True) == [tmp_path / "figures" / "demo_auroc_by_layer.png"]
+    assert (tmp_path / "figures" / "demo_auroc_by_layer.png").read_bytes() == b"png"

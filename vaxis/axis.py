@@ -76,16 +76,48 @@ def fit_axis(
     return (per_group / counts).mean(0).float()
 
 
+def balanced_signs(groups: Sequence[str], generator: torch.Generator) -> torch.Tensor:
+    """Random before/after label swaps, one sign per game, balanced so that a real shift cancels.
+
+    Inside each criterion exactly half of the games are swapped (``-1``), chosen at random; for
+    a criterion with an odd number of games the left-over game's sign alternates over the
+    odd-sized criteria (in random order), so the swaps stay balanced overall. With contrasts
+    ``d_g = mu + mu_c + e_g`` (a shift shared by all games, a per-criterion shift, noise), a
+    criterion's signed mean is ``sum_g s_g e_g / n_c``: ``mu`` and ``mu_c`` cancel exactly for
+    even-sized criteria, so the null axis is fit from noise alone. Flipping signs
+    independently per game (the naive null) leaves ``(net sign) * mu`` in every null axis,
+    which is leaked signal, not chance. Returns ``(n_games,)`` of +1/-1.
+    """
+    groups = list(groups)
+    signs = torch.ones(len(groups))
+    leftovers = []
+    for name in sorted(set(groups)):
+        members = torch.tensor([i for i, g in enumerate(groups) if g == name])
+        members = members[torch.randperm(len(members), generator=generator)]
+        half = len(members) // 2
+        signs[members[:half]] = -1.0
+        if len(members) % 2:
+            leftovers.append(int(members[-1]))
+    order = torch.randperm(len(leftovers), generator=generator).tolist()
+    start = int(torch.randint(0, 2, (1,), generator=generator))
+    for rank, j in enumerate(order):
+        signs[leftovers[j]] = 1.0 if (rank + start) % 2 == 0 else -1.0
+    return signs
+
+
 def shuffled_label_axes(
     contrasts: torch.Tensor, groups: Sequence[str] | None, n: int, seed: int, weighting: str = "criterion"
 ) -> torch.Tensor:
-    """``n`` axes fit after randomly swapping each game's before/after labels: ``(n, n_layers, d)``."""
+    """``n`` null axes fit after swapping the before/after labels of a balanced half of the games
+    (:func:`balanced_signs`; all games count as one criterion when ``groups`` is None):
+    ``(n, n_layers, d)``. Under the null hypothesis (no before/after difference) every game's
+    contrast is symmetric, so the real axis is one draw from this distribution, and a
+    permutation p-value compares the real axis's AUROC with the null axes'."""
     gen = torch.Generator().manual_seed(seed)
-    axes = []
-    for _ in range(n):
-        signs = torch.randint(0, 2, (len(contrasts),), generator=gen) * 2 - 1
-        axes.append(fit_axis(contrasts, groups, weighting, signs=signs))
-    return torch.stack(axes)
+    labels = list(groups) if groups is not None else ["all"] * len(contrasts)
+    if len(labels) != len(contrasts):
+        raise ValueError(f"{len(labels)} criteria for {len(contrasts)} games")
+    return torch.stack([fit_axis(contrasts, groups, weighting, signs=balanced_signs(labels, gen)) for _ in range(n)])
 
 
 def random_directions(n: int, n_layers: int, d: int, seed: int) -> torch.Tensor:

@@ -4,13 +4,19 @@ The task: tell *before* tokens from *after* tokens of games whose criteria were 
 to fit the axis, using the projection ``cos(h_t, v_L)`` as the score.
 
 * :func:`auroc_by_layer`: token-level AUROC per layer (``sklearn.metrics.roc_auc_score``).
-* :func:`bootstrap_auroc`: 95% CIs by resampling criteria with replacement.
-* :func:`mean_level_metric`: the paper-style number (what the reference code computes):
-  the fraction of criteria whose mean after-projection exceeds their mean before-projection.
+* :func:`bootstrap_auroc`: 95% CIs by resampling criteria with replacement, the fitted axis
+  held fixed (so they cover which criteria were held out, not the fit itself); a criterion
+  drawn twice counts its tokens twice, so criteria with more tokens weigh more.
+* :func:`reference_sign_test`: the paper's number exactly as the reference code computes it:
+  per criterion, ``(pooled mean h after - pooled mean h before) . v_hat > 0``, averaged.
+* :func:`mean_level_metric`: a cosine variant of it (mean per-token cosines per criterion),
+  kept under its own label because the two disagree at some layers.
 * :func:`contrast`: mean after-projection minus mean before-projection, per item, for
   comparing the real contrast with the placebo contrast on failed attempts.
-* :func:`position_matched_auroc`: the AUROC inside bins of equal relative position, which
-  asks what the projection knows beyond where a token sits in the answer.
+* :func:`stratified_auroc`: the AUROC inside strata of equal position (relative position in
+  the rewrite, tokens to its end, tokens to the end of the turn), which asks what the
+  projection knows beyond where a token sits in the answer.
+* :func:`permutation_p`: the one-sided permutation p-value of a statistic against its null draws.
 
 Inputs are flat arrays over tokens: ``scores (n_tokens, n_layers)``, ``labels`` (1 = after,
 0 = before) and ``groups`` (criterion of each token's game).
@@ -21,6 +27,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+from scipy.stats import rankdata
 from sklearn.metrics import roc_auc_score
 
 
@@ -35,6 +42,28 @@ def auroc_by_layer(scores: np.ndarray, labels: np.ndarray, weights: np.ndarray |
     return np.array([roc_auc_score(labels, scores[:, j], sample_weight=weights) for j in range(scores.shape[1])])
 
 
+def bootstrap_samples(
+    scores: np.ndarray, labels: np.ndarray, groups: Sequence, n_boot: int = 200, seed: int = 0
+) -> np.ndarray:
+    """Token AUROCs per layer on ``n_boot`` resamples of *groups* (criteria) drawn with
+    replacement: ``(n_kept, n_layers)``. A group drawn ``k`` times counts its tokens ``k`` times
+    (sample weights); resamples with only one class are skipped. The scores (the fitted axis)
+    are held fixed."""
+    groups = np.asarray(groups)
+    names, inverse = np.unique(groups, return_inverse=True)
+    rng = np.random.default_rng(seed)
+    labels, scores = np.asarray(labels), np.asarray(scores)
+    stats = []
+    for _ in range(n_boot):
+        draw = np.bincount(rng.integers(0, len(names), len(names)), minlength=len(names))
+        weights = draw[inverse].astype(np.float64)
+        keep = weights > 0
+        if len(np.unique(labels[keep])) < 2:
+            continue
+        stats.append(auroc_by_layer(scores[keep], labels[keep], weights[keep]))
+    return np.array(stats)
+
+
 def bootstrap_auroc(
     scores: np.ndarray,
     labels: np.ndarray,
@@ -43,27 +72,57 @@ def bootstrap_auroc(
     seed: int = 0,
     level: float = 0.95,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Percentile CI of the token AUROC per layer, resampling *groups* (criteria) with
-    replacement (a criterion drawn twice counts its tokens twice). Returns ``(low, high)``."""
-    groups = np.asarray(groups)
-    names, inverse = np.unique(groups, return_inverse=True)
-    rng = np.random.default_rng(seed)
-    stats = []
-    for _ in range(n_boot):
-        draw = np.bincount(rng.integers(0, len(names), len(names)), minlength=len(names))
-        weights = draw[inverse].astype(np.float64)
-        keep = weights > 0
-        if len(np.unique(np.asarray(labels)[keep])) < 2:
-            continue
-        stats.append(auroc_by_layer(np.asarray(scores)[keep], np.asarray(labels)[keep], weights[keep]))
-    stats = np.array(stats)
+    """Percentile CI of the token AUROC per layer from :func:`bootstrap_samples` (criteria
+    resampled, axis fixed). Returns ``(low, high)``."""
+    stats = bootstrap_samples(scores, labels, groups, n_boot, seed)
     alpha = (1 - level) / 2
     return np.quantile(stats, alpha, axis=0), np.quantile(stats, 1 - alpha, axis=0)
 
 
+def reference_sign_test(
+    after_sums: np.ndarray,
+    after_counts: np.ndarray,
+    before_sums: np.ndarray,
+    before_counts: np.ndarray,
+    groups: Sequence,
+    axis: np.ndarray,
+) -> np.ndarray:
+    """The reference code's "held-out AUROC" (METHOD.md section 8), per layer.
+
+    For each criterion ``c``: pool its conversations' tokens, ``a_c = sum(h after) / n_after``
+    and ``b_c = sum(h before) / n_before``; project both on the unit axis ``v_hat``; the score
+    is ``roc_auc_score([0, 1], [b_c . v_hat, a_c . v_hat])``: 1 if after projects higher, 0 if
+    lower, 0.5 on a tie. The number is the mean over criteria: a sign test, not a token AUROC.
+
+    Args:
+        after_sums, before_sums: ``(n_items, n_layers, d)`` span sums; ``*_counts``: ``(n_items,)``.
+        groups: criterion of each item.
+        axis: ``(n_layers, d)`` (normalised here).
+
+    Returns:
+        ``(n_layers,)``.
+    """
+    groups = np.asarray(groups)
+    unit = np.asarray(axis, dtype=np.float64)
+    unit = unit / np.linalg.norm(unit, axis=-1, keepdims=True)
+    wins = []
+    for g in np.unique(groups):
+        m = groups == g
+        n_a, n_b = float(np.sum(after_counts[m])), float(np.sum(before_counts[m]))
+        if n_a == 0 or n_b == 0:
+            continue
+        diff = np.asarray(after_sums[m], np.float64).sum(0) / n_a - np.asarray(before_sums[m], np.float64).sum(0) / n_b
+        wins.append(0.5 * (1 + np.sign(np.einsum("ld,ld->l", diff, unit))))
+    if not wins:
+        raise ValueError("no criterion has both before and after tokens")
+    return np.mean(wins, axis=0)
+
+
 def mean_level_metric(scores: np.ndarray, labels: np.ndarray, groups: Sequence) -> np.ndarray:
-    """Paper-style metric per layer: fraction of groups (criteria) whose mean after-token
-    projection exceeds their mean before-token projection: ``(n_layers,)``."""
+    """Cosine variant of the reference metric, per layer: fraction of groups (criteria) whose mean
+    per-token cosine on after tokens exceeds that on before tokens: ``(n_layers,)``. Not the
+    reference's statistic (see :func:`reference_sign_test`): averaging cosines weighs tokens by
+    ``1/|h_t|`` and the two disagree at some layers."""
     scores = np.asarray(scores, dtype=np.float64)
     if scores.ndim == 1:
         scores = scores[:, None]
@@ -91,30 +150,65 @@ def contrast(after: Sequence[np.ndarray], before: Sequence[np.ndarray]) -> np.nd
     return np.stack(rows)
 
 
-def position_matched_auroc(
-    scores: np.ndarray, labels: np.ndarray, position: np.ndarray, n_bins: int = 10, min_per_class: int = 20
-) -> np.ndarray:
-    """AUROC with position held fixed (METHOD.md section 7): tokens are binned by their relative
-    position in the rewrite, the AUROC is computed inside every bin that holds at least
-    ``min_per_class`` before *and* after tokens, and the bins are averaged weighted by their
-    token counts. Position alone scores 0.5 here (up to within-bin spread), so what remains is
-    what the projection knows beyond where the token sits. NaN when no bin qualifies.
-    Returns ``(n_layers,)``."""
-    scores = np.asarray(scores, dtype=np.float64)
-    if scores.ndim == 1:
-        scores = scores[:, None]
-    labels, position = np.asarray(labels), np.asarray(position, dtype=np.float64)
+def auroc_columns(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Unweighted AUROC of every column of ``scores`` (``(n, ...)``) at once, by the Mann-Whitney
+    rank formula (ties count one half, as in ``roc_auc_score``): shape ``scores.shape[1:]``."""
+    x = np.asarray(scores, dtype=np.float64)
+    y = np.asarray(labels).astype(bool)
+    n1, n0 = int(y.sum()), int((~y).sum())
+    if n1 == 0 or n0 == 0:
+        raise ValueError("AUROC needs both before (0) and after (1) tokens")
+    ranks = rankdata(x.reshape(len(x), -1), axis=0)
+    return ((ranks[y].sum(0) - n1 * (n1 + 1) / 2) / (n1 * n0)).reshape(x.shape[1:])
+
+
+def position_strata(position: np.ndarray, n_bins: int = 20) -> np.ndarray:
+    """Stratum of each token: its bin among ``n_bins`` equal bins of relative position in [0, 1]."""
     edges = np.linspace(0.0, 1.0, n_bins + 1)
-    which = np.clip(np.digitize(position, edges[1:-1]), 0, n_bins - 1)
-    total, weight = np.zeros(scores.shape[1]), 0
-    for b in range(n_bins):
-        m = which == b
-        n_after, n_before = int((labels[m] == 1).sum()), int((labels[m] == 0).sum())
-        if min(n_after, n_before) < min_per_class:
+    return np.clip(np.digitize(np.asarray(position, dtype=np.float64), edges[1:-1]), 0, n_bins - 1)
+
+
+def stratified_auroc(
+    scores: np.ndarray, labels: np.ndarray, strata: np.ndarray, min_per_class: int = 10
+) -> tuple[np.ndarray, float]:
+    """AUROC with a covariate held fixed (METHOD.md section 7): the AUROC inside every stratum
+    that holds at least ``min_per_class`` before *and* after tokens, averaged with weights equal
+    to the strata's token counts.
+
+    Matching is only as fine as the strata: inside a bin of relative position, after tokens
+    still sit slightly later than before tokens, so the covariate itself scores above 0.5 there.
+    Compare a score's stratified AUROC with the covariate's own (its measured baseline), never
+    with 0.5. Exact strata (e.g. an integer count of tokens to the end) leave the covariate at
+    exactly 0.5.
+
+    Args:
+        scores: ``(n_tokens, ...)``; every trailing column is scored.
+        strata: ``(n_tokens,)`` stratum labels (e.g. :func:`position_strata`, or token counts).
+
+    Returns:
+        ``(auroc, coverage)``: the weighted mean AUROC, shape ``scores.shape[1:]`` (NaN when no
+        stratum qualifies), and the fraction of tokens in qualifying strata.
+    """
+    x = np.asarray(scores, dtype=np.float64)
+    labels, strata = np.asarray(labels), np.asarray(strata)
+    total, weight = np.zeros(x.shape[1:]), 0
+    for s in np.unique(strata):
+        m = strata == s
+        n_after = int((labels[m] == 1).sum())
+        if min(n_after, int(m.sum()) - n_after) < min_per_class:
             continue
-        total += m.sum() * auroc_by_layer(scores[m], labels[m])
-        weight += m.sum()
-    return total / weight if weight else np.full(scores.shape[1], np.nan)
+        total = total + m.sum() * auroc_columns(x[m], labels[m])
+        weight += int(m.sum())
+    if not weight:
+        return np.full(x.shape[1:], np.nan), 0.0
+    return total / weight, weight / len(x)
+
+
+def permutation_p(real: float | np.ndarray, null: np.ndarray) -> float | np.ndarray:
+    """One-sided permutation p-value ``(1 + #{null >= real}) / (1 + n_null)`` (the real value
+    counts as one draw, so p is never 0), along the first axis of ``null``."""
+    null = np.asarray(null, dtype=np.float64)
+    return (1 + (null >= np.asarray(real)).sum(0)) / (1 + len(null))
 
 
 def choose_main_layer(auroc_table: np.ndarray, layers: Sequence[int]) -> int:

@@ -31,8 +31,9 @@ def auroc_by_layer_figure(
     save_to=None,
 ):
     """Held-out token AUROC by layer with its CI, beside the controls: random directions
-    (band: min-max over directions), shuffled-label axes (band), the position-only baseline
-    (horizontal line), the AUROC within bins of equal position, and the construction split
+    (band: min-max over directions), shuffled-label axes (band: 5th-95th percentile), the
+    position-only baseline (horizontal line), the AUROC among tokens at equal position
+    (``position_matched``: one curve, or ``{rule: curve}``), and the construction split
     analysis (mean +/- std)."""
     layers = np.asarray(layers)
     fig, ax = plt.subplots(figsize=(8, 4.5))
@@ -42,16 +43,23 @@ def auroc_by_layer_figure(
     if shuffled_aurocs is not None:
         s = np.asarray(shuffled_aurocs)
         ax.fill_between(
-            layers, s.min(0), s.max(0), color="tab:purple", alpha=0.25, label=f"shuffled-label axes (n={len(s)})"
+            layers,
+            np.quantile(s, 0.05, axis=0),
+            np.quantile(s, 0.95, axis=0),
+            color="tab:purple",
+            alpha=0.25,
+            label=f"balanced shuffled-label axes, 5-95% (n={len(s)})",
         )
     if split_mean is not None:
         m, sd = np.asarray(split_mean), np.asarray(split_std)
-        ax.plot(layers, m, color="tab:green", lw=1.2, label="construction splits 35/15 (mean ± sd)")
+        ax.plot(layers, m, color="tab:green", lw=1.2, label="construction splits, held-out criteria of each (mean ± sd)")
         ax.fill_between(layers, m - sd, m + sd, color="tab:green", alpha=0.15)
     if mean_level is not None:
-        ax.plot(layers, mean_level, color="tab:orange", lw=1, ls="--", label="paper-style mean-level metric")
+        ax.plot(layers, mean_level, color="tab:orange", lw=1, ls="--", label="reference sign test (per criterion)")
     if position_matched is not None:
-        ax.plot(layers, position_matched, color="tab:red", lw=1.2, ls="-.", label="value axis, position-matched AUROC")
+        curves = position_matched if isinstance(position_matched, dict) else {"equal position": position_matched}
+        for (rule, curve), color in zip(curves.items(), ("tab:red", "tab:brown", "tab:pink")):
+            ax.plot(layers, curve, color=color, lw=1.2, ls="-.", label=f"value axis among tokens with {rule}")
     ax.plot(layers, real, color="tab:blue", lw=2, marker="o", ms=3, label="value axis, held-out token AUROC")
     if real_ci is not None:
         ax.fill_between(
@@ -69,7 +77,25 @@ def auroc_by_layer_figure(
     ax.set_ylabel("AUROC: after vs before tokens")
     ax.set_ylim(0, 1.02)
     ax.set_title(title)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=6.5, loc="lower left", ncol=2)
+    fig.tight_layout()
+    return _save(fig, save_to)
+
+
+def null_distribution_figure(real, nulls: dict, title="", save_to=None):
+    """Histograms of null AUROCs (``{name: values}``) at one layer, with the real axis's AUROC
+    marked: how far the real number sits from what chance and the nulls give."""
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    for (name, values), color in zip(nulls.items(), ("tab:purple", "grey", "tab:green")):
+        values = np.asarray(values)
+        if len(values):
+            ax.hist(values, bins=20, range=(0, 1), color=color, alpha=0.5, label=f"{name} (n={len(values)})")
+    ax.axvline(real, color="tab:blue", lw=2, label=f"value axis ({real:.3f})")
+    ax.axvline(0.5, color="black", lw=0.8, ls=":")
+    ax.set_xlabel("held-out token AUROC")
+    ax.set_ylabel("count")
+    ax.set_title(title)
+    ax.legend(fontsize=7)
     fig.tight_layout()
     return _save(fig, save_to)
 
@@ -110,3 +136,26 @@ def histogram_figure(values, bins=20, xlabel="", title="", save_to=None):
     ax.set_title(title)
     fig.tight_layout()
     return _save(fig, save_to)
+
+
+def publish(cfg, files: list, requested: bool) -> list[Path]:
+    """Copy run files (figures, HTML) into the repository's ``figures/`` as ``<profile>_<name>``, the
+    copies the README shows, but only when ``requested`` (``make reproduce`` asks; a plain run never
+    does) and only for the profile's own model and quantization: a run with ``-p model <other>`` or
+    any ad-hoc run never overwrites what the README shows. Returns the paths written."""
+    import shutil
+
+    from .config import REPO_ROOT, load_profile
+
+    own = load_profile(cfg.profile)
+    own_quant = None if own.get("quantization", "none") in ("none", None) else own["quantization"]
+    if not requested or cfg.model != own["model"] or cfg.quantization != own_quant:
+        return []
+    written = []
+    for src in files:
+        src = Path(src)
+        dst = REPO_ROOT / "figures" / f"{cfg.profile}_{src.name}"
+        dst.parent.mkdir(exist_ok=True)
+        shutil.copy(src, dst)
+        written.append(dst)
+    return written

@@ -26,8 +26,9 @@ def record(run_dir: str | Path, rows: list[dict]) -> Path:
     """Add or replace scorecard rows and re-render ``scorecard.md``.
 
     Each row: ``{"key": <paper-number key or a new key>, "value": <this run's value or text>,
-    "context": "model M, profile P, layer L, n = ..."}``; optional ``"metric"`` and
-    ``"section"`` for keys without a paper number. Returns the markdown path.
+    "context": "model M, profile P, layer L, ..."}``; optional ``"ci"`` (a ``(low, high)`` pair),
+    ``"n"`` (the sample size, as text), ``"null"`` (the null control's value, as text), and
+    ``"metric"`` and ``"section"`` for keys without a paper number. Returns the markdown path.
     """
     run_dir = Path(run_dir)
     paper = paper_numbers()
@@ -37,7 +38,9 @@ def record(run_dir: str | Path, rows: list[dict]) -> Path:
         key = row["key"]
         if key not in paper and "metric" not in row:
             raise KeyError(f"{key!r} is not in {PAPER_NUMBERS.name}; give 'metric' and 'section' for a new row")
-        current[key] = {k: row[k] for k in ("value", "context", "metric", "section") if k in row}
+        if "ci" in row and (len(row["ci"]) != 2):
+            raise ValueError(f"{key!r}: ci must be a (low, high) pair, got {row['ci']!r}")
+        current[key] = {k: row[k] for k in ("value", "ci", "n", "null", "context", "metric", "section") if k in row}
     atomic_write_json(store, current)
     return atomic_write_text(run_dir / "scorecard.md", render(current, paper))
 
@@ -49,16 +52,23 @@ def _fmt(value) -> str:
     return str(value).replace("|", "\\|").replace("\r", "").replace("\n", "⏎")
 
 
+def _ci(ci) -> str:
+    if not ci or any(v is None or v != v for v in ci):  # missing or NaN
+        return ""
+    return f"{ci[0]:.3f}-{ci[1]:.3f}"
+
+
 def render(current: dict, paper: dict) -> str:
     """Markdown table of the scorecard, ordered by the paper-numbers file."""
     lines = [
         "# Scorecard: paper vs this run",
         "",
         "Paper numbers are for Qwen3-8B (Jiang, Kauvar & Lindsey 2026) as quoted in METHOD.md; each value "
-        "of this run names the model, profile, layer and sample size it came from.",
+        "of this run names the model, profile, layer and sample size it came from, with its 95% CI and the "
+        "null control it is read against where it has them.",
         "",
-        "| section | metric | paper | paper context | this run | this run's context |",
-        "|---|---|---|---|---|---|",
+        "| section | metric | paper | paper context | this run | 95% CI | n | null control | this run's context |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     order = [k for k in paper if k in current] + sorted(k for k in current if k not in paper)
     for key in order:
@@ -66,6 +76,7 @@ def render(current: dict, paper: dict) -> str:
         lines.append(
             f"| {row.get('section', ref.get('section', ''))} | {row.get('metric', ref.get('metric', key))} | "
             f"{_fmt(ref['value']) if 'value' in ref else '—'} | {ref.get('context', '')} | "
-            f"{_fmt(row['value'])} | {_fmt(row.get('context', ''))} |"
+            f"{_fmt(row['value'])} | {_ci(row.get('ci'))} | {_fmt(row.get('n', ''))} | {_fmt(row.get('null', ''))} | "
+            f"{_fmt(row.get('context', ''))} |"
         )
     return "\n".join(lines) + "\n"
