@@ -41,12 +41,32 @@ def test_hub_names_fail_clearly_offline(monkeypatch):
 
 
 def test_4bit_without_cuda_says_what_to_do():
-    if torch.cuda.is_available():
-        pytest.skip("this machine has CUDA")
+    # device="cpu" forces the no-GPU case, so this runs on machines with CUDA too
     with pytest.raises(ModelLoadError, match="need a CUDA GPU.*quantization=None"):
-        load_model("tiny-qwen3", quantization="4bit")
+        load_model("tiny-qwen3", quantization="4bit", device="cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ModelLoadError, match="need a CUDA GPU.*quantization=None"):
+            load_model("tiny-qwen3", quantization="4bit")
     with pytest.raises(ModelLoadError, match="not supported"):
         load_model("tiny-qwen3", quantization="8bit")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="4-bit loading needs a CUDA GPU (none visible)")
+def test_4bit_tiny_model_is_really_quantized_on_cuda():
+    bnb = pytest.importorskip("bitsandbytes", reason="4-bit loading needs bitsandbytes: pip install -e '.[gpu]'")
+    model, tokenizer = load_model("tiny-qwen3", quantization="4bit")
+    full, _ = load_model("tiny-qwen3")
+    assert getattr(model, "is_loaded_in_4bit", False)
+    assert any(isinstance(m, bnb.nn.Linear4bit) for m in model.modules())
+    assert model.config._name_or_path == "vaxis/tiny-qwen3"
+    enc = tokenizer("The river flows.", return_tensors="pt").to(model.device)
+    with torch.no_grad():
+        logits = model(**enc).logits
+    assert torch.isfinite(logits).all()
+    ident = vaxis.model_identity(model)
+    assert ident["quantization"] == "4bit"
+    assert ident == vaxis.model_identity(model) == vaxis.model_identity(model, refresh=True)
+    assert ident["weights"] != vaxis.model_identity(full)["weights"]
 
 
 def test_tiny_alias_is_seeded():

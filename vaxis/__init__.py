@@ -18,8 +18,9 @@ from .chat import ChatTemplateError, render_chat
 from .config import resolve as resolve_config
 from .extract import CacheError, SpanStats, extract, load_stats, save_stats
 from .hooks import capture, steer, steering_vector
+from .identity import ModelIdentityError, model_identity, weights_digest
 from .layout import LayoutError, ModelLayout, find_layout
-from .models import ALIASES, ModelLoadError, load_model, load_tokenizer, model_identity
+from .models import ALIASES, ModelLoadError, load_model, load_tokenizer
 from .spans import SpanError, tokens_in_spans
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "ChatTemplateError",
     "LayoutError",
     "ModelLayout",
+    "ModelIdentityError",
     "ModelLoadError",
     "SpanError",
     "SpanStats",
@@ -39,6 +41,7 @@ __all__ = [
     "load_stats",
     "load_tokenizer",
     "model_identity",
+    "weights_digest",
     "render_chat",
     "resolve_config",
     "save_stats",

@@ -43,8 +43,8 @@ from tqdm import tqdm
 from .cache import atomic_write, cache_root, stable_hash
 from .chat import render_chat
 from .hooks import StopForward, _register_residual_hook
+from .identity import model_identity
 from .layout import ModelLayout, find_layout
-from .models import model_identity
 from .spans import tokens_in_spans, validate_spans
 
 EXTRACT_VERSION = 2  # 2: results stored with save_stats (names, counts, kept activations)

@@ -10,7 +10,11 @@
 
 Defaults: float32 on CPU, bfloat16 on CUDA, ``device_map="auto"`` when several
 GPUs are visible; ``quantization="4bit"`` is bitsandbytes NF4 with bfloat16
-compute and needs CUDA.
+compute and needs CUDA (the tiny models are quantized too).
+
+``model_identity(model)`` fingerprints what a model computes (config, every weight and
+buffer, PEFT adapters, dtype, quantization) for cache keys; see :func:`weights_digest`
+for how weights are digested and when the memoised digest is recomputed.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import importlib.util
 import json
 import os
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -228,6 +233,8 @@ def load_model(
     Args:
         name: alias (see :data:`ALIASES`), Hugging Face id or local folder.
         quantization: ``None`` or ``"4bit"`` (bitsandbytes NF4, bfloat16 compute; CUDA only).
+            A ``tiny`` model with ``"4bit"`` is saved and reloaded through bitsandbytes, so it
+            is really quantized.
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``...; default: CUDA if available.
             With several GPUs and no device given, ``device_map="auto"`` spreads the model.
         dtype: default float32 on CPU, bfloat16 on CUDA.
@@ -251,8 +258,27 @@ def load_model(
 
         model, tokenizer = tiny_model_and_tokenizer(target, seed=seed)
         model.config._name_or_path = f"vaxis/tiny-{target}"
-        return model.to(device=device, dtype=dtype).eval(), tokenizer
+        if quantization is None:
+            return model.to(device=device, dtype=dtype).eval(), tokenizer
+        # 4-bit: save the random model and load it back through the same bitsandbytes path as
+        # any other model, so the tiny model is really quantized (never silently full precision).
+        with tempfile.TemporaryDirectory(prefix="vaxis-tiny-") as folder:
+            model.save_pretrained(folder)
+            model = _from_pretrained(folder, name, quantization, device, dtype, on_cuda)
+        model.config._name_or_path = f"vaxis/tiny-{target}"
+        return model, tokenizer
 
+    tokenizer = load_tokenizer(name)
+    model = _from_pretrained(target, name, quantization, device, dtype, on_cuda)
+    if kind == "embedded":
+        model.config._name_or_path = ALIASES[name].target
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    return model, tokenizer
+
+
+def _from_pretrained(target: str, name: str, quantization: str | None, device: str, dtype: torch.dtype, on_cuda: bool):
+    """``AutoModelForCausalLM.from_pretrained`` with vaxis's device and quantization rules, in eval mode."""
     from transformers import AutoModelForCausalLM
 
     kwargs: dict = {"dtype": dtype}
@@ -274,34 +300,9 @@ def load_model(
     elif quantization == "4bit":
         kwargs["device_map"] = {"": device if ":" in str(device) else "cuda:0"}
     try:
-        tokenizer = load_tokenizer(name)
         model = AutoModelForCausalLM.from_pretrained(target, **kwargs)
     except OSError as err:
         raise ModelLoadError(f"could not load model {name!r}: {err}. {OFFLINE_HINT}") from err
     if "device_map" not in kwargs:
         model = model.to(device)
-    model.eval()
-    if kind == "embedded":
-        model.config._name_or_path = ALIASES[name].target
-    if model.config.pad_token_id is None:
-        model.config.pad_token_id = tokenizer.pad_token_id
-    return model, tokenizer
-
-
-def model_identity(model, quantization: str | None = None) -> dict:
-    """What identifies a model's computation, for cache keys: its name, revision,
-    config, dtype, quantization and a fingerprint of its input embedding weights
-    (so two random models with the same config never share a cache)."""
-    config = model.config
-    emb = model.get_input_embeddings().weight
-    sample = emb.detach().flatten()[:4096].float().cpu()
-    fingerprint = stable_hash([round(float(x), 6) for x in sample.tolist()])
-    cfg = {k: v for k, v in config.to_dict().items() if k not in {"_name_or_path", "transformers_version"}}
-    return {
-        "name": getattr(config, "_name_or_path", type(model).__name__),
-        "revision": getattr(config, "_commit_hash", None),
-        "config": stable_hash(cfg),
-        "dtype": str(emb.dtype),
-        "quantization": quantization or ("4bit" if getattr(model, "is_loaded_in_4bit", False) else None),
-        "embedding_fingerprint": fingerprint,
-    }
+    return model.eval()

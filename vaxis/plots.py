@@ -52,7 +52,9 @@ def auroc_by_layer_figure(
         )
     if split_mean is not None:
         m, sd = np.asarray(split_mean), np.asarray(split_std)
-        ax.plot(layers, m, color="tab:green", lw=1.2, label="construction splits, held-out criteria of each (mean ± sd)")
+        ax.plot(
+            layers, m, color="tab:green", lw=1.2, label="construction splits, held-out criteria of each (mean ± sd)"
+        )
         ax.fill_between(layers, m - sd, m + sd, color="tab:green", alpha=0.15)
     if mean_level is not None:
         ax.plot(layers, mean_level, color="tab:orange", lw=1, ls="--", label="reference sign test (per criterion)")
