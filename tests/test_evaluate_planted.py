@@ -246,3 +246,20 @@ def test_shuffled_null_centres_on_chance_despite_a_strong_shift():
     naive_axes = torch.stack([fit_axis(contrasts, groups, signs=s)[0] for s in naive])
     naive_auroc = auroc_columns(x @ naive_axes.numpy().T, labels)
     assert np.abs(naive_auroc - 0.5).mean() > np.abs(null_auroc - 0.5).mean()  # the old null leaked
+
+
+def test_incremental_auroc_credits_only_information_beyond_position():
+    from vaxis.evaluate import incremental_auroc
+
+    rng = np.random.default_rng(5)
+    n = 3000
+    groups = rng.integers(0, 20, n)
+    position = rng.uniform(0, 1, n)
+    hidden = rng.normal(0, 1, n)  # what the labels depend on besides position
+    labels = (2 * position + hidden + rng.normal(0, 0.5, n) > 1).astype(int)
+    ramp = position + rng.normal(0, 0.01, n)  # re-encodes position only
+    informative = hidden + rng.normal(0, 0.3, n)
+    base, full = incremental_auroc(position[:, None], np.c_[ramp, informative], labels, groups)
+    assert full[0] - base < 0.01  # a position ramp adds nothing
+    assert full[1] - base > 0.1  # a score with information beyond position adds a lot
+    assert full[1] > auroc_columns(informative, labels) + 0.05  # ...on top of position, not instead of it

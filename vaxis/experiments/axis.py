@@ -116,7 +116,11 @@ class Evaluation:
     p-values of the axis's AUROC against those nulls; ``position``: each position covariate's
     AUROC alone; ``matched``: rule name -> :class:`Matched`; ``real_contrast`` and
     ``placebo_contrast``: mean over games of (after - before) projections, the placebo averaged
-    per game first; ``placebo_ratio_ci``: ``(2, n_layers)`` criteria-bootstrap CI of their ratio.
+    per game first; ``placebo_ratio_ci``: ``(2, n_layers)`` criteria-bootstrap CI of their ratio;
+    ``beyond_position``: at the main layer, the out-of-fold AUROC of all position covariates
+    together (``"position"``), with the axis added (``"position+axis"``), and with each of up to
+    20 random directions added instead (``"position+random"``, the null for what an extra score
+    adds).
     """
 
     layers: list[int]
@@ -136,6 +140,7 @@ class Evaluation:
     real_contrast: np.ndarray
     placebo_contrast: np.ndarray
     placebo_ratio_ci: np.ndarray
+    beyond_position: dict
     main_layer: int
     main_layer_rule: str
     heldout_best_layer: int
@@ -358,6 +363,7 @@ def evaluate(
         auroc_columns,
         bootstrap_auroc,
         choose_main_layer,
+        incremental_auroc,
         mean_level_metric,
         permutation_p,
         reference_sign_test,
@@ -409,6 +415,11 @@ def evaluate(
 
     for name, ci in _matched_ci(t_held, groups, layers.index(chosen), n_bins, n_boot, seed).items():
         matched[name].ci_main = ci
+    li, rand_some = layers.index(chosen), rand_cols[:20]
+    covariates = np.stack([t_held.feature(name) for name in POSITION_FEATURES], axis=1)
+    extra = t_held.scores[:, li, [0, *rand_some]]
+    base_auc, full = incremental_auroc(covariates, extra, t_held.labels, groups)
+    beyond = {"position": base_auc, "position+axis": float(full[0]), "position+random": full[1:]}
     real, real_groups = _contrasts(stats, items, held, game_criterion)
     placebo_idx = [i for i, it in enumerate(items) if it.kind == "placebo" and game_split[it.game] == "held_out"]
     placebo, placebo_groups = _contrasts(stats, items, placebo_idx, game_criterion)
@@ -447,6 +458,7 @@ def evaluate(
         real_contrast=real.mean(0),
         placebo_contrast=placebo.mean(0) if len(placebo) else np.full(len(layers), np.nan),
         placebo_ratio_ci=ratio_ci,
+        beyond_position=beyond,
         main_layer=chosen,
         main_layer_rule=rule,
         heldout_best_layer=int(layers[int(np.argmax(auroc))]),

@@ -64,7 +64,7 @@ def verdict(ev: Evaluation, model: str, profile: str) -> str:
         f"**{model}, profile `{profile}`, main layer {ev.main_layer}** ({c['heldout_criteria']} held-out criteria, "
         f"{c['heldout_games']} games, {c['heldout_before_tokens']} before / {c['heldout_after_tokens']} after tokens)."
     ]
-    where = "above" if lo > 0.5 else "below" if hi < 0.5 else "**indistinguishable from** "
+    where = "above " if lo > 0.5 else "below " if hi < 0.5 else "**indistinguishable from** "
     lines.append(
         f"- Held-out token AUROC {m['auroc']:.3f} (95% CI {lo:.3f}-{hi:.3f}) is {where}chance. The CI resamples "
         "held-out criteria with the axis fixed; criteria with more tokens weigh more."
@@ -111,6 +111,16 @@ def verdict(ev: Evaluation, model: str, profile: str) -> str:
             f"{mm['axis']:.3f}{ci_text} vs position's own {mm['baseline']:.3f} and random directions' 95th "
             f"percentile {mm['random_q95']:.3f}: {reading}."
         )
+    b = ev.beyond_position
+    null_q95 = float(np.quantile(b["position+random"], 0.95)) if len(b["position+random"]) else float("nan")
+    gain = b["position+axis"] - b["position"]
+    adds = "adds" if b["position+axis"] > null_q95 else "adds **no more than a random direction**"
+    lines.append(
+        f"- A logistic model of all {len(ev.position)} position covariates, criteria held out fold by fold, scores "
+        f"{b['position']:.3f}; with the axis's projection added, {b['position+axis']:.3f} ({gain:+.3f}); with a random "
+        f"direction added instead, up to {null_q95:.3f} (95th percentile of {len(b['position+random'])}). "
+        f"Beyond position, the axis {adds}."
+    )
     if np.isfinite(m["placebo_ratio"]):
         r, (rlo, rhi) = m["placebo_ratio"], m["placebo_ratio_ci"]
         size = "larger than" if rlo > 1 else "smaller than" if rhi < 1 else "statistically as large as"
@@ -215,6 +225,14 @@ def scorecard_rows(ev: Evaluation, model: str, profile: str, blocks: dict, lens_
                 "context": ctx,
             }
         )
+    b = ev.beyond_position
+    rows.append({
+        "key": "controls.beyond_position", "metric": "position covariates + axis, out-of-fold AUROC",
+        "section": "Controls", "value": b["position+axis"], "n": n_tok,
+        "null": f"position alone {b['position']:.3f}; + a random direction, q95 "
+        f"{np.quantile(b['position+random'], 0.95) if len(b['position+random']) else float('nan'):.3f}",
+        "context": f"logistic regression, folds hold out criteria; {ctx}",
+    })  # fmt: skip
     return rows
 
 
