@@ -36,7 +36,7 @@ def auroc_by_layer_figure(
     (``position_matched``: one curve, or ``{rule: curve}``), and the construction split
     analysis (mean +/- std)."""
     layers = np.asarray(layers)
-    fig, ax = plt.subplots(figsize=(8, 4.5))
+    fig, ax = plt.subplots(figsize=(8, 5.6))
     if random_aurocs is not None:
         r = np.asarray(random_aurocs)
         ax.fill_between(layers, r.min(0), r.max(0), color="grey", alpha=0.3, label=f"random directions (n={len(r)})")
@@ -79,7 +79,7 @@ def auroc_by_layer_figure(
     ax.set_ylabel("AUROC: after vs before tokens")
     ax.set_ylim(0, 1.02)
     ax.set_title(title)
-    ax.legend(fontsize=6.5, loc="lower left", ncol=2)
+    ax.legend(fontsize=6.5, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, frameon=False)
     fig.tight_layout()
     return _save(fig, save_to)
 
