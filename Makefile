@@ -5,6 +5,9 @@
 #   PYTHON=python3.11          interpreter used to create .venv
 #   TORCH_SPEC="torch==2.13.0" the torch requirement installed first; on a CPU machine without the
 #                              local CPU wheel add TORCH_INDEX="--index-url https://download.pytorch.org/whl/cpu"
+# `make lab` installs the notebooks extra (JupyterLab) and opens JupyterLab on notebooks/ with the
+# `vaxis` kernel (this .venv's Python), which `make install` registers too (papermill and nbval start the
+# kernel the notebooks name). Extra JupyterLab arguments: LAB_ARGS="--no-browser --port 8888".
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -12,24 +15,40 @@ PROFILE ?= demo
 TORCH_SPEC ?= torch==2.13.0
 TORCH_INDEX ?=
 EXTRAS ?= test
+LAB_ARGS ?=
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.vaxis-installed-$(EXTRAS)
+LAB_STAMP := $(VENV)/.vaxis-installed-notebooks
+# The kernel every notebook names (metadata.kernelspec), registered inside .venv (--sys-prefix), never in ~.
+KERNEL := vaxis
+KERNEL_SPEC := $(VENV)/share/jupyter/kernels/$(KERNEL)/kernel.json
+# Registers the kernel unless this .venv's Python is already the one it runs (a shell test: no cost).
+REGISTER_KERNEL = grep -qF '"$(abspath $(BIN))/python"' $(KERNEL_SPEC) 2>/dev/null || \
+	$(BIN)/python -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "$(KERNEL) (.venv)"
 
-.PHONY: install reproduce test lint format benchmark clean-runs fetch-model
+.PHONY: install reproduce test lint format benchmark clean-runs fetch-model lab
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-$(STAMP): pyproject.toml | $(BIN)/python
+# One stamp per set of extras: .venv/.vaxis-installed-test (EXTRAS), .venv/.vaxis-installed-notebooks (lab).
+$(VENV)/.vaxis-installed-%: pyproject.toml | $(BIN)/python
 	@$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install --quiet $(TORCH_INDEX) "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install --quiet -e ".[$(EXTRAS)]"
+	$(BIN)/python -m pip install --quiet -e ".[$*]"
 	touch $@
 
 install: $(STAMP) fetch-model
+	@$(REGISTER_KERNEL)
 
 fetch-model: $(STAMP)
 	$(BIN)/python -m vaxis fetch-model
+
+# JupyterLab on notebooks/, the notebooks opening with the vaxis kernel; e.g. LAB_ARGS="--no-browser --port 8888".
+lab: $(LAB_STAMP)
+	@$(REGISTER_KERNEL)
+	$(BIN)/python -m vaxis fetch-model
+	$(BIN)/jupyter lab --notebook-dir=notebooks $(LAB_ARGS)
 
 reproduce: install
 	$(BIN)/python -m vaxis run --profile $(PROFILE) -p publish_figures True

@@ -68,3 +68,16 @@ def test_smoke_run_of_all_notebooks(tmp_path):
     assert (tmp_path / "figures" / "auroc_by_layer.png").stat().st_size > 0
     assert (tmp_path / "figures" / "null_distribution.png").stat().st_size > 0
     assert not list((vaxis.config.REPO_ROOT / "figures").glob("smoke_*"))  # nothing published unasked
+
+
+def test_every_notebook_names_the_vaxis_kernel():
+    """Every committed notebook opens (JupyterLab) and runs (papermill, nbval) on the `vaxis` kernel that
+    `make install` / `make lab` register in .venv."""
+    from vaxis.runner import KERNEL_NAME, NOTEBOOK_DIR
+
+    paths = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
+    assert paths
+    for path in paths:
+        spec = nbformat.read(path, as_version=4).metadata.get("kernelspec", {})
+        assert spec.get("name") == KERNEL_NAME, f"{path.name}: kernelspec {spec.get('name')!r}, not {KERNEL_NAME!r}"
+        assert spec.get("language") == "python" and spec.get("display_name"), f"{path.name}: kernelspec {spec}"

@@ -16,6 +16,46 @@ from pathlib import Path
 from .config import REPO_ROOT, available_profiles
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
+# The Jupyter kernel every notebook names in metadata.kernelspec; `make install` and `make lab` register
+# it in .venv (`python -m ipykernel install --sys-prefix --name vaxis`). FALLBACK_KERNEL is ipykernel's
+# own kernel, which jupyter_client always resolves to the interpreter that asks for it.
+KERNEL_NAME = "vaxis"
+FALLBACK_KERNEL = "python3"
+
+
+def _same_environment(executable: str) -> bool:
+    """Whether a kernelspec's ``argv[0]`` runs this environment's Python (``python`` alone is
+    replaced by ``sys.executable`` when jupyter_client launches the kernel)."""
+    generic = {"python", f"python{sys.version_info[0]}", "python{}.{}".format(*sys.version_info[:2])}
+    if executable in generic:
+        return True
+    try:
+        return Path(executable).absolute().parent.resolve() == Path(sys.executable).absolute().parent.resolve()
+    except OSError:
+        return False
+
+
+def kernel_for_notebooks(kernel_spec_manager=None) -> tuple[str, str | None]:
+    """The kernel papermill should start, and why not ``vaxis`` if it is not (``None`` when it is).
+
+    ``vaxis`` when it is registered for this interpreter's environment; otherwise (vaxis installed with
+    pip elsewhere, no `make install`, or a ``vaxis`` kernel of another environment found first) the
+    current interpreter's own ipykernel kernel, so the notebooks always run with the vaxis being run."""
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
+    ksm = kernel_spec_manager or KernelSpecManager()
+    hint = f"`{sys.executable} -m ipykernel install --sys-prefix --name {KERNEL_NAME}` registers it"
+    try:
+        spec = ksm.get_kernel_spec(KERNEL_NAME)
+    except NoSuchKernel:
+        return FALLBACK_KERNEL, f"no Jupyter kernel named {KERNEL_NAME!r} is registered ({hint})"
+    executable = spec.argv[0] if spec.argv else ""
+    if not _same_environment(executable):
+        return (
+            FALLBACK_KERNEL,
+            f"the Jupyter kernel {KERNEL_NAME!r} runs {executable}, not this environment's {sys.executable} ({hint})",
+        )
+    return KERNEL_NAME, None
 
 
 def notebooks(only: list[str] | None = None, folder: Path = NOTEBOOK_DIR) -> list[Path]:
@@ -61,6 +101,9 @@ def run(
     run_path.mkdir(parents=True, exist_ok=True)
     params = {"profile": profile, "run_dir": str(run_path.resolve()), **(parameters or {})}
     selected = notebooks(only)
+    kernel_name, why = kernel_for_notebooks()
+    if why:
+        print(f"{why}; running the notebooks with kernel {kernel_name!r} ({sys.executable})", flush=True)
     outputs = []
     for k, nb in enumerate(selected, 1):
         out = run_path / nb.name
@@ -74,7 +117,7 @@ def run(
                 cwd=str(nb.parent),
                 progress_bar=False,
                 log_output=log_output,
-                kernel_name="python3",
+                kernel_name=kernel_name,
             )
         except pm.PapermillExecutionError as err:
             print(
