@@ -17,6 +17,7 @@ from .axis import Axis
 from .chat import ChatTemplateError, render_chat
 from .config import resolve as resolve_config
 from .extract import CacheError, SpanStats, extract, load_stats, save_stats
+from .generate import Generation, generate
 from .hooks import capture, steer, steering_vector
 from .identity import ModelIdentityError, model_identity, weights_digest
 from .layout import LayoutError, ModelLayout, find_layout
@@ -28,6 +29,7 @@ __all__ = [
     "Axis",
     "CacheError",
     "ChatTemplateError",
+    "Generation",
     "LayoutError",
     "ModelLayout",
     "ModelIdentityError",
@@ -37,6 +39,7 @@ __all__ = [
     "capture",
     "extract",
     "find_layout",
+    "generate",
     "load_model",
     "load_stats",
     "load_tokenizer",

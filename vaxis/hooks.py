@@ -197,6 +197,8 @@ def steering_mask(positions, tracker: _ColumnTracker, batch: int, device) -> tor
         return keep.unsqueeze(0).expand(batch, -1)
     if isinstance(positions, int):
         return (cols >= positions).unsqueeze(0).expand(batch, -1)
+    if callable(positions):  # per-row rules, e.g. vaxis.generate's int positions under left padding
+        return positions(start, stop, batch, device)
     if isinstance(positions, torch.Tensor):
         if positions.dim() == 1:
             positions = positions.unsqueeze(0).expand(batch, -1)
@@ -229,7 +231,9 @@ def steer(
         positions: which sequence columns to steer: ``"all"`` (prompt and generated),
             ``"prompt"``, ``"generated"`` (every token produced by ``generate`` and fed
             back, including the first), an ``int`` p (columns >= p), or a boolean
-            mask ``(batch, total_length)`` over absolute columns. Column positions
+            mask ``(batch, total_length)`` over absolute columns, or a callable
+            ``(start, stop, batch, device) -> (batch, stop - start) bool mask | None``
+            for columns ``start..stop-1`` of the current call. Column positions
             survive the KV cache: during ``generate`` each call knows its offset.
         coefficient: global multiplier.
         layout: a precomputed :class:`ModelLayout`.

@@ -1,0 +1,420 @@
+"""Batched, steerable, seeded and cached text generation from chats.
+
+:func:`generate` renders each conversation with the model's chat template (plus an optional
+assistant ``prefill``), and decodes greedily or by sampling, optionally under
+:func:`vaxis.steer`. Results come back in input order, ``n_samples`` per conversation.
+
+Why a hand-written decode loop instead of Hugging Face ``model.generate``:
+
+* per-sequence stopping: a sequence ends at EOS, at a stop string or at ``max_new_tokens``,
+  and finished rows are dropped from the batch and the KV cache (in groups, so the cache is
+  not copied every step), where ``generate`` keeps computing finished rows until the longest
+  ends;
+* per-sequence randomness: each sequence samples from its own ``torch.Generator`` seeded from
+  ``(seed, prompt + prefill, sample index)``, so a sample does not depend on the batch it
+  landed in, the batch size or the order of the conversations (``generate`` shares one RNG);
+* exact control: left padding with position ids counted over real tokens only (as
+  ``generate`` does), the logits of the last position only, and ``vaxis.steer``'s
+  KV-cache-aware column tracker, so every position is steered, generated tokens included.
+
+Batching: sequences are sorted by prompt length (longest first) and grouped so that
+``batch size * (longest prompt + max_new_tokens) <= max_batch_tokens``. With left padding every
+prompt ends at the same column, so ``"prompt"`` and ``"generated"`` positions mean the same for
+every row; an ``int`` position (or a 1-D mask) counts each row's own tokens from its first real
+token. Padded columns may be steered: attention never reads them. Greedy results equal
+one-at-a-time results up to float rounding: padding changes matrix shapes, so in float32 or
+bfloat16 a near-tie argmax can flip (the tests check equality in float64).
+
+Cache: ``cache_root()/generate/<key>.jsonl``, one :class:`Generation` per line, in input
+order; the key hashes the model and tokenizer identities, the rendered prompts and prefills,
+every sampling parameter, the stop strings, the positions and the steering vectors' bytes.
+While running, finished sequences are appended to ``<key>.jsonl.partial`` (flushed and
+fsynced after each batch); an interrupted run resumes from it (a torn last line is dropped)
+and the complete file is written atomically at the end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import inspect
+import json
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from .cache import atomic_write_text, cache_root, stable_hash
+from .chat import render_chat
+from .extract import CacheError, _input_device, _plan_batches, tokenizer_identity
+from .hooks import steer as steer_context
+from .identity import model_identity
+from .layout import find_layout
+
+GENERATE_VERSION = 1
+
+
+@dataclass
+class Generation:
+    """One generated continuation.
+
+    ``prompt`` is the rendered chat (with the generation prompt), ``prefill`` the assistant
+    prefix fed after it, ``text`` the decoded new tokens (special tokens skipped, cut before
+    the first stop string), ``token_ids`` the new tokens (the EOS token included when
+    ``finish_reason == "eos"``; the tokens that completed a stop string included when
+    ``"stop"``), ``finish_reason`` one of ``"eos"``, ``"length"``, ``"stop"``.
+    """
+
+    conversation: int
+    sample: int
+    prompt: str
+    prefill: str
+    text: str
+    token_ids: list[int]
+    n_new_tokens: int
+    finish_reason: str
+
+
+def default_max_batch_tokens(device: torch.device) -> int:
+    """``(prompt + new tokens) * batch size`` budget: 8192 on a CPU (about 80 short chats with 64 new
+    tokens; a CPU decode step costs about the same for 16 or 64 rows, see benchmarks/RESULTS.md),
+    65536 on an accelerator."""
+    return 8192 if torch.device(device).type == "cpu" else 65536
+
+
+def _eos_ids(model, tokenizer) -> list[int]:
+    ids = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    if ids is None:
+        ids = getattr(model.config, "eos_token_id", None)
+    ids = [] if ids is None else [ids] if isinstance(ids, int) else list(ids)
+    if tokenizer.eos_token_id is not None:
+        ids.append(tokenizer.eos_token_id)
+    return sorted(set(ids))
+
+
+def _steering_vectors(model, layout, steer) -> dict[int, torch.Tensor]:
+    """``{layer: float32 CPU vector}`` from a mapping or an ``(Axis, percent_of_norm)`` pair."""
+    if steer is None:
+        return {}
+    if isinstance(steer, tuple):
+        if len(steer) != 2 or not hasattr(steer[0], "steering_vector"):
+            raise TypeError("steer= takes {layer: vector} or an (Axis, percent_of_norm) pair")
+        axis, percent = steer
+        axis.check_model(model)
+        return {axis.main_layer: axis.steering_vector(float(percent)).float().cpu()}
+    if not hasattr(steer, "items"):
+        raise TypeError(
+            f"steer= takes {{layer: vector}} or an (Axis, percent_of_norm) pair, not {type(steer).__name__}"
+        )
+    layout.check_layers(list(steer))
+    vectors = {}
+    for layer, vector in steer.items():
+        vector = torch.as_tensor(vector).detach().float().cpu()
+        if vector.shape != (layout.hidden_size,):
+            raise ValueError(
+                f"steering vector for layer {layer} has shape {tuple(vector.shape)}; this model needs "
+                f"({layout.hidden_size},)"
+            )
+        vectors[int(layer)] = vector.contiguous()
+    return vectors
+
+
+def _positions_key(positions):
+    if isinstance(positions, str):
+        if positions not in ("all", "prompt", "generated"):
+            raise ValueError(f"positions={positions!r}: use 'all', 'prompt', 'generated', an int or a 1-D bool mask")
+        return positions
+    if isinstance(positions, int) and not isinstance(positions, bool) and positions >= 0:
+        return positions
+    if isinstance(positions, torch.Tensor) and positions.dim() == 1:
+        return {"mask": hashlib.sha256(positions.bool().cpu().numpy().tobytes()).hexdigest()}
+    raise ValueError(
+        f"positions={positions!r}: generate() takes 'all', 'prompt', 'generated', an int p >= 0 (each sequence's "
+        "own tokens from p on) or a 1-D bool mask over each sequence's own tokens (prompt, then generated)"
+    )
+
+
+def _seed(seed: int, text: str, sample: int) -> int:
+    return int(stable_hash([seed, text, sample], 16), 16) & ((1 << 63) - 1)
+
+
+def generate(
+    model,
+    tokenizer,
+    conversations: Sequence[list[dict]],
+    *,
+    max_new_tokens: int,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    n_samples: int = 1,
+    seed: int = 0,
+    steer=None,
+    positions="all",
+    prefill: str | Sequence[str] | None = None,
+    stop: Sequence[str] | None = None,
+    max_batch_tokens: int | None = None,
+    cache: bool = True,
+    progress: bool = True,
+    chat_template_kwargs: dict | None = None,
+) -> list[Generation]:
+    """Generate ``n_samples`` continuations of each conversation (see the module docstring).
+
+    Args:
+        model, tokenizer: a causal LM and its fast tokenizer (with a chat template).
+        conversations: chats, each a list of ``{"role", "content"}`` messages.
+        max_new_tokens: most new tokens per sequence (>= 1).
+        temperature: 0 for greedy decoding, else sampling at this temperature.
+        top_p: nucleus sampling mass (1 = off); ignored when greedy.
+        n_samples: continuations per conversation (greedy ones are computed once and copied).
+        seed: base seed; each sequence's generator is seeded from (seed, prompt + prefill, sample).
+        steer: ``{residual index: vector}`` as for :func:`vaxis.steer`, or ``(axis, percent_of_norm)``
+            to steer at the axis's main layer with ``axis.steering_vector(percent_of_norm)``.
+        positions: what to steer: ``"all"``, ``"prompt"`` (prompt and prefill), ``"generated"``, an
+            int p (each sequence's tokens from p on), or a 1-D bool mask over each sequence's tokens.
+        prefill: assistant prefix after the generation prompt: one string for all, or one per
+            conversation. The returned ``text`` excludes it.
+        stop: stop strings; the text is cut before the first one and that sequence ends.
+        max_batch_tokens: ``batch size * (longest prompt + max_new_tokens)`` budget per batch
+            (default :func:`default_max_batch_tokens`).
+        cache: read and write the on-disk cache.
+        progress: show a tqdm bar (sequences, tokens/s).
+        chat_template_kwargs: passed to the chat template (e.g. ``{"enable_thinking": False}``).
+
+    Returns:
+        ``len(conversations) * n_samples`` :class:`Generation`, conversation-major, in input order.
+    """
+    if isinstance(conversations, (str, dict)) or not len(conversations):
+        raise ValueError("conversations must be a non-empty list of chats (lists of {'role', 'content'} messages)")
+    if isinstance(conversations[0], dict):
+        raise ValueError("conversations must be a list of chats: wrap a single chat as [messages]")
+    if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens={max_new_tokens!r}: give an int >= 1")
+    if not isinstance(n_samples, int) or n_samples < 1:
+        raise ValueError(f"n_samples={n_samples!r}: give an int >= 1")
+    if temperature < 0:
+        raise ValueError(f"temperature={temperature}: use 0 for greedy decoding or a positive value to sample")
+    if not 0 < top_p <= 1:
+        raise ValueError(f"top_p={top_p}: give a value in (0, 1]; 1 turns nucleus sampling off")
+    n = len(conversations)
+    prefills = [prefill or ""] * n if prefill is None or isinstance(prefill, str) else list(prefill)
+    if len(prefills) != n or not all(isinstance(p, str) for p in prefills):
+        raise ValueError(f"prefill: give one string, or a list of {n} strings (one per conversation)")
+    stops = [stop] if isinstance(stop, str) else list(stop or [])
+    if not all(isinstance(s, str) and s for s in stops):
+        raise ValueError("stop: give a list of non-empty strings")
+    layout = find_layout(model)
+    vectors = _steering_vectors(model, layout, steer)
+    _positions_key(positions)  # validates
+    kwargs = chat_template_kwargs or {}
+    prompts = [render_chat(tokenizer, c, add_generation_prompt=True, **kwargs).text for c in conversations]
+    device = _input_device(model)
+    budget = max_batch_tokens or default_max_batch_tokens(device)
+    sampling = temperature > 0
+    cfg = dict(
+        max_new_tokens=max_new_tokens,
+        temperature=float(temperature),
+        top_p=float(top_p) if sampling else 1.0,
+        eos=_eos_ids(model, tokenizer),
+        stop=stops,
+        positions=positions,
+        vectors=vectors,
+    )
+
+    if cache:  # the key needs the model's weight digest: skipped when the cache is off
+        key = _cache_key(model, tokenizer, prompts, prefills, cfg, n_samples, seed)
+        final = cache_root() / "generate" / f"{key}.jsonl"
+        partial = final.with_name(final.name + ".partial")
+        if final.exists():
+            return _load_final(final, n * n_samples)
+
+    # Greedy samples are identical: compute sample 0 and copy it.
+    todo = [(i, s) for i in range(n) for s in range(n_samples if sampling else 1)]
+    done = _read_partial(partial, set(todo)) if cache else {}
+    todo = [seq for seq in todo if seq not in done]
+    texts = {i: prompts[i] + prefills[i] for i in {i for i, _ in todo}}
+    ids = {i: tokenizer(t, add_special_tokens=False)["input_ids"] for i, t in texts.items()}
+    batches = _plan_batches([len(ids[i]) + max_new_tokens for i, _ in todo], budget, 1 << 30)
+    bar = tqdm(total=len(todo), unit="seq", desc="generate", disable=not progress, mininterval=10)
+    start, n_tokens = time.perf_counter(), 0
+    with open(partial, "a", encoding="utf-8") if cache else contextlib.nullcontext() as handle:
+        for batch in batches:
+            seqs = [todo[j] for j in batch]
+            seeds = [_seed(seed, texts[i], s) for i, s in seqs]
+            results = _run_batch(model, tokenizer, layout, [ids[i] for i, _ in seqs], seeds, cfg, device)
+            for (i, s), (token_ids, text, reason) in zip(seqs, results):
+                done[(i, s)] = Generation(i, s, prompts[i], prefills[i], text, token_ids, len(token_ids), reason)
+                n_tokens += len(token_ids)
+            if handle is not None:
+                handle.write("".join(json.dumps(asdict(done[seq])) + "\n" for seq in seqs))
+                handle.flush()
+                os.fsync(handle.fileno())
+            bar.update(len(seqs))
+            bar.set_postfix_str(f"{n_tokens / (time.perf_counter() - start):.1f} tok/s", refresh=False)
+    bar.close()
+    picks = [(i, s, done[(i, s if sampling else 0)]) for i in range(n) for s in range(n_samples)]
+    out = [Generation(**{**asdict(g), "sample": s}) for i, s, g in picks]
+    if cache:
+        atomic_write_text(final, "".join(json.dumps(asdict(g)) + "\n" for g in out))
+        partial.unlink(missing_ok=True)
+    return out
+
+
+def _cache_key(model, tokenizer, prompts, prefills, cfg, n_samples, seed) -> str:
+    """Hash of everything a generation depends on (module docstring); 24 hex digits."""
+    vectors = cfg["vectors"]
+    return stable_hash(
+        {
+            "v": GENERATE_VERSION,
+            "model": model_identity(model),
+            "tokenizer": tokenizer_identity(tokenizer),
+            "prompts": stable_hash(prompts, 32),
+            "prefills": stable_hash(prefills, 32),
+            "sampling": [cfg["max_new_tokens"], cfg["temperature"], cfg["top_p"], n_samples, seed],
+            "eos": cfg["eos"],
+            "stop": cfg["stop"],
+            "positions": _positions_key(cfg["positions"]),
+            "steer": {str(k): hashlib.sha256(v.numpy().tobytes()).hexdigest() for k, v in sorted(vectors.items())},
+        },
+        24,
+    )
+
+
+def _read_partial(path: Path, wanted: set) -> dict:
+    """Finished sequences of an interrupted run; a torn last line is dropped (and truncated away)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        return {}
+    done, good_bytes = {}, 0
+    with open(path, "rb") as handle:
+        lines = handle.readlines()
+    for k, line in enumerate(lines):
+        try:
+            if not line.endswith(b"\n"):
+                raise ValueError("torn line")
+            g = Generation(**json.loads(line))
+        except (ValueError, TypeError) as err:
+            if k == len(lines) - 1:
+                break
+            raise CacheError(f"{path} line {k + 1} is damaged ({err}); delete the file to recompute") from err
+        if (g.conversation, g.sample) in wanted:
+            done[(g.conversation, g.sample)] = g
+        good_bytes += len(line)
+    if good_bytes < path.stat().st_size:
+        os.truncate(path, good_bytes)
+    return done
+
+
+def _load_final(path: Path, expected: int) -> list[Generation]:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            out = [Generation(**json.loads(line)) for line in handle]
+    except (ValueError, TypeError) as err:
+        raise CacheError(f"{path} is damaged ({err}); delete it to recompute") from err
+    if len(out) != expected:
+        raise CacheError(f"{path} holds {len(out)} generations, not {expected}; delete it to recompute")
+    return out
+
+
+def _row_positions(positions, pads: list):
+    """A callable for :func:`vaxis.steer` steering each row's own columns (``pads[0]`` left pads)."""
+
+    def mask(start: int, stop: int, batch: int, device) -> torch.Tensor:
+        real = torch.arange(start, stop, device=device).unsqueeze(0) - pads[0].to(device).unsqueeze(1)
+        if isinstance(positions, int):
+            return real >= positions
+        m = positions.to(device=device, dtype=torch.bool)
+        inside = (real >= 0) & (real < len(m))
+        return inside & m[real.clamp(0, len(m) - 1)]
+
+    return mask
+
+
+def left_padded(prompt_ids: Sequence[Sequence[int]], pad_id: int, device) -> tuple:
+    """A left-padded batch: ``(input_ids, attention_mask, position_ids, pads)``, position ids counted
+    over real tokens only (as Hugging Face ``generate`` does), ``pads`` the number of pads per row."""
+    width = max(len(p) for p in prompt_ids)
+    input_ids = torch.full((len(prompt_ids), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(prompt_ids), width), dtype=torch.long)
+    for r, p in enumerate(prompt_ids):
+        input_ids[r, width - len(p) :] = torch.tensor(list(p), dtype=torch.long)
+        mask[r, width - len(p) :] = 1
+    input_ids, mask = input_ids.to(device), mask.to(device)
+    position_ids = (mask.cumsum(-1) - 1).clamp_min(0)
+    return input_ids, mask, position_ids, torch.tensor([width - len(p) for p in prompt_ids])
+
+
+@torch.no_grad()
+def _run_batch(model, tokenizer, layout, prompt_ids, seeds, cfg, device) -> list[tuple[list[int], str, str]]:
+    """Decode one left-padded batch; returns ``(new token ids, text, finish reason)`` per row."""
+    n, max_new = len(prompt_ids), cfg["max_new_tokens"]
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (cfg["eos"] or [0])[0]
+    input_ids, mask, position_ids, pad_counts = left_padded(prompt_ids, pad_id, device)
+    pads = [pad_counts]
+    positions = cfg["positions"]
+    if not isinstance(positions, str):
+        positions = _row_positions(positions, pads)
+    context = steer_context(model, cfg["vectors"], positions, layout=layout) if cfg["vectors"] else None
+    rows = list(range(n))  # batch row -> sequence
+    out: list[list[int]] = [[] for _ in range(n)]
+    results: list = [None] * n
+    gens = None
+    eos, stops = set(cfg["eos"]), cfg["stop"]
+    window = 4 * max((len(s) for s in stops), default=0) + 8
+    params = inspect.signature(model.forward).parameters
+    kv, cache_arg = None, "cache" if "cache" in params else "past_key_values"  # transformers 5 renamed it
+    extra = {"use_cache": True, **({"logits_to_keep": 1} if "logits_to_keep" in params else {})}
+    with context or contextlib.nullcontext():
+        for _ in range(max_new):
+            output = model(
+                input_ids=input_ids, attention_mask=mask, position_ids=position_ids, **{cache_arg: kv}, **extra
+            )
+            kv = output.cache if getattr(output, "cache", None) is not None else output.past_key_values
+            logits = output.logits[:, -1]
+            if cfg["temperature"] > 0:
+                if gens is None:
+                    gens = [torch.Generator(device=logits.device).manual_seed(s) for s in seeds]
+                tokens = _sample(logits, cfg["temperature"], cfg["top_p"], [gens[q] for q in rows])
+            else:
+                tokens = logits.argmax(-1)
+            for q, token in zip(rows, tokens.tolist()):
+                if results[q] is not None:
+                    continue
+                out[q].append(token)
+                if token in eos:
+                    results[q] = (out[q], tokenizer.decode(out[q][:-1], skip_special_tokens=True), "eos")
+                elif stops and any(s in tokenizer.decode(out[q][-window:], skip_special_tokens=True) for s in stops):
+                    text = tokenizer.decode(out[q], skip_special_tokens=True)
+                    cut = min(text.find(s) for s in stops if s in text)
+                    results[q] = (out[q], text[:cut], "stop")
+                elif len(out[q]) == max_new:
+                    results[q] = (out[q], tokenizer.decode(out[q], skip_special_tokens=True), "length")
+            finished = [r for r, q in enumerate(rows) if results[q] is not None]
+            if len(finished) == len(rows):
+                break
+            next_ids = tokens.unsqueeze(-1)
+            if 4 * len(finished) >= len(rows):  # drop finished rows (and their cache) in groups
+                keep = [r for r, q in enumerate(rows) if results[q] is None]
+                index = torch.tensor(keep)  # a CPU index works on any device (and on a split model's cache)
+                kv.batch_select_indices(index)
+                rows, mask, position_ids = [rows[r] for r in keep], mask[index], position_ids[index]
+                next_ids, pads[0] = next_ids[index], pads[0][keep]
+            input_ids = next_ids
+            mask = torch.cat([mask, mask.new_ones(len(rows), 1)], dim=1)
+            position_ids = position_ids[:, -1:] + 1
+    return results
+
+
+def _sample(logits: torch.Tensor, temperature: float, top_p: float, gens: list) -> torch.Tensor:
+    """One token per row: softmax(logits / T), nucleus-filtered, drawn with the row's own generator
+    (exponential race: ``argmax p_i / E_i`` with ``E_i ~ Exp(1)`` draws ``i`` with probability ``p_i``)."""
+    probs = torch.softmax(logits.float() / temperature, dim=-1)
+    if top_p < 1:
+        sorted_probs, order = probs.sort(dim=-1, descending=True)
+        drop = sorted_probs.cumsum(-1) - sorted_probs >= top_p  # mass before this token already reaches top_p
+        probs = probs.scatter(-1, order, sorted_probs.masked_fill(drop, 0.0))
+    noise = torch.stack([torch.empty(probs.shape[-1], device=probs.device).exponential_(generator=g) for g in gens])
+    return (probs / noise).argmax(-1)
