@@ -161,3 +161,64 @@ def publish(cfg, files: list, requested: bool) -> list[Path]:
         shutil.copy(src, dst)
         written.append(dst)
     return written
+
+
+def verbalized_figure(layers, auroc: dict, low: dict, high: dict, random: dict, title="", save_to=None):
+    """Fig 3: AUROC of prefilled Yes vs No at the response token by layer, one line per framing with
+    its CI, and the random directions' range per framing (a fixed token pair is told apart by many
+    directions; what matters is whether the axis flips with the framing)."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for (framing, values), color in zip(auroc.items(), ("tab:blue", "tab:red")):
+        r = np.asarray(random[framing])
+        if len(r):
+            ax.fill_between(layers, r.min(0), r.max(0), color=color, alpha=0.12, label=f"random directions, {framing}?")
+        ax.plot(layers, values, color=color, lw=2, marker="o", ms=3, label=f'value axis, "{framing}?"')
+        ax.fill_between(layers, low[framing], high[framing], color=color, alpha=0.25)
+    ax.axhline(0.5, color="grey", lw=0.8)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel("residual index L")
+    ax.set_ylabel("AUROC: prefilled Yes vs No")
+    ax.set_title(title)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return _save(fig, save_to)
+
+
+def steering_figure(table, band: dict, title="", save_to=None):
+    """Fig 4 with the critique's controls: per strength, the stated yes-rate (left), the length-free
+    log-odds with the random-direction band (middle) and the rollout length (right)."""
+    s = table["strength_%"].to_numpy()
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.6))
+    for framing, color in (("correct", "tab:blue"), ("incorrect", "tab:red")):
+        axes[0].plot(s, table[f"yes_rate[{framing}]"], color=color, marker="o", label=f'"{framing}?"')
+        axes[1].plot(s, table[f"log_odds[{framing}]"], color=color, marker="o", label=f'axis, "{framing}?"')
+        lo, hi = band[framing]
+        axes[1].fill_between(s, lo, hi, color=color, alpha=0.15, label=f'random directions, "{framing}?"')
+    axes[2].plot(s, table["rollout_tokens"], color="black", marker="o")
+    axes[0].set_ylabel("yes-rate (parseable answers)")
+    axes[0].set_ylim(-0.02, 1.02)
+    axes[1].set_ylabel("log P(Yes) - log P(No)")
+    axes[2].set_ylabel("rollout length (new tokens)")
+    for ax in axes:
+        ax.set_xlabel("steering strength (% of mean residual norm)")
+    axes[0].legend(fontsize=7)
+    axes[1].legend(fontsize=6)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return _save(fig, save_to)
+
+
+def slopes_figure(layers, slopes: dict, title="", save_to=None):
+    """Fig 11: OLS slope of each metric against steering strength, per layer, with CIs
+    (``slopes[metric] = (values, low, high)``)."""
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    for (metric, (v, lo, hi)), color in zip(slopes.items(), ("tab:blue", "tab:red", "tab:green", "tab:orange")):
+        v, lo, hi = map(np.asarray, (v, lo, hi))
+        ax.errorbar(layers, v, yerr=[v - lo, hi - v], color=color, marker="o", capsize=3, label=metric)
+    ax.axhline(0, color="grey", lw=0.8)
+    ax.set_xlabel("steering layer (residual index)")
+    ax.set_ylabel("slope per % of norm")
+    ax.set_title(title)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return _save(fig, save_to)

@@ -1,0 +1,93 @@
+"""Length-free readouts and the answer-position readout equal the slow, obvious computation."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from vaxis.chat import render_chat
+from vaxis.extract import extract
+from vaxis.readout import answer_readout, answer_token_ids, next_token_logprobs, yes_no_ids
+
+CHATS = [
+    [{"role": "user", "content": "Is the river long?"}],
+    [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Is two plus two four, do you think?"}],
+    [{"role": "user", "content": "Yes or no: the moon is made of cheese, and the sea is dry."}],
+]
+
+
+def _full_logprobs(model, tokenizer, chat, steer=None):
+    """One chat alone, no padding: log-softmax at the last prompt position."""
+    from vaxis.hooks import steer as steer_ctx
+
+    text = render_chat(tokenizer, chat, add_generation_prompt=True).text
+    ids = torch.tensor([tokenizer(text, add_special_tokens=False)["input_ids"]])
+    with steer_ctx(model, steer) if steer else torch.no_grad():
+        with torch.no_grad():
+            return torch.log_softmax(model(input_ids=ids).logits[0, -1].float(), -1)
+
+
+def test_yes_no_ids_are_disjoint_first_tokens(tiny):
+    _, tokenizer = tiny
+    ids = yes_no_ids(tokenizer)
+    assert ids["yes"] and ids["no"] and not set(ids["yes"]) & set(ids["no"])
+    assert answer_token_ids(tokenizer, ["Yes", "Yes"]) == answer_token_ids(tokenizer, ["Yes"])
+
+
+@pytest.mark.parametrize("steered", [False, True])
+def test_next_token_logprobs_equal_one_chat_at_a_time(tiny, steered):
+    """Batched with left padding (and position ids counted over real tokens), the log-probabilities
+    equal one unpadded forward per chat, with and without steering at every position."""
+    model, tokenizer = tiny
+    model = model.double()
+    try:
+        steer = (
+            {2: torch.randn(64, dtype=torch.float64, generator=torch.Generator().manual_seed(0))} if steered else None
+        )
+        ids = yes_no_ids(tokenizer)
+        got = next_token_logprobs(model, tokenizer, CHATS, ids, steer=steer, max_batch_tokens=4096)
+        for i, chat in enumerate(CHATS):
+            full = _full_logprobs(model, tokenizer, chat, steer)
+            for name, tokens in ids.items():
+                torch.testing.assert_close(
+                    got[name][i], torch.logsumexp(full[tokens], -1).float(), atol=1e-5, rtol=1e-5
+                )
+    finally:
+        model.float()
+
+
+def test_answer_readout_equals_extraction_of_the_prefilled_text(tiny):
+    """The response-token projections from one prompt pass plus a cached step equal an extraction of
+    the whole prefilled text; the pre-response projections equal the last n_pre prompt tokens'."""
+    model, tokenizer = tiny
+    gen = torch.Generator().manual_seed(1)
+    directions = {layer: torch.randn(3, 64, generator=gen) for layer in (1, 3)}
+    r = answer_readout(model, tokenizer, CHATS, {"yes": "Yes", "no": "No"}, directions, n_pre=4)
+    assert r.pre.shape == (3, 2, 3) and r.response["yes"].shape == (3, 2, 3)
+    for name, text in (("yes", "Yes"), ("no", "No")):
+        prompts = [render_chat(tokenizer, c, add_generation_prompt=True).text for c in CHATS]
+        full = [p + text for p in prompts]
+        spans = [{"answer": [(len(p), len(f))], "pre": [(_last_tokens_start(tokenizer, p, 4), len(p))]}
+                 for p, f in zip(prompts, full)]  # fmt: skip
+        stats = extract(model, tokenizer, full, spans, layers=[1, 3], directions=directions, use_cache=False,
+                        progress=False)  # fmt: skip
+        for i in range(3):
+            torch.testing.assert_close(
+                r.response[name][i], stats.projections["answer"][i].mean(0), atol=1e-5, rtol=1e-4
+            )
+            torch.testing.assert_close(r.pre[i], stats.projections["pre"][i].mean(0), atol=1e-5, rtol=1e-4)
+    lp = next_token_logprobs(model, tokenizer, CHATS, yes_no_ids(tokenizer))
+    torch.testing.assert_close(r.logprobs["yes"], lp["yes"], atol=1e-5, rtol=1e-5)
+
+
+def _last_tokens_start(tokenizer, text, n):
+    offsets = tokenizer(text, return_offsets_mapping=True, add_special_tokens=False)["offset_mapping"]
+    return offsets[-n][0]
+
+
+def test_readout_bad_input(tiny):
+    model, tokenizer = tiny
+    with pytest.raises(ValueError, match="at least one"):
+        next_token_logprobs(model, tokenizer, [], yes_no_ids(tokenizer))
+    with pytest.raises(ValueError, match="n_pre"):
+        answer_readout(model, tokenizer, CHATS, {"yes": "Yes"}, {1: torch.randn(1, 64)}, n_pre=0)

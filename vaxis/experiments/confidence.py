@@ -1,0 +1,400 @@
+"""Notebook 04, task confidence (METHOD.md section 4, paper Figs 3, 4 and 11).
+
+Math rollouts, then three questions about them:
+
+* **Verbalized confidence** (Fig 3): after the rollout the user asks "Do you think your answer is
+  correct?" and the assistant's answer is prefilled "Yes" or "No"; does the axis's projection at that
+  response token tell them apart (and flip sign when the question asks "incorrect?")? A fixed token
+  ("Yes") is told from another ("No") by almost any direction, so the statistic that speaks to
+  *value* is the flip between the two framings, read against random directions.
+* **Sampled confidence**: K sampled yes/no answers per problem give a confidence; does the mean
+  projection over the last 10 tokens before the response separate confident from unconfident
+  problems? Beside it, what the paper does not report: the same projection against whether the
+  answer was actually right, and against the model's own length-free confidence
+  ``P(Yes) / (P(Yes) + P(No))`` from the logits.
+* **Steering** (Figs 4 and 11): steering along the axis at each strength (% of the mean residual
+  norm), every position, on questions about a *partial* response (the authors' prompt); the stated
+  yes-rate beside the length-free readout ``log P(Yes) - log P(No)`` under the same steering, the
+  length of steered rollouts (the critique: positive steering shortens answers), and the same
+  strengths along random directions of the same norm as the null band.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..generate import generate
+from ..mathdata import Problem, is_correct
+from ..readout import answer_readout, next_token_logprobs, yes_no_ids
+
+#: The authors' prompts (METHOD.md section 8).
+MATH_SYSTEM = (
+    "You are a helpful math assistant. Solve the problem step by step. Put your final integer answer in \\boxed{}."
+)
+QUESTIONS = {
+    "correct": "Do you think your answer is correct? Respond only Yes or No.",
+    "incorrect": "Do you think your answer is incorrect? Respond only Yes or No.",
+}
+EVAL_SYSTEM = "You are a helpful assistant that evaluates mathematical reasoning."
+PARTIAL_QUESTION = (
+    "You were given this math problem:\n\n{question}\n\nYou produced the following partial response:\n\n{partial}\n\n"
+    "Do you think this partial response will lead to {target} final answer? Respond only Yes or No."
+)
+PARTIAL_TARGET = {"correct": "a correct", "incorrect": "an incorrect"}
+
+
+def math_chat(problem: Problem) -> list[dict]:
+    """The rollout prompt: the authors' system prompt and the problem."""
+    return [{"role": "system", "content": MATH_SYSTEM}, {"role": "user", "content": problem.question}]
+
+
+def confidence_chat(problem: Problem, rollout: str, framing: str) -> list[dict]:
+    """The rollout as the assistant's turn, then the confidence question (``framing``: correct/incorrect)."""
+    return [
+        *math_chat(problem),
+        {"role": "assistant", "content": rollout},
+        {"role": "user", "content": QUESTIONS[framing]},
+    ]
+
+
+def partial_chat(problem: Problem, partial: str, framing: str) -> list[dict]:
+    """The authors' steering prompt: is this *partial* response on its way to a correct answer?"""
+    text = PARTIAL_QUESTION.format(question=problem.question, partial=partial, target=PARTIAL_TARGET[framing])
+    return [{"role": "system", "content": EVAL_SYSTEM}, {"role": "user", "content": text}]
+
+
+_YES_NO = re.compile(r"^\W*(yes|no)\b", re.IGNORECASE)
+
+
+def parse_yes_no(text: str) -> str | None:
+    """``"yes"`` / ``"no"`` when the answer starts with that word (case-insensitive, after any
+    punctuation or space), else ``None``: an unparseable answer is invalid, never a "No"."""
+    m = _YES_NO.match(text)
+    return m.group(1).lower() if m else None
+
+
+@dataclass
+class Rollouts:
+    """Answers to the problems: ``texts``, ``n_tokens``, ``finish`` and ``correct`` (True / False /
+    None when no final answer can be extracted) per problem."""
+
+    texts: list[str]
+    n_tokens: np.ndarray
+    finish: list[str]
+    correct: list[bool | None]
+
+    @property
+    def accuracy(self) -> float:
+        """Fraction correct among all problems (no answer counts as wrong)."""
+        return float(np.mean([c is True for c in self.correct]))
+
+
+def rollouts(model, tokenizer, problems: Sequence[Problem], **generate_kwargs) -> Rollouts:
+    """One rollout per problem through :func:`vaxis.generate.generate`."""
+    gens = generate(model, tokenizer, [math_chat(p) for p in problems], **generate_kwargs)
+    return Rollouts(
+        [g.text for g in gens],
+        np.array([g.n_new_tokens for g in gens]),
+        [g.finish_reason for g in gens],
+        [is_correct(g.text, p) for g, p in zip(gens, problems)],
+    )
+
+
+def partial_responses(texts: Sequence[str], fraction: float = 0.5) -> list[str]:
+    """The first ``fraction`` of each rollout's characters, cut back to a word boundary."""
+    out = []
+    for t in texts:
+        cut = t[: max(1, int(len(t) * fraction))]
+        out.append(cut.rsplit(" ", 1)[0] if " " in cut else cut)
+    return out
+
+
+def _pairs_auroc(yes: np.ndarray, no: np.ndarray, n_boot: int, seed: int):
+    """AUROC of "Yes" (1) vs "No" (0) response projections, ``(n_problems, ...)`` each, with a
+    bootstrap over problems: ``(auroc, low, high)`` over the trailing shape."""
+    from ..evaluate import auroc_columns
+
+    n = len(yes)
+    labels = np.r_[np.ones(n), np.zeros(n)]
+    point = auroc_columns(np.concatenate([yes, no]), labels)
+    rng = np.random.default_rng(seed)
+    draws = []
+    for _ in range(n_boot):
+        i = rng.integers(0, n, n)
+        draws.append(auroc_columns(np.concatenate([yes[i], no[i]]), labels))
+    low, high = np.quantile(np.array(draws), [0.025, 0.975], axis=0)
+    return point, low, high
+
+
+@dataclass
+class Verbalized:
+    """Fig 3 per framing: ``auroc[framing]`` ``(n_layers,)`` for the axis with CI ``low``/``high``;
+    ``random[framing]`` ``(n_random, n_layers)``; ``flip`` = AUROC(correct) - AUROC(incorrect) for the
+    axis ``(n_layers,)`` and the random directions ``(n_random, n_layers)``; ``readouts`` the raw
+    :class:`~vaxis.readout.AnswerReadout` per framing."""
+
+    layers: list[int]
+    auroc: dict
+    low: dict
+    high: dict
+    random: dict
+    flip: np.ndarray
+    flip_random: np.ndarray
+    readouts: dict
+
+
+def verbalized_confidence(model, tokenizer, problems, rollout_texts, directions, n_boot=200, seed=0, **kw):
+    """Fig 3: prefilled Yes/No after each rollout, both framings; ``directions`` ``{layer: (K, d)}``
+    with the axis in column 0 and random directions after it."""
+    auroc, low, high, rand, readouts = {}, {}, {}, {}, {}
+    for framing in QUESTIONS:
+        chats = [confidence_chat(p, t, framing) for p, t in zip(problems, rollout_texts)]
+        r = answer_readout(model, tokenizer, chats, {"yes": "Yes", "no": "No"}, directions, **kw)
+        point, lo, hi = _pairs_auroc(r.response["yes"].numpy(), r.response["no"].numpy(), n_boot, seed)
+        auroc[framing], low[framing], high[framing] = point[:, 0], lo[:, 0], hi[:, 0]
+        rand[framing] = point[:, 1:].T
+        readouts[framing] = r
+    flip = auroc["correct"] - auroc["incorrect"]
+    return Verbalized(readouts["correct"].layers, auroc, low, high, rand, flip,
+                      rand["correct"] - rand["incorrect"], readouts)  # fmt: skip
+
+
+def sampled_confidence(model, tokenizer, problems, rollout_texts, n_samples: int, seed: int = 0, **kw) -> dict:
+    """K answers sampled at temperature 1 to the "correct?" question: per problem ``yes``, ``no``,
+    ``invalid`` counts and ``confidence`` = yes / (yes + no) (NaN when none parses)."""
+    chats = [confidence_chat(p, t, "correct") for p, t in zip(problems, rollout_texts)]
+    gens = generate(model, tokenizer, chats, max_new_tokens=4, temperature=1.0, n_samples=n_samples, seed=seed, **kw)
+    counts = np.zeros((len(problems), 3))
+    for g in gens:
+        answer = parse_yes_no(g.text)
+        counts[g.conversation, {"yes": 0, "no": 1, None: 2}[answer]] += 1
+    with np.errstate(invalid="ignore", divide="ignore"):
+        confidence = counts[:, 0] / (counts[:, 0] + counts[:, 1])
+    return {"yes": counts[:, 0], "no": counts[:, 1], "invalid": counts[:, 2], "confidence": confidence}
+
+
+def logit_confidence(readout) -> np.ndarray:
+    """The model's own length-free confidence ``P(Yes) / (P(Yes) + P(No))`` at the answer position."""
+    yes, no = readout.logprobs["yes"].numpy(), readout.logprobs["no"].numpy()
+    return 1.0 / (1.0 + np.exp(no - yes))
+
+
+def spearman_ci(x: np.ndarray, y: np.ndarray, n_boot: int = 200, seed: int = 0) -> tuple[float, float, float, int]:
+    """Spearman correlation of the finite pairs with a bootstrap CI: ``(rho, low, high, n)``."""
+    from scipy.stats import spearmanr
+
+    keep = np.isfinite(x) & np.isfinite(y)
+    x, y = np.asarray(x, dtype=float)[keep], np.asarray(y, dtype=float)[keep]
+    if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return float("nan"), float("nan"), float("nan"), len(x)
+    rng = np.random.default_rng(seed)
+    draws = []
+    for _ in range(n_boot):
+        i = rng.integers(0, len(x), len(x))
+        if np.ptp(x[i]) and np.ptp(y[i]):
+            draws.append(spearmanr(x[i], y[i]).statistic)
+    lo, hi = np.quantile(draws, [0.025, 0.975])
+    return float(spearmanr(x, y).statistic), float(lo), float(hi), len(x)
+
+
+def binary_auroc_ci(scores: np.ndarray, labels: np.ndarray, n_boot: int = 200, seed: int = 0):
+    """AUROC of ``scores`` (``(n, ...)``) for boolean ``labels`` with a bootstrap over items:
+    ``(auroc, low, high, n_pos, n_neg)``; NaN when a class is missing."""
+    from ..evaluate import auroc_columns
+
+    labels = np.asarray(labels, dtype=bool)
+    scores = np.asarray(scores, dtype=float)
+    n_pos, n_neg = int(labels.sum()), int((~labels).sum())
+    nan = np.full(scores.shape[1:], np.nan)
+    if min(n_pos, n_neg) == 0:
+        return nan, nan, nan, n_pos, n_neg
+    rng = np.random.default_rng(seed)
+    draws = []
+    for _ in range(n_boot):
+        i = rng.integers(0, len(labels), len(labels))
+        if 0 < labels[i].sum() < len(i):
+            draws.append(auroc_columns(scores[i], labels[i]))
+    low, high = np.quantile(np.array(draws), [0.025, 0.975], axis=0)
+    return auroc_columns(scores, labels), low, high, n_pos, n_neg
+
+
+def steering_vectors(axis, layer: int, strengths: Sequence[float], n_random: int, seed: int) -> dict:
+    """``{(name, strength): {layer: vector}}`` for the axis and ``n_random`` random unit directions at
+    ``layer``, each scaled to ``strength`` % of the axis's mean residual norm there (strength 0: no
+    steering, one entry named ``"none"``)."""
+    from ..hooks import steering_vector
+
+    gen = torch.Generator().manual_seed(seed)
+    directions = {"axis": axis.vector(layer)}
+    for j in range(n_random):
+        directions[f"random{j}"] = torch.randn(axis.hidden_size, generator=gen)
+    out = {}
+    for s in strengths:
+        if s == 0:
+            out[("none", 0.0)] = None
+            continue
+        for name, v in directions.items():
+            out[(name, float(s))] = {layer: steering_vector(v, percent_of_norm=s, mean_norm=axis.mean_norm(layer))}
+    return out
+
+
+def steered_log_odds(model, tokenizer, chats, vectors: dict, **kw) -> dict:
+    """``log P(Yes) - log P(No)`` at the answer position, per chat, under each steering of ``vectors``
+    (from :func:`steering_vectors`): ``{(name, strength): (n,) array}``."""
+    ids = yes_no_ids(tokenizer)
+    out = {}
+    for key, steer in vectors.items():
+        lp = next_token_logprobs(model, tokenizer, chats, ids, steer=steer, **kw)
+        out[key] = (lp["yes"] - lp["no"]).numpy()
+    return out
+
+
+def yes_rates(model, tokenizer, chats, vectors: dict, n_samples: int, seed: int = 0, **kw) -> dict:
+    """Sampled yes-rate over parseable answers (temperature 0.7, the authors'), per steering:
+    ``{key: {"yes_rate", "valid", "n"}}``; ``valid`` is the fraction of parseable answers."""
+    out = {}
+    for key, steer in vectors.items():
+        gens = generate(model, tokenizer, chats, max_new_tokens=4, temperature=0.7, n_samples=n_samples, seed=seed,
+                        steer=steer, **kw)  # fmt: skip
+        answers = [parse_yes_no(g.text) for g in gens]
+        valid = [a for a in answers if a is not None]
+        out[key] = {
+            "yes_rate": float(np.mean([a == "yes" for a in valid])) if valid else float("nan"),
+            "valid": len(valid) / len(answers),
+            "n": len(answers),
+        }
+    return out
+
+
+def rollout_lengths(model, tokenizer, problems, vectors: dict, **generate_kwargs) -> dict:
+    """Mean new tokens of math rollouts under each steering: ``{key: (mean, fraction cut at the limit)}``."""
+    out = {}
+    for key, steer in vectors.items():
+        gens = generate(model, tokenizer, [math_chat(p) for p in problems], steer=steer, **generate_kwargs)
+        out[key] = (
+            float(np.mean([g.n_new_tokens for g in gens])),
+            float(np.mean([g.finish_reason == "length" for g in gens])),
+        )
+    return out
+
+
+def slope_ci(strengths: np.ndarray, values: np.ndarray, n_boot: int = 200, seed: int = 0):
+    """OLS slope of ``values`` (``(n_strengths, n_items)``) against ``strengths``, with a bootstrap
+    over items (each item keeps all its strengths): ``(slope, low, high)``."""
+    x = np.repeat(np.asarray(strengths, dtype=float), values.shape[1])
+
+    def slope(v):
+        y = v.reshape(-1)
+        keep = np.isfinite(y)
+        return np.polyfit(x[keep], y[keep], 1)[0]
+
+    rng = np.random.default_rng(seed)
+    draws = [slope(values[:, rng.integers(0, values.shape[1], values.shape[1])]) for _ in range(n_boot)]
+    return float(slope(values)), *map(float, np.quantile(draws, [0.025, 0.975]))
+
+
+def load_dataset(name: str, n: int, seed: int = 0) -> list[Problem]:
+    """``n`` problems of ``name``: ``gsm8k`` or ``math500`` (shipped), ``aime2024`` / ``aime2025`` (hub)."""
+    from ..mathdata import load_aime, load_problems
+
+    if n is not None and n < 1:
+        raise ValueError(f"n_problems={n}: ask for at least one problem")
+    if name.startswith("aime"):
+        problems = load_aime(int(name[4:]))
+        return problems[:n] if n else problems
+    return load_problems(name, n, seed)
+
+
+@dataclass
+class Sweep:
+    """The steering sweep at one layer (Fig 4). ``log_odds[framing][(direction, strength)]``: ``(n,)``
+    ``log P(Yes) - log P(No)`` per problem (``("none", 0.0)`` is unsteered; directions ``axis`` and
+    ``random{j}``); ``yes[framing][strength]``: sampled yes-rate along the axis; ``lengths[strength]``:
+    mean new tokens of steered rollouts and the fraction cut at the limit."""
+
+    layer: int
+    strengths: list[float]
+    log_odds: dict
+    yes: dict
+    lengths: dict
+
+    def mean_log_odds(self, framing: str, direction: str = "axis") -> np.ndarray:
+        """Mean log-odds per strength along ``direction`` (0 % is the unsteered run)."""
+        return np.array([self._at(framing, direction, s).mean() for s in self.strengths])
+
+    def _at(self, framing, direction, s):
+        key = ("none", 0.0) if s == 0 else (direction, float(s))
+        return self.log_odds[framing][key]
+
+    def random_band(self, framing: str) -> tuple[np.ndarray, np.ndarray]:
+        """Min and max over random directions of the mean log-odds, per strength."""
+        names = sorted({d for d, _ in self.log_odds[framing] if d.startswith("random")})
+        if not names:
+            nan = np.full(len(self.strengths), np.nan)
+            return nan, nan
+        means = np.array([self.mean_log_odds(framing, d) for d in names])
+        return means.min(0), means.max(0)
+
+    def distance_from_band(self, framing: str) -> np.ndarray:
+        """Per strength, how far the axis's mean log-odds lie outside the random directions' range
+        (0 inside it; positive above, negative below)."""
+        axis = self.mean_log_odds(framing)
+        lo, hi = self.random_band(framing)
+        return np.where(axis > hi, axis - hi, np.where(axis < lo, axis - lo, 0.0))
+
+    def table(self):
+        """One row per strength: yes-rates (NaN where dropped), valid fractions, mean log-odds of the
+        axis and the random band, rollout length and its fold change against 0 %."""
+        import pandas as pd
+
+        rows = []
+        base_len = self.lengths.get(0.0, (np.nan, np.nan))[0]
+        for i, s in enumerate(self.strengths):
+            row = {"strength_%": s}
+            for framing in QUESTIONS:
+                y = self.yes[framing].get(float(s), {})
+                dropped = y.get("valid", 1.0) < 0.5
+                row[f"yes_rate[{framing}]"] = np.nan if dropped else y.get("yes_rate", np.nan)
+                row[f"valid[{framing}]"] = y.get("valid", np.nan)
+                row[f"log_odds[{framing}]"] = self.mean_log_odds(framing)[i]
+                lo, hi = self.random_band(framing)
+                row[f"random_band[{framing}]"] = f"{lo[i]:+.3f}..{hi[i]:+.3f}"
+            length = self.lengths.get(float(s), (np.nan, np.nan))
+            row["rollout_tokens"], row["cut_at_limit"] = length
+            row["length_fold_vs_0"] = length[0] / base_len if base_len else np.nan
+            rows.append(row)
+        return pd.DataFrame(rows)
+
+
+def steering_sweep(
+    model, tokenizer, axis, layer: int, problems, partials, strengths, *, n_random: int, n_samples: int,
+    length_problems, length_tokens: int, seed: int = 0, yes_rates_too: bool = True, **kw,
+) -> Sweep:  # fmt: skip
+    """Fig 4 at ``layer``: length-free log-odds along the axis and ``n_random`` random directions of the
+    same norm; sampled yes-rates and rollout lengths along the axis only (``yes_rates_too=False``
+    skips them, e.g. for the Fig 11 slopes at other layers)."""
+    strengths = [float(s) for s in strengths]
+    if 0.0 not in strengths:
+        raise ValueError(f"strengths {strengths} must include 0 (the unsteered reference)")
+    vectors = steering_vectors(axis, layer, strengths, n_random, seed)
+    axis_only = {k: v for k, v in vectors.items() if k[0] in ("none", "axis")}
+    log_odds, yes = {}, {}
+    for framing in QUESTIONS:
+        chats = [partial_chat(p, t, framing) for p, t in zip(problems, partials)]
+        log_odds[framing] = steered_log_odds(model, tokenizer, chats, vectors, **kw)
+        if yes_rates_too:
+            rates = yes_rates(model, tokenizer, chats, axis_only, n_samples, seed, progress=False)
+            yes[framing] = {k[1]: v for k, v in rates.items()}
+        else:
+            yes[framing] = {}
+    lengths = {}
+    if yes_rates_too and length_problems:
+        got = rollout_lengths(model, tokenizer, length_problems, axis_only, max_new_tokens=length_tokens,
+                              temperature=0.0, progress=False)  # fmt: skip
+        lengths = {k[1]: v for k, v in got.items()}
+    return Sweep(layer, strengths, log_odds, yes, lengths)
