@@ -139,6 +139,25 @@ def test_sampling_is_seeded_per_sequence(tiny64):
     assert [g.text for g in other_seed] != [g.text for g in first]
 
 
+def test_samples_of_one_prompt_share_one_prompt_pass(tiny64):
+    """The samples of a conversation run its prompt once (rows: distinct prompts, not samples), and
+    give the same texts as a run where every sample sits alone in its batch, steered or not."""
+    model, tokenizer = tiny64
+    rows = []
+    handle = model.register_forward_pre_hook(
+        lambda m, a, kw: rows.append(tuple(kw["input_ids"].shape)), with_kwargs=True
+    )
+    try:
+        kw = dict(max_new_tokens=5, temperature=1.0, n_samples=4, seed=3, steer={2: _vector()}, **FAST)
+        shared = generate(model, tokenizer, CHATS[:2], **kw)
+    finally:
+        handle.remove()
+    assert rows[0][0] == 2 and rows[1] == (8, 1)  # one prompt pass for 2 chats, then 8 sampled rows
+    alone = generate(model, tokenizer, CHATS[:2], max_batch_tokens=1, **kw)  # one sequence a batch
+    assert [g.text for g in shared] == [g.text for g in alone]
+    assert len({g.text for g in shared[:4]}) > 1
+
+
 def test_tiny_top_p_is_greedy_and_greedy_samples_are_copies(tiny64):
     model, tokenizer = tiny64
     greedy = generate(model, tokenizer, CHATS[:3], max_new_tokens=6, n_samples=2, **FAST)

@@ -367,13 +367,28 @@ def _run_batch(model, tokenizer, layout, prompt_ids, seeds, cfg, device) -> list
     params = inspect.signature(model.forward).parameters
     kv, cache_arg = None, "cache" if "cache" in params else "past_key_values"  # transformers 5 renamed it
     extra = {"use_cache": True, **({"logits_to_keep": 1} if "logits_to_keep" in params else {})}
+    # Rows with the same prompt (the samples of one conversation) share one prompt pass: the prompt
+    # runs once per distinct prompt and its KV cache and logits are copied to every row that has it.
+    first = {tuple(p): r for r, p in reversed(list(enumerate(prompt_ids)))}
+    share = isinstance(cfg["positions"], str) and len(first) < n
     with context or contextlib.nullcontext():
-        for _ in range(max_new):
-            output = model(
-                input_ids=input_ids, attention_mask=mask, position_ids=position_ids, **{cache_arg: kv}, **extra
-            )
-            kv = output.cache if getattr(output, "cache", None) is not None else output.past_key_values
-            logits = output.logits[:, -1]
+        for step in range(max_new):
+            if step == 0 and share:
+                distinct = sorted(set(first.values()))
+                expand = torch.tensor([distinct.index(first[tuple(p)]) for p in prompt_ids])
+                output = model(
+                    input_ids=input_ids[distinct], attention_mask=mask[distinct], position_ids=position_ids[distinct],
+                    **{cache_arg: kv}, **extra,
+                )  # fmt: skip
+                kv = output.cache if getattr(output, "cache", None) is not None else output.past_key_values
+                kv.batch_select_indices(expand)
+                logits = output.logits[:, -1][expand.to(output.logits.device)]
+            else:
+                output = model(
+                    input_ids=input_ids, attention_mask=mask, position_ids=position_ids, **{cache_arg: kv}, **extra
+                )
+                kv = output.cache if getattr(output, "cache", None) is not None else output.past_key_values
+                logits = output.logits[:, -1]
             if cfg["temperature"] > 0:
                 if gens is None:
                     gens = [torch.Generator(device=logits.device).manual_seed(s) for s in seeds]
