@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from vaxis.experiments import confidence as conf
 from vaxis.experiments import confidence_report as report
@@ -113,3 +114,18 @@ def test_distance_from_the_random_band():
     sweep = _sweep()
     np.testing.assert_allclose(sweep.distance_from_band("correct"), [-0.9, 0.0, 0.9])
     assert report._fmt_ci((float("nan"), 0, 0)) == "not measurable"
+
+
+def test_random_directions_only_at_the_asked_strengths(tiny):
+    from vaxis.axis import Axis
+
+    axis = Axis(torch.randn(4, 64), [0, 1, 2, 3], torch.ones(4), 2, "tiny", 64, 3)
+    vectors = conf.steering_vectors(axis, 2, [-8.4, 0.0, 8.4], n_random=2, seed=0, random_strengths=[8.4])
+    assert set(vectors) == {("none", 0.0), ("axis", -8.4), ("axis", 8.4), ("random0", 8.4), ("random1", 8.4)}
+    v = vectors[("random0", 8.4)][2]
+    assert v.norm().item() == pytest.approx(0.084, rel=1e-4)  # 8.4% of the mean norm (1.0)
+    sweep = _sweep()
+    del sweep.log_odds["correct"][("random0", -8.4)], sweep.log_odds["correct"][("random1", -8.4)]
+    lo, hi = sweep.random_band("correct")
+    assert np.isnan(lo[0]) and np.isnan(sweep.distance_from_band("correct")[0])
+    assert sweep.distance_from_band("correct")[2] == pytest.approx(0.9)

@@ -35,7 +35,7 @@ def test_yes_no_ids_are_disjoint_first_tokens(tiny):
 
 
 @pytest.mark.parametrize("steered", [False, True])
-def test_next_token_logprobs_equal_one_chat_at_a_time(tiny, steered):
+def test_next_token_logprobs_equal_one_chat_at_a_time(tiny, steered, tmp_cache):
     """Batched with left padding (and position ids counted over real tokens), the log-probabilities
     equal one unpadded forward per chat, with and without steering at every position."""
     model, tokenizer = tiny
@@ -56,7 +56,7 @@ def test_next_token_logprobs_equal_one_chat_at_a_time(tiny, steered):
         model.float()
 
 
-def test_answer_readout_equals_extraction_of_the_prefilled_text(tiny):
+def test_answer_readout_equals_extraction_of_the_prefilled_text(tiny, tmp_cache):
     """The response-token projections from one prompt pass plus a cached step equal an extraction of
     the whole prefilled text; the pre-response projections equal the last n_pre prompt tokens'."""
     model, tokenizer = tiny
@@ -91,3 +91,34 @@ def test_readout_bad_input(tiny):
         next_token_logprobs(model, tokenizer, [], yes_no_ids(tokenizer))
     with pytest.raises(ValueError, match="n_pre"):
         answer_readout(model, tokenizer, CHATS, {"yes": "Yes"}, {1: torch.randn(1, 64)}, n_pre=0)
+
+
+def test_readouts_are_cached_and_keyed(tiny, tmp_cache):
+    """A repeated readout reads the disk cache (no forward pass); another steering vector or other texts
+    compute again, and give what an uncached call gives."""
+    model, tokenizer = tiny
+    ids = yes_no_ids(tokenizer)
+    calls = []
+    handle = model.register_forward_pre_hook(lambda *a: calls.append(1))
+    try:
+        v = {2: torch.randn(64, generator=torch.Generator().manual_seed(3))}
+        first = next_token_logprobs(model, tokenizer, CHATS, ids, steer=v)
+        n = len(calls)
+        again = next_token_logprobs(model, tokenizer, CHATS, ids, steer=v)
+        assert len(calls) == n and torch.equal(first["yes"], again["yes"])
+        other = {2: v[2] * 2}
+        changed = next_token_logprobs(model, tokenizer, CHATS, ids, steer=other)
+        assert len(calls) > n and not torch.equal(changed["yes"], first["yes"])
+        fresh = next_token_logprobs(model, tokenizer, CHATS, ids, steer=other, cache=False)
+        torch.testing.assert_close(changed["yes"], fresh["yes"])
+        fewer = next_token_logprobs(model, tokenizer, CHATS[:2], ids, steer=v)
+        torch.testing.assert_close(fewer["yes"], first["yes"][:2])
+        d = {1: torch.randn(2, 64)}
+        r1 = answer_readout(model, tokenizer, CHATS, {"yes": "Yes", "no": "No"}, d)
+        n = len(calls)
+        r2 = answer_readout(model, tokenizer, CHATS, {"yes": "Yes", "no": "No"}, d)
+        assert len(calls) == n and torch.equal(r1.pre, r2.pre) and torch.equal(r1.response["no"], r2.response["no"])
+        r3 = answer_readout(model, tokenizer, CHATS, {"yes": "Yes", "no": "No"}, {1: d[1] + 1})
+        assert len(calls) > n and not torch.equal(r3.pre, r1.pre)
+    finally:
+        handle.remove()

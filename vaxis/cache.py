@@ -72,3 +72,19 @@ def cache_root() -> Path:
         return Path(os.environ["VAXIS_CACHE"]).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "vaxis"
+
+
+def cached_tensors(kind: str, key: dict, compute: Callable[[], dict], enabled: bool = True) -> dict:
+    """``compute()`` (a flat ``{name: tensor}``), cached under ``<cache_root>/<kind>/<hash of key>.safetensors``:
+    a later call with the same key reads the file instead of computing (atomic write, so a torn file
+    is never read). ``key`` must name everything the tensors depend on."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    path = cache_root() / kind / f"{stable_hash(key, 24)}.safetensors"
+    if enabled and path.exists():
+        return load_file(str(path))
+    out = compute()
+    if enabled:
+        atomic_write(path, lambda tmp: save_file({k: torch.as_tensor(v).contiguous() for k, v in out.items()}, tmp))
+    return out

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .cache import cached_tensors
 from .chat import render_chat
 from .extract import _input_device, _plan_batches
 from .generate import _steering_vectors, default_max_batch_tokens, left_padded
@@ -68,6 +69,7 @@ def next_token_logprobs(
     positions="all",
     max_batch_tokens: int | None = None,
     chat_template_kwargs: dict | None = None,
+    cache: bool = True,
 ) -> dict[str, torch.Tensor]:
     """``log P(answer)`` at the next position of each chat (rendered with the generation prompt,
     then ``prefill``), for each answer: the log of the summed probabilities of its token ids.
@@ -78,6 +80,8 @@ def next_token_logprobs(
         prefill: assistant prefix (one string, or one per chat).
         steer, positions: as for :func:`vaxis.generate.generate` (``"all"`` steers the whole prompt).
         max_batch_tokens: padded tokens per forward pass.
+        cache: keep the result on disk (:func:`vaxis.cache.cached_tensors`), keyed by the model's and
+            tokenizer's identities, the rendered texts, the answers' ids and the steering vectors.
 
     Returns:
         ``{name: (n_conversations,) float32 tensor}`` on the CPU.
@@ -97,20 +101,57 @@ def next_token_logprobs(
         render_chat(tokenizer, c, add_generation_prompt=True, **kwargs).text + p
         for c, p in zip(conversations, prefills)
     ]
-    ids = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
-    device = _input_device(model)
-    budget = max_batch_tokens or default_max_batch_tokens(device)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     index = {name: torch.tensor(list(t), dtype=torch.long) for name, t in answers.items()}
-    out = {name: torch.zeros(n) for name in answers}
-    for batch in _plan_batches([len(i) for i in ids], budget, 1 << 30):
-        input_ids, mask, position_ids, _ = left_padded([ids[i] for i in batch], pad_id, device)
-        with steer_context(model, vectors, positions, layout=layout) if vectors else contextlib.nullcontext():
-            logits = model(input_ids=input_ids, attention_mask=mask, position_ids=position_ids).logits[:, -1]
-        logp = torch.log_softmax(logits.float(), dim=-1).cpu()
-        for name, tokens in index.items():
-            out[name][batch] = torch.logsumexp(logp[:, tokens], dim=-1)
-    return out
+
+    def compute():
+        ids = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+        device = _input_device(model)
+        budget = max_batch_tokens or default_max_batch_tokens(device)
+        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        out = {name: torch.zeros(n) for name in answers}
+        for batch in _plan_batches([len(i) for i in ids], budget, 1 << 30):
+            input_ids, mask, position_ids, _ = left_padded([ids[i] for i in batch], pad_id, device)
+            with steer_context(model, vectors, positions, layout=layout) if vectors else contextlib.nullcontext():
+                logits = model(input_ids=input_ids, attention_mask=mask, position_ids=position_ids,
+                               **_last_logits_only(model)).logits[:, -1]  # fmt: skip
+            logp = torch.log_softmax(logits.float(), dim=-1).cpu()
+            for name, tokens in index.items():
+                out[name][batch] = torch.logsumexp(logp[:, tokens], dim=-1)
+        return out
+
+    key = _readout_key("next_token_logprobs", model, tokenizer, texts, vectors, answers=index, positions=positions)
+    return cached_tensors("readout", key, compute, enabled=cache)
+
+
+def _last_logits_only(model) -> dict:
+    """``{"logits_to_keep": 1}`` where the model's forward takes it (skips the unembedding elsewhere)."""
+    return {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
+
+
+def _readout_key(kind: str, model, tokenizer, texts, vectors, **rest) -> dict:
+    """What a readout depends on, for :func:`vaxis.cache.cached_tensors`."""
+    import hashlib
+
+    from .cache import stable_hash
+    from .extract import tokenizer_identity
+    from .identity import model_identity
+
+    def norm(v):
+        if isinstance(v, torch.Tensor):
+            return hashlib.sha256(v.detach().float().cpu().contiguous().numpy().tobytes()).hexdigest()
+        if isinstance(v, Mapping):
+            return {str(k): norm(x) for k, x in v.items()}
+        return v
+
+    return {
+        "v": 1,
+        "kind": kind,
+        "model": model_identity(model),
+        "tokenizer": tokenizer_identity(tokenizer),
+        "texts": stable_hash(list(texts), 32),
+        "steer": norm({str(layer): v for layer, v in sorted(vectors.items())}),
+        **{k: norm(v) for k, v in rest.items()},
+    }
 
 
 @dataclass
@@ -157,6 +198,7 @@ def answer_readout(
     steer=None,
     max_batch_tokens: int | None = None,
     chat_template_kwargs: dict | None = None,
+    cache: bool = True,
 ) -> AnswerReadout:
     """Read, at the answer position of each chat (its generation prompt rendered), the answers'
     log-probabilities, the projections of the last ``n_pre`` prompt tokens, and the projections of
@@ -169,6 +211,7 @@ def answer_readout(
             when the answers are yes and no, else each answer's first token).
         steer: as for :func:`vaxis.generate.generate`; every position is steered, the prefilled
             answer too, and the projections read the steered residual stream.
+        cache: keep the result on disk, keyed like :func:`next_token_logprobs` plus the directions.
     """
     import copy
 
@@ -202,46 +245,62 @@ def answer_readout(
                 )
             tails[name].append(full[len(prompt_ids) :])
     n, k = len(conversations), unit.shape[1]
-    result = AnswerReadout(
-        layers,
-        {name: torch.zeros(n) for name in answer_ids},
-        torch.zeros(n, len(layers), k),
-        {name: torch.zeros(n, len(layers), k) for name in answers},
-    )
-    device = _input_device(model)
-    budget = max_batch_tokens or default_max_batch_tokens(device)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    cache_arg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
-    for batch in _plan_batches([len(i) + 8 for i in ids], budget, 1 << 30):
-        input_ids, mask, position_ids, _ = left_padded([ids[i] for i in batch], pad_id, device)
-        pre = torch.zeros(len(batch), len(layers), k)
-        with steer_context(model, vectors, "all", layout=layout) if vectors else contextlib.nullcontext():
-            handles = _cosine_hooks(layout, layers, unit, pre, slice(-n_pre, None))
-            try:
-                output = model(input_ids=input_ids, attention_mask=mask, position_ids=position_ids, use_cache=True)
-            finally:
-                for h in handles:
-                    h.remove()
-            logp = torch.log_softmax(output.logits[:, -1].float(), dim=-1).cpu()
-            kv = output.cache if getattr(output, "cache", None) is not None else output.past_key_values
-            for name, tokens in answer_ids.items():
-                result.logprobs[name][batch] = torch.logsumexp(logp[:, list(tokens)], dim=-1)
-            result.pre[batch] = pre
-            for name in answers:
-                rows = [tails[name][i] for i in batch]
-                width = max(len(r) for r in rows)
-                if any(len(r) != width for r in rows):
-                    raise ValueError(f"answer {answers[name]!r} tokenizes differently after different prompts")
-                step = torch.tensor(rows, dtype=torch.long, device=device)
-                step_mask = torch.cat([mask, mask.new_ones(len(batch), width)], dim=1)
-                step_pos = position_ids[:, -1:] + 1 + torch.arange(width, device=device)
-                got = torch.zeros(len(batch), len(layers), k)
-                handles = _cosine_hooks(layout, layers, unit, got, slice(None))
+
+    def compute() -> dict:
+        result = AnswerReadout(
+            layers,
+            {name: torch.zeros(n) for name in answer_ids},
+            torch.zeros(n, len(layers), k),
+            {name: torch.zeros(n, len(layers), k) for name in answers},
+        )
+        device = _input_device(model)
+        budget = max_batch_tokens or default_max_batch_tokens(device)
+        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        cache_arg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+        for batch in _plan_batches([len(i) + 8 for i in ids], budget, 1 << 30):
+            input_ids, mask, position_ids, _ = left_padded([ids[i] for i in batch], pad_id, device)
+            pre = torch.zeros(len(batch), len(layers), k)
+            with steer_context(model, vectors, "all", layout=layout) if vectors else contextlib.nullcontext():
+                handles = _cosine_hooks(layout, layers, unit, pre, slice(-n_pre, None))
                 try:
-                    model(input_ids=step, attention_mask=step_mask, position_ids=step_pos, use_cache=True,
-                          **{cache_arg: copy.deepcopy(kv)})  # fmt: skip
+                    output = model(input_ids=input_ids, attention_mask=mask, position_ids=position_ids, use_cache=True,
+                                   **_last_logits_only(model))  # fmt: skip
                 finally:
                     for h in handles:
                         h.remove()
-                result.response[name][batch] = got
-    return result
+                logp = torch.log_softmax(output.logits[:, -1].float(), dim=-1).cpu()
+                kv = output.cache if getattr(output, "cache", None) is not None else output.past_key_values
+                for name, tokens in answer_ids.items():
+                    result.logprobs[name][batch] = torch.logsumexp(logp[:, list(tokens)], dim=-1)
+                result.pre[batch] = pre
+                for name in answers:
+                    rows = [tails[name][i] for i in batch]
+                    width = max(len(r) for r in rows)
+                    if any(len(r) != width for r in rows):
+                        raise ValueError(f"answer {answers[name]!r} tokenizes differently after different prompts")
+                    step = torch.tensor(rows, dtype=torch.long, device=device)
+                    step_mask = torch.cat([mask, mask.new_ones(len(batch), width)], dim=1)
+                    step_pos = position_ids[:, -1:] + 1 + torch.arange(width, device=device)
+                    got = torch.zeros(len(batch), len(layers), k)
+                    handles = _cosine_hooks(layout, layers, unit, got, slice(None))
+                    try:
+                        model(input_ids=step, attention_mask=step_mask, position_ids=step_pos, use_cache=True,
+                              **{cache_arg: copy.deepcopy(kv)})  # fmt: skip
+                    finally:
+                        for h in handles:
+                            h.remove()
+                    result.response[name][batch] = got
+        flat = {f"logprobs/{name}": v for name, v in result.logprobs.items()}
+        flat.update({f"response/{name}": v for name, v in result.response.items()}, pre=result.pre)
+        return flat
+
+    key = _readout_key("answer_readout", model, tokenizer, prompts, vectors, answers=dict(answers),
+                       answer_ids={k: list(v) for k, v in answer_ids.items()}, directions=dict(zip(map(str, layers), unit)),
+                       n_pre=n_pre)  # fmt: skip
+    flat = cached_tensors("readout", key, compute, enabled=cache)
+    return AnswerReadout(
+        layers,
+        {name: flat[f"logprobs/{name}"] for name in answer_ids},
+        flat["pre"],
+        {name: flat[f"response/{name}"] for name in answers},
+    )

@@ -22,6 +22,7 @@ Math rollouts, then three questions about them:
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -223,10 +224,13 @@ def binary_auroc_ci(scores: np.ndarray, labels: np.ndarray, n_boot: int = 200, s
     return auroc_columns(scores, labels), low, high, n_pos, n_neg
 
 
-def steering_vectors(axis, layer: int, strengths: Sequence[float], n_random: int, seed: int) -> dict:
+def steering_vectors(
+    axis, layer: int, strengths: Sequence[float], n_random: int, seed: int, random_strengths=None
+) -> dict:
     """``{(name, strength): {layer: vector}}`` for the axis and ``n_random`` random unit directions at
     ``layer``, each scaled to ``strength`` % of the axis's mean residual norm there (strength 0: no
-    steering, one entry named ``"none"``)."""
+    steering, one entry named ``"none"``). Random directions are used at ``random_strengths`` only
+    (default: every strength)."""
     from ..hooks import steering_vector
 
     gen = torch.Generator().manual_seed(seed)
@@ -239,6 +243,8 @@ def steering_vectors(axis, layer: int, strengths: Sequence[float], n_random: int
             out[("none", 0.0)] = None
             continue
         for name, v in directions.items():
+            if name != "axis" and random_strengths is not None and float(s) not in map(float, random_strengths):
+                continue
             out[(name, float(s))] = {layer: steering_vector(v, percent_of_norm=s, mean_norm=axis.mean_norm(layer))}
     return out
 
@@ -329,7 +335,7 @@ class Sweep:
 
     def _at(self, framing, direction, s):
         key = ("none", 0.0) if s == 0 else (direction, float(s))
-        return self.log_odds[framing][key]
+        return self.log_odds[framing].get(key, np.full(1, np.nan))
 
     def random_band(self, framing: str) -> tuple[np.ndarray, np.ndarray]:
         """Min and max over random directions of the mean log-odds, per strength."""
@@ -338,14 +344,17 @@ class Sweep:
             nan = np.full(len(self.strengths), np.nan)
             return nan, nan
         means = np.array([self.mean_log_odds(framing, d) for d in names])
-        return means.min(0), means.max(0)
+        with warnings.catch_warnings():  # strengths without random directions stay NaN
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return np.nanmin(means, 0), np.nanmax(means, 0)
 
     def distance_from_band(self, framing: str) -> np.ndarray:
         """Per strength, how far the axis's mean log-odds lie outside the random directions' range
         (0 inside it; positive above, negative below)."""
         axis = self.mean_log_odds(framing)
         lo, hi = self.random_band(framing)
-        return np.where(axis > hi, axis - hi, np.where(axis < lo, axis - lo, 0.0))
+        inside = ~(np.isfinite(lo) & np.isfinite(hi))
+        return np.where(inside, np.nan, np.where(axis > hi, axis - hi, np.where(axis < lo, axis - lo, 0.0)))
 
     def table(self):
         """One row per strength: yes-rates (NaN where dropped), valid fractions, mean log-odds of the
@@ -373,28 +382,31 @@ class Sweep:
 
 def steering_sweep(
     model, tokenizer, axis, layer: int, problems, partials, strengths, *, n_random: int, n_samples: int,
-    length_problems, length_tokens: int, seed: int = 0, yes_rates_too: bool = True, **kw,
+    length_problems, length_tokens: int, seed: int = 0, random_strengths=None, length_strengths=None,
+    framings: Sequence[str] = tuple(QUESTIONS), yes_rates_too: bool = True, **kw,
 ) -> Sweep:  # fmt: skip
-    """Fig 4 at ``layer``: length-free log-odds along the axis and ``n_random`` random directions of the
-    same norm; sampled yes-rates and rollout lengths along the axis only (``yes_rates_too=False``
-    skips them, e.g. for the Fig 11 slopes at other layers)."""
+    """Fig 4 at ``layer``: length-free log-odds along the axis (every strength) and ``n_random`` random
+    directions of the same norm (at ``random_strengths``, default all); sampled yes-rates along the axis;
+    rollout lengths along the axis at ``length_strengths`` (default all). ``yes_rates_too=False`` skips
+    yes-rates and lengths, e.g. for the Fig 11 slopes at other layers. Every readout is cached, so the
+    unsteered one is computed once for all layers."""
     strengths = [float(s) for s in strengths]
     if 0.0 not in strengths:
         raise ValueError(f"strengths {strengths} must include 0 (the unsteered reference)")
-    vectors = steering_vectors(axis, layer, strengths, n_random, seed)
+    vectors = steering_vectors(axis, layer, strengths, n_random, seed, random_strengths)
     axis_only = {k: v for k, v in vectors.items() if k[0] in ("none", "axis")}
     log_odds, yes = {}, {}
-    for framing in QUESTIONS:
+    for framing in framings:
         chats = [partial_chat(p, t, framing) for p, t in zip(problems, partials)]
         log_odds[framing] = steered_log_odds(model, tokenizer, chats, vectors, **kw)
+        yes[framing] = {}
         if yes_rates_too:
             rates = yes_rates(model, tokenizer, chats, axis_only, n_samples, seed, progress=False)
             yes[framing] = {k[1]: v for k, v in rates.items()}
-        else:
-            yes[framing] = {}
     lengths = {}
     if yes_rates_too and length_problems:
-        got = rollout_lengths(model, tokenizer, length_problems, axis_only, max_new_tokens=length_tokens,
+        keep = {k: v for k, v in axis_only.items() if length_strengths is None or k[1] in map(float, length_strengths)}
+        got = rollout_lengths(model, tokenizer, length_problems, keep, max_new_tokens=length_tokens,
                               temperature=0.0, progress=False)  # fmt: skip
         lengths = {k[1]: v for k, v in got.items()}
     return Sweep(layer, strengths, log_odds, yes, lengths)

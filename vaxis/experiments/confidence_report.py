@@ -96,12 +96,12 @@ def verdict(s: dict, model: str, profile: str) -> str:
     for f in QUESTIONS:
         rates = " / ".join("dropped" if not np.isfinite(v) else f"{v:.2f}" for v in table[f"yes_rate[{f}]"])
         d = s["distance_from_band"][f]
-        outside = [f"{st:+g}%: {x:+.2f}" for st, x in zip(table["strength_%"], d) if x != 0]
+        outside = [f"{st:+g}%: {x:+.2f}" for st, x in zip(table["strength_%"], d) if np.isfinite(x) and x != 0]
+        measured = [f"{st:+g}%" for st, x in zip(table["strength_%"], d) if np.isfinite(x) and st != 0]
         lines.append(
             f'- Steering, "{f}?" on partial responses: yes-rate {rates} over {", ".join(f"{x:+g}" for x in table["strength_%"])}%. '
-            f"Length-free log-odds: axis outside the random band at "
-            + (", ".join(outside) if outside else "**no strength**")
-            + "."
+            f"Length-free log-odds (random band measured at {', '.join(measured) or 'no strength'}): axis outside "
+            "the band at " + (", ".join(outside) if outside else "**no strength**") + "."
         )
     lengths = table["length_fold_vs_0"].to_numpy()
     if np.isfinite(lengths).any():
@@ -148,7 +148,7 @@ def scorecard_rows(s: dict, model: str, profile: str) -> list[dict]:
         d = s["distance_from_band"][f]
         rows.append({"key": key, "value": rates(f), "n": f"{len(table)} strengths",
                      "null": "log-odds outside the random band at " + (", ".join(
-                         f"{st:+g}%" for st, x in zip(table["strength_%"], d) if x != 0) or "none"),
+                         f"{st:+g}%" for st, x in zip(table["strength_%"], d) if np.isfinite(x) and x != 0) or "none"),
                      "context": f"strengths {' / '.join(f'{x:+g}' for x in table['strength_%'])} %; {ctx}"})  # fmt: skip
     lengths = table["length_fold_vs_0"].to_numpy()
     if np.isfinite(lengths).any():
