@@ -129,3 +129,20 @@ def test_random_directions_only_at_the_asked_strengths(tiny):
     lo, hi = sweep.random_band("correct")
     assert np.isnan(lo[0]) and np.isnan(sweep.distance_from_band("correct")[0])
     assert sweep.distance_from_band("correct")[2] == pytest.approx(0.9)
+
+
+def test_verdict_calls_a_flip_only_beyond_random_directions_and_ci():
+    import pandas as pd
+
+    table = pd.DataFrame({"strength_%": [0.0], "yes_rate[correct]": [0.5], "yes_rate[incorrect]": [0.5],
+                          "length_fold_vs_0": [np.nan], "cut_at_limit": [np.nan]})  # fmt: skip
+    s = {"layer": 1, "n_problems": 10, "accuracy": 0.1, "no_answer": 0, "mean_rollout_tokens": 5.0,
+         "verbalized": {"correct": (0.01, 0.0, 0.02), "incorrect": (0.006, 0.0, 0.016)},
+         "verbalized_random": {"correct": (0.0, 1.0), "incorrect": (0.0, 1.0)}, "flip": 0.004,
+         "flip_random_max": 0.0, "n_random": 3, "sampled_valid": 10, "confident": (0.6, 0.4, 0.8, 5, 5),
+         "vs_correct": (0.5, 0.3, 0.7, 1, 9), "spearman_logit": (0.1, -0.2, 0.4, 10), "sweep": table,
+         "distance_from_band": {"correct": np.array([np.nan]), "incorrect": np.array([np.nan])}}  # fmt: skip
+    assert "no flip" in report.verdict(s, "m", "demo")
+    s["verbalized"] = {"correct": (0.99, 0.97, 1.0), "incorrect": (0.02, 0.0, 0.05)}
+    s["flip"] = 0.97
+    assert "flips with the question" in report.verdict(s, "m", "demo")

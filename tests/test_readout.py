@@ -122,3 +122,28 @@ def test_readouts_are_cached_and_keyed(tiny, tmp_cache):
         assert len(calls) > n and not torch.equal(r3.pre, r1.pre)
     finally:
         handle.remove()
+
+
+def test_generate_scores_equal_the_readout(tiny, tmp_cache):
+    """``generate(..., score=...)`` records at its first step what the one-pass readout reads, under
+    the same steering (so a sweep gets the yes-rate and the log-odds from one prompt pass)."""
+    from vaxis.generate import generate
+
+    model, tokenizer = tiny
+    model = model.double()
+    try:
+        ids = yes_no_ids(tokenizer)
+        steer = {2: torch.randn(64, dtype=torch.float64, generator=torch.Generator().manual_seed(4))}
+        gens = generate(model, tokenizer, CHATS, max_new_tokens=2, temperature=0.7, n_samples=2, steer=steer,
+                        score=ids, progress=False)  # fmt: skip
+        lp = next_token_logprobs(model, tokenizer, CHATS, ids, steer=steer, cache=False)
+        for g in gens:
+            for name in ids:
+                assert g.scores[name] == pytest.approx(float(lp[name][g.conversation]), abs=1e-6)
+        again = generate(model, tokenizer, CHATS, max_new_tokens=2, temperature=0.7, n_samples=2, steer=steer,
+                         score=ids, progress=False)  # fmt: skip
+        assert [g.scores for g in again] == [g.scores for g in gens]  # read back from the cache
+        plain = generate(model, tokenizer, CHATS, max_new_tokens=2, progress=False, cache=False)
+        assert all(g.scores is None for g in plain)
+    finally:
+        model.float()

@@ -66,7 +66,10 @@ class Generation:
     prefix fed after it, ``text`` the decoded new tokens (special tokens skipped, cut before
     the first stop string), ``token_ids`` the new tokens (the EOS token included when
     ``finish_reason == "eos"``; the tokens that completed a stop string included when
-    ``"stop"``), ``finish_reason`` one of ``"eos"``, ``"length"``, ``"stop"``.
+    ``"stop"``), ``finish_reason`` one of ``"eos"``, ``"length"``, ``"stop"``; ``scores``, when
+    :func:`generate` was given ``score``, the log-probability of each named answer at the first
+    generated position (``log`` of the summed probabilities of its token ids, before temperature):
+    the length-free readout of the same forward pass that sampled the first token.
     """
 
     conversation: int
@@ -77,6 +80,7 @@ class Generation:
     token_ids: list[int]
     n_new_tokens: int
     finish_reason: str
+    scores: dict | None = None
 
 
 def default_max_batch_tokens(device: torch.device) -> int:
@@ -160,6 +164,7 @@ def generate(
     cache: bool = True,
     progress: bool = True,
     chat_template_kwargs: dict | None = None,
+    score: dict | None = None,
 ) -> list[Generation]:
     """Generate ``n_samples`` continuations of each conversation (see the module docstring).
 
@@ -183,6 +188,8 @@ def generate(
         cache: read and write the on-disk cache.
         progress: show a tqdm bar (sequences, tokens/s).
         chat_template_kwargs: passed to the chat template (e.g. ``{"enable_thinking": False}``).
+        score: ``{name: [token ids]}``: record each answer's log-probability at the first generated
+            position in ``Generation.scores`` (e.g. :func:`vaxis.readout.yes_no_ids`).
 
     Returns:
         ``len(conversations) * n_samples`` :class:`Generation`, conversation-major, in input order.
@@ -222,6 +229,7 @@ def generate(
         stop=stops,
         positions=positions,
         vectors=vectors,
+        score={str(k): [int(t) for t in v] for k, v in (score or {}).items()},
     )
 
     if cache:  # the key needs the model's weight digest: skipped when the cache is off
@@ -245,8 +253,10 @@ def generate(
             seqs = [todo[j] for j in batch]
             seeds = [_seed(seed, texts[i], s) for i, s in seqs]
             results = _run_batch(model, tokenizer, layout, [ids[i] for i, _ in seqs], seeds, cfg, device)
-            for (i, s), (token_ids, text, reason) in zip(seqs, results):
-                done[(i, s)] = Generation(i, s, prompts[i], prefills[i], text, token_ids, len(token_ids), reason)
+            for (i, s), (token_ids, text, reason, scores) in zip(seqs, results):
+                done[(i, s)] = Generation(
+                    i, s, prompts[i], prefills[i], text, token_ids, len(token_ids), reason, scores
+                )
                 n_tokens += len(token_ids)
             if handle is not None:
                 handle.write("".join(json.dumps(asdict(done[seq])) + "\n" for seq in seqs))
@@ -278,6 +288,7 @@ def _cache_key(model, tokenizer, prompts, prefills, cfg, n_samples, seed) -> str
             "stop": cfg["stop"],
             "positions": _positions_key(cfg["positions"]),
             "steer": {str(k): hashlib.sha256(v.numpy().tobytes()).hexdigest() for k, v in sorted(vectors.items())},
+            **({"score": cfg["score"]} if cfg["score"] else {}),
         },
         24,
     )
@@ -389,6 +400,9 @@ def _run_batch(model, tokenizer, layout, prompt_ids, seeds, cfg, device) -> list
                 )
                 kv = output.cache if getattr(output, "cache", None) is not None else output.past_key_values
                 logits = output.logits[:, -1]
+            if step == 0 and cfg["score"]:
+                logp = torch.log_softmax(logits.float(), dim=-1)
+                first_scores = {k: torch.logsumexp(logp[:, ids], dim=-1).tolist() for k, ids in cfg["score"].items()}
             if cfg["temperature"] > 0:
                 if gens is None:
                     gens = [torch.Generator(device=logits.device).manual_seed(s) for s in seeds]
@@ -420,7 +434,9 @@ def _run_batch(model, tokenizer, layout, prompt_ids, seeds, cfg, device) -> list
             input_ids = next_ids
             mask = torch.cat([mask, mask.new_ones(len(rows), 1)], dim=1)
             position_ids = position_ids[:, -1:] + 1
-    return results
+    if cfg["score"]:
+        return [(*r, {k: v[q] for k, v in first_scores.items()}) for q, r in enumerate(results)]
+    return [(*r, None) for r in results]
 
 
 def _sample(logits: torch.Tensor, temperature: float, top_p: float, gens: list) -> torch.Tensor:

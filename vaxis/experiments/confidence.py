@@ -260,21 +260,24 @@ def steered_log_odds(model, tokenizer, chats, vectors: dict, **kw) -> dict:
     return out
 
 
-def yes_rates(model, tokenizer, chats, vectors: dict, n_samples: int, seed: int = 0, **kw) -> dict:
-    """Sampled yes-rate over parseable answers (temperature 0.7, the authors'), per steering:
-    ``{key: {"yes_rate", "valid", "n"}}``; ``valid`` is the fraction of parseable answers."""
-    out = {}
+def yes_rates(model, tokenizer, chats, vectors: dict, n_samples: int, seed: int = 0, **kw) -> tuple[dict, dict]:
+    """Sampled answers (temperature 0.7, the authors') under each steering of ``vectors``: the yes-rate
+    over parseable answers, ``{key: {"yes_rate", "valid", "n"}}`` (``valid``: the parseable fraction),
+    and from the same prompt pass the length-free ``log P(Yes) - log P(No)`` per chat, ``{key: (n,)}``."""
+    ids = yes_no_ids(tokenizer)
+    rates, log_odds = {}, {}
     for key, steer in vectors.items():
         gens = generate(model, tokenizer, chats, max_new_tokens=4, temperature=0.7, n_samples=n_samples, seed=seed,
-                        steer=steer, **kw)  # fmt: skip
+                        steer=steer, score=ids, **kw)  # fmt: skip
         answers = [parse_yes_no(g.text) for g in gens]
         valid = [a for a in answers if a is not None]
-        out[key] = {
+        rates[key] = {
             "yes_rate": float(np.mean([a == "yes" for a in valid])) if valid else float("nan"),
             "valid": len(valid) / len(answers),
             "n": len(answers),
         }
-    return out
+        log_odds[key] = np.array([g.scores["yes"] - g.scores["no"] for g in gens[::n_samples]])
+    return rates, log_odds
 
 
 def rollout_lengths(model, tokenizer, problems, vectors: dict, **generate_kwargs) -> dict:
@@ -398,11 +401,14 @@ def steering_sweep(
     log_odds, yes = {}, {}
     for framing in framings:
         chats = [partial_chat(p, t, framing) for p, t in zip(problems, partials)]
-        log_odds[framing] = steered_log_odds(model, tokenizer, chats, vectors, **kw)
         yes[framing] = {}
-        if yes_rates_too:
-            rates = yes_rates(model, tokenizer, chats, axis_only, n_samples, seed, progress=False)
+        if yes_rates_too:  # the axis's yes-rates and log-odds come from the same prompt passes
+            rates, axis_odds = yes_rates(model, tokenizer, chats, axis_only, n_samples, seed, progress=False)
             yes[framing] = {k[1]: v for k, v in rates.items()}
+            rest = {k: v for k, v in vectors.items() if k not in axis_only}
+            log_odds[framing] = {**axis_odds, **steered_log_odds(model, tokenizer, chats, rest, **kw)}
+        else:
+            log_odds[framing] = steered_log_odds(model, tokenizer, chats, vectors, **kw)
     lengths = {}
     if yes_rates_too and length_problems:
         keep = {k: v for k, v in axis_only.items() if length_strengths is None or k[1] in map(float, length_strengths)}

@@ -67,6 +67,7 @@ def verdict(s: dict, model: str, profile: str) -> str:
     ]
     c, i = s["verbalized"]["correct"], s["verbalized"]["incorrect"]
     rc = s["verbalized_random"]["correct"]
+    flips = abs(s["flip"]) > s["flip_random_max"] and (c[1] > i[2] or i[1] > c[2])  # beyond random, CIs apart
     lines.append(
         f'- Prefilled Yes vs No at the response token: AUROC {_fmt_ci(c)} for "correct?" and {_fmt_ci(i)} for '
         f'"incorrect?" (paper 0.998 / 0.024)'
@@ -75,9 +76,9 @@ def verdict(s: dict, model: str, profile: str) -> str:
         f"flip between framings: {s['flip']:+.3f} for the axis against at most {s['flip_random_max']:.3f} (in size) "
         f"for {s['n_random']} random directions: "
         + (
-            "the axis flips with the question's meaning."
-            if abs(s["flip"]) > s["flip_random_max"]
-            else "**no more than a random direction flips**."
+            "the axis flips with the question's meaning (the two CIs do not overlap)."
+            if flips
+            else "**no flip**: the axis reads the answer token, not what it means in the question."
         )  # fmt: skip
     )
     conf = s["confident"]
@@ -103,12 +104,15 @@ def verdict(s: dict, model: str, profile: str) -> str:
             f"Length-free log-odds (random band measured at {', '.join(measured) or 'no strength'}): axis outside "
             "the band at " + (", ".join(outside) if outside else "**no strength**") + "."
         )
-    lengths = table["length_fold_vs_0"].to_numpy()
-    if np.isfinite(lengths).any():
+    measured = [(st, x, cut) for st, x, cut in zip(table["strength_%"], table["length_fold_vs_0"], table["cut_at_limit"])
+                if np.isfinite(x)]  # fmt: skip
+    if measured:
+        text = ", ".join(f"{st:+g}%: {x:.2f}x ({cut:.0%} cut at the limit)" for st, x, cut in measured)
+        all_cut = all(cut == 1 for _, _, cut in measured)
         lines.append(
-            "- Rollout length under steering, as a fold of the unsteered length: "
-            + ", ".join(f"{st:+g}%: {x:.2f}x" for st, x in zip(table["strength_%"], lengths))
-            + " (the critique: 75x shorter at the paper's positive strengths on Qwen3-8B)."
+            f"- Rollout length under steering, as a fold of the unsteered length: {text}"
+            + (". Every rollout reached the token limit, so this run cannot see a shortening;" if all_cut else ";")
+            + " the critique measured 75x shorter answers at the paper's positive strengths on Qwen3-8B."
         )
     return "\n".join(lines)
 
@@ -152,6 +156,7 @@ def scorecard_rows(s: dict, model: str, profile: str) -> list[dict]:
                      "context": f"strengths {' / '.join(f'{x:+g}' for x in table['strength_%'])} %; {ctx}"})  # fmt: skip
     lengths = table["length_fold_vs_0"].to_numpy()
     if np.isfinite(lengths).any():
-        rows.append({"key": "sec7.steer_length", "value": " / ".join(f"{x:.2f}x" for x in lengths),
-                     "context": f"rollout length fold vs 0%, strengths {' / '.join(f'{x:+g}' for x in table['strength_%'])}; {ctx}"})  # fmt: skip
+        rows.append({"key": "sec7.steer_length", "value": " / ".join(f"{x:.2f}x" for x in lengths if np.isfinite(x)),
+                     "n": f"cut at the limit: {' / '.join(f'{c:.0%}' for c in table['cut_at_limit'] if np.isfinite(c))}",
+                     "context": f"rollout length fold vs 0%, strengths {' / '.join(f'{st:+g}' for st, x in zip(table['strength_%'], lengths) if np.isfinite(x))}; {ctx}"})  # fmt: skip
     return rows
