@@ -1,0 +1,203 @@
+"""Backtracking in math rollouts (METHOD.md section 4, "Backtracking"; paper Figs 5-6).
+
+A rollout *backtracks* when the model writes one of the paper's phrases: Wait, Actually, Hmm, Hold on,
+But wait, Let me reconsider / recheck / rethink / try again, I made a mistake, I think I was wrong, On
+second thought, and "No, ". This module finds those events as character spans, and holds the small
+numpy helpers the notebook needs for the two figures: mean projection per band of tokens, and the
+event-locked mean projection (with matched control positions from rollouts that never backtrack).
+
+Matching rules (decided here, tested in ``tests/test_backtracking.py``):
+
+* **Case-insensitive, as the paper.** So "wait" in the middle of a sentence ("we wait for the bus")
+  counts: a known false-positive source, kept because it is the paper's rule. The same holds for
+  "actually" used as an adverb ("which is actually 5"), which is also mostly a self-correction.
+* **Word-bounded** on both sides: "Waiter", "I'm waiting", "factually", "wait_time" do not match.
+* **"Hmm" needs two or more m's**: "Hmm", "Hmmm", "HMMMM" match (one event, the whole word); "Hm" and
+  "Hmmph" do not.
+* **"No, "** is the word "no" followed directly by a comma and then whitespace or the end of the text;
+  the span covers "No," (comma included, trailing space not). By default it counts anywhere, as the
+  paper's case-insensitive rule does, so "there is no, um" counts (another known false-positive
+  source); ``sentence_initial_no=True`` keeps only a "no," at the start of the text, of a line, or
+  after ``.!?:;`` (optionally behind an opening quote, bracket, or a markdown ``*``/``_``/``>``/``-``),
+  for a stricter count.
+* **Inside quotations it counts**: the model writing the word is the event, whatever the framing.
+* **Longest phrase at a position wins, and events never overlap**: "But wait" is one event (not "But
+  wait" + "wait"); "Let me try again" is one event. Adjacent phrases are separate events: "No, wait"
+  is two ("no," then "wait"), "Hmm, actually" is two.
+* Words in multi-word phrases may be separated by any whitespace (a line break included); "re-check",
+  "re-think", "re-consider" with a hyphen also match.
+
+:attr:`Event.phrase` is the canonical (lower-case) phrase, ``text[start:end]`` the exact matched text.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+#: Canonical phrase -> regex (case-insensitive; words joined by ``\s+``). Order does not matter:
+#: the alternation is built longest-pattern-first so the longest phrase at a position wins.
+PHRASES: dict[str, str] = {
+    "wait": r"wait",
+    "actually": r"actually",
+    "hmm": r"hm{2,}",
+    "hold on": r"hold\s+on",
+    "but wait": r"but\s+wait",
+    "let me reconsider": r"let\s+me\s+re-?consider",
+    "let me recheck": r"let\s+me\s+re-?check",
+    "let me rethink": r"let\s+me\s+re-?think",
+    "let me try again": r"let\s+me\s+try\s+again",
+    "i made a mistake": r"i\s+made\s+a\s+mistake",
+    "i think i was wrong": r"i\s+think\s+i\s+was\s+wrong",
+    "on second thought": r"on\s+second\s+thought",
+    "no,": r"no,(?=\s|$)",
+}
+
+_ORDER = sorted(PHRASES, key=lambda p: (-len(p), p))
+_PATTERN = re.compile(
+    r"(?<!\w)(?:" + "|".join(f"(?P<p{i}>{PHRASES[p]})" for i, p in enumerate(_ORDER)) + r")(?!\w)",
+    re.IGNORECASE,
+)
+_OPENERS = "\"'“‘*_([>-"
+
+
+def _sentence_start(text: str, pos: int) -> bool:
+    """Whether ``pos`` starts a sentence: text or line start, or after ``.!?:;`` (behind openers)."""
+    i = pos
+    while i > 0 and (text[i - 1] in _OPENERS or text[i - 1] in " \t"):
+        i -= 1
+    return i == 0 or text[i - 1] in "\r\n.!?:;"
+
+
+@dataclass(frozen=True)
+class Event:
+    """One backtracking phrase: ``text[start:end]`` (character offsets) is the matched text."""
+
+    start: int
+    end: int
+    phrase: str
+
+
+def find_backtracking(text: str, *, sentence_initial_no: bool = False) -> list[Event]:
+    """All backtracking events in ``text``, in order, non-overlapping (longest phrase at a position).
+
+    ``sentence_initial_no`` counts "no," only at the start of a sentence or line (see the module doc).
+    """
+    events = []
+    for m in _PATTERN.finditer(text):
+        phrase = _ORDER[int(m.lastgroup[1:])]
+        if phrase == "no," and sentence_initial_no and not _sentence_start(text, m.start()):
+            continue
+        events.append(Event(m.start(), m.end(), phrase))
+    return events
+
+
+def has_backtracking(text: str, *, sentence_initial_no: bool = False) -> bool:
+    """Whether ``text`` contains at least one backtracking event."""
+    return bool(find_backtracking(text, sentence_initial_no=sentence_initial_no))
+
+
+def first_event(text: str, *, sentence_initial_no: bool = False) -> Event | None:
+    """The first backtracking event in ``text``, or None."""
+    events = find_backtracking(text, sentence_initial_no=sentence_initial_no)
+    return events[0] if events else None
+
+
+def event_token_indices(events: Sequence[Event], token_starts: np.ndarray) -> list[int]:
+    """Token index of each event: the token whose span contains the event's first character.
+
+    ``token_starts`` is the sorted character start of each token (e.g. ``offset_mapping[:, 0]`` of a
+    fast tokenizer on the same text). A leading-space token (" Wait") contains the event's start
+    only if its span starts before it, which is what the tokenizer's offsets say.
+    """
+    starts = np.asarray(token_starts)
+    return [max(int(np.searchsorted(starts, e.start, side="right")) - 1, 0) for e in events]
+
+
+def bands(values: np.ndarray, token_index: np.ndarray, band: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean of one rollout's per-token projections per band of ``band`` tokens (paper: 500).
+
+    ``values[i]`` is the projection at token ``token_index[i]`` (e.g. index within the response).
+    Returns ``(starts, means, counts)`` over bands 0..last, dense: ``starts[k] = k * band``, ``means[k]``
+    the NaN-ignoring mean of the values whose token index falls in ``[k*band, (k+1)*band)``, NaN
+    where the band has no finite value, and ``counts[k]`` the number of finite values averaged.
+    """
+    if band <= 0:
+        raise ValueError(f"band must be positive, got {band}")
+    values = np.asarray(values, dtype=float).ravel()
+    token_index = np.asarray(token_index).ravel()
+    if values.shape != token_index.shape:
+        raise ValueError(f"values {values.shape} and token_index {token_index.shape} differ in shape")
+    if values.size == 0:
+        return np.zeros(0, dtype=int), np.zeros(0), np.zeros(0, dtype=int)
+    if token_index.min() < 0:
+        raise ValueError("token indices must be non-negative")
+    which = token_index.astype(int) // band
+    n = int(which.max()) + 1
+    ok = np.isfinite(values)
+    sums = np.bincount(which[ok], weights=values[ok], minlength=n)
+    counts = np.bincount(which[ok], minlength=n)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        means = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+    return np.arange(n) * band, means, counts
+
+
+def event_locked(
+    projections: Sequence[np.ndarray], event_tokens: Sequence[Sequence[int]], window: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean projection at offsets ``-window..+window`` around each event token (paper Fig 6).
+
+    ``projections[r]`` is rollout r's per-token projection; ``event_tokens[r]`` its event token
+    indices (empty for none). Every event weighs the same. Positions outside the rollout and NaN
+    values are skipped, so ``counts[k]`` (events that contributed at offset k) falls at the edges.
+    Returns ``(offsets, mean, counts)``; ``mean`` is NaN where ``counts`` is 0.
+    """
+    if window < 0:
+        raise ValueError(f"window must be non-negative, got {window}")
+    if len(projections) != len(event_tokens):
+        raise ValueError(f"{len(projections)} rollouts but {len(event_tokens)} event lists")
+    offsets = np.arange(-window, window + 1)
+    sums = np.zeros(offsets.size)
+    counts = np.zeros(offsets.size, dtype=int)
+    for proj, events in zip(projections, event_tokens):
+        proj = np.asarray(proj, dtype=float).ravel()
+        for t in events:
+            pos = int(t) + offsets
+            inside = (pos >= 0) & (pos < proj.size)
+            vals = np.full(offsets.size, np.nan)
+            vals[inside] = proj[pos[inside]]
+            ok = np.isfinite(vals)
+            sums[ok] += vals[ok]
+            counts[ok] += 1
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+    return offsets, mean, counts
+
+
+def matched_controls(
+    event_tokens: Sequence[Sequence[int]], control_lengths: Sequence[int], seed: int = 0
+) -> tuple[list[list[int]], int]:
+    """Control positions for the event-locked curve: one per event, at the same token index.
+
+    For each event token t (over all backtracking rollouts, in order) draws, with a seeded
+    generator, a rollout among the non-backtracking ones long enough to have token t
+    (``control_lengths[c] > t``) and takes its position t. Returns ``(positions, n_unmatched)``:
+    ``positions[c]`` lists the (sorted) positions drawn in control rollout c, ready for
+    ``event_locked(control_projections, positions, window)``; ``n_unmatched`` counts events no
+    control rollout was long enough for (dropped).
+    """
+    rng = np.random.default_rng(seed)
+    lengths = np.asarray(control_lengths, dtype=int)
+    positions: list[list[int]] = [[] for _ in range(lengths.size)]
+    unmatched = 0
+    for events in event_tokens:
+        for t in events:
+            candidates = np.flatnonzero(lengths > int(t))
+            if candidates.size == 0:
+                unmatched += 1
+                continue
+            positions[int(rng.choice(candidates))].append(int(t))
+    return [sorted(p) for p in positions], unmatched
