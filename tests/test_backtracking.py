@@ -137,3 +137,66 @@ def test_matched_controls_same_index_and_seeded():
     assert matched_controls(events, lengths, seed=3) == (pos, unmatched)
     draws = {tuple(map(tuple, matched_controls([[5] * 20], lengths, seed=s)[0])) for s in range(5)}
     assert len(draws) > 1  # the seed matters
+
+
+# ---------------------------------------------------------------------------------- notebook 05 steps
+
+
+def test_placebo_events_are_sentence_initial_and_avoid_backtracking():
+    from vaxis.experiments.backtracking import find_backtracking, placebo_events
+
+    text = "We add 3. So the total is 5.\nThen we check. Also so what. Next: done. So, wait."
+    events = placebo_events(text, find_backtracking(text))
+    assert [(e.phrase, text[e.start : e.end]) for e in events] == [
+        ("so", "So"),
+        ("then", "Then"),
+        ("next", "Next"),
+        ("so", "So"),
+    ]
+    assert not placebo_events("Sometimes Thenardier. Nextly.")
+
+
+def test_band_curves_split_groups_and_bootstrap():
+    from vaxis.experiments.backtracking import band_curves
+
+    proj = [np.full((8, 1, 1), -1.0), np.full((8, 1, 1), -1.0), np.full((4, 1, 1), 1.0), np.zeros((0, 1, 1))]
+    curves = band_curves(proj, np.array([True, True, False, False]), 0, band=4, n_boot=20)
+    starts, mean, low, high, n = curves[True]
+    np.testing.assert_array_equal(starts, [0, 4])
+    np.testing.assert_array_equal(mean, [-1.0, -1.0])
+    np.testing.assert_array_equal(n, [2, 2])
+    assert curves[False][1][0] == 1.0 and np.isnan(curves[False][1][1]) and curves[False][4][1] == 0
+
+
+def test_event_curves_lock_to_events_and_controls():
+    from vaxis.experiments.backtracking import event_curves
+
+    # rollout 0 backtracks at character 6 ("Wait"), token index 2 (tokens start every 3 characters)
+    texts = ["a  b  Wait c  d  e  ", "So x  y  z  w  v  "]
+    starts = [np.arange(0, 20, 3), np.arange(0, 18, 3)]
+    proj = [np.array([0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 0.0])[:, None, None], np.arange(6.0)[:, None, None]]
+    out = event_curves(proj, starts, texts, 0, window=1, seed=0)
+    offsets, mean, counts = out["backtracking"]
+    np.testing.assert_array_equal(offsets, [-1, 0, 1])
+    np.testing.assert_array_equal(mean, [0.0, -1.0, 0.0])
+    np.testing.assert_array_equal(counts, [1, 1, 1])
+    np.testing.assert_array_equal(out["matched index, no backtracking"][1], [1.0, 2.0, 3.0])  # token 2 of rollout 1
+    np.testing.assert_array_equal(out["placebo words"][1][1:], [0.0, 1.0])  # "So" at token 0 of rollout 1
+    assert out["n_events"] == 1 and out["n_placebo"] == 1 and out["unmatched"] == 0
+
+
+def test_rollout_projections_equal_extraction(tiny, tmp_cache):
+    import torch
+
+    from vaxis.experiments.backtracking import rollout_projections
+    from vaxis.generate import Generation
+
+    model, tokenizer = tiny
+    g = Generation(
+        0, 0, "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n", "", "Wait, two plus two is four.", [], 0, "eos"
+    )
+    empty = Generation(1, 0, "p", "", "", [], 0, "eos")
+    d = {1: torch.randn(1, 64), 2: torch.randn(1, 64)}
+    proj, starts = rollout_projections(model, tokenizer, [g, empty], d, progress=False)
+    assert proj[0].shape[1:] == (2, 1) and len(proj[1]) == 0 and starts[0][0] == 0
+    assert len(starts[0]) == len(proj[0]) and (np.diff(starts[0]) > 0).all()

@@ -66,6 +66,8 @@ def test_smoke_run_of_all_notebooks(tmp_path):
     for key in ("fig3.verbalized_auroc", "fig3.framing_flip", "fig4.yes_rate_correct", "sec7.steer_length"):
         assert "tiny-qwen3" in card[key]["context"], key  # notebook 04 wrote its rows
     assert (tmp_path / "figures" / "confidence_steering.png").stat().st_size > 0
+    assert "tiny-qwen3" in card["fig6.event_locked_0"]["context"]  # notebook 05 wrote its rows
+    assert (tmp_path / "figures" / "backtracking_bands.png").stat().st_size > 0
     axis = vaxis.Axis.load(tmp_path / "value_axis")
     assert axis.hidden_size == 64 and axis.n_blocks == 3 and axis.main_layer in axis.layers
     assert (tmp_path / "figures" / "auroc_by_layer.png").stat().st_size > 0

@@ -192,8 +192,11 @@ def steering_figure(table, band: dict, title="", save_to=None):
     for framing, color in (("correct", "tab:blue"), ("incorrect", "tab:red")):
         axes[0].plot(s, table[f"yes_rate[{framing}]"], color=color, marker="o", label=f'"{framing}?"')
         axes[1].plot(s, table[f"log_odds[{framing}]"], color=color, marker="o", label=f'axis, "{framing}?"')
-        lo, hi = band[framing]
-        axes[1].fill_between(s, lo, hi, color=color, alpha=0.15, label=f'random directions, "{framing}?"')
+        lo, hi = np.asarray(band[framing][0], dtype=float), np.asarray(band[framing][1], dtype=float)
+        ok = np.isfinite(lo) & np.isfinite(hi)  # random directions may be read at some strengths only
+        shift = 0.4 if framing == "incorrect" else -0.4
+        axes[1].vlines(s[ok] + shift, lo[ok], hi[ok], color=color, alpha=0.35, lw=6,
+                       label=f"random directions' range, \"{framing}?\"")  # fmt: skip
     axes[2].plot(s, table["rollout_tokens"], color="black", marker="o")
     axes[0].set_ylabel("yes-rate (parseable answers)")
     axes[0].set_ylim(-0.02, 1.02)
@@ -218,6 +221,42 @@ def slopes_figure(layers, slopes: dict, title="", save_to=None):
     ax.axhline(0, color="grey", lw=0.8)
     ax.set_xlabel("steering layer (residual index)")
     ax.set_ylabel("slope per % of norm")
+    ax.set_title(title)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return _save(fig, save_to)
+
+
+def bands_figure(curves: dict, band: int, title="", save_to=None):
+    """Fig 5: mean projection per band of tokens, backtracking vs other rollouts, with CIs."""
+    fig, ax = plt.subplots(figsize=(6.5, 3.6))
+    for flag, color, name in (
+        (True, "tab:red", "rollouts that backtrack"),
+        (False, "tab:blue", "rollouts that do not"),
+    ):
+        if flag in curves:
+            starts, mean, low, high, n = curves[flag]
+            ax.plot(starts, mean, color=color, marker="o", ms=3, label=f"{name} (n={int(n.max()) if len(n) else 0})")
+            ax.fill_between(starts, low, high, color=color, alpha=0.2)
+    ax.set_xlabel(f"token band start (bands of {band} tokens)")
+    ax.set_ylabel("mean projection on the axis")
+    ax.set_title(title)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return _save(fig, save_to)
+
+
+def event_locked_figure(curves: dict, title="", save_to=None):
+    """Fig 6 with its controls: mean projection at offsets around backtracking events, at matched token
+    indices of non-backtracking rollouts, and around placebo words."""
+    fig, ax = plt.subplots(figsize=(6.5, 3.6))
+    for (name, color) in (("backtracking", "tab:red"), ("matched index, no backtracking", "tab:blue"),
+                          ("placebo words", "tab:grey")):  # fmt: skip
+        offsets, mean, counts = curves[name]
+        ax.plot(offsets, mean, color=color, label=f"{name} (n at 0: {int(counts[len(counts) // 2])})")
+    ax.axvline(0, color="black", lw=0.8, ls=":")
+    ax.set_xlabel("tokens relative to the event")
+    ax.set_ylabel("mean projection on the axis")
     ax.set_title(title)
     ax.legend(fontsize=7)
     fig.tight_layout()

@@ -33,6 +33,7 @@ Matching rules (decided here, tested in ``tests/test_backtracking.py``):
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -201,3 +202,114 @@ def matched_controls(
                 continue
             positions[int(rng.choice(candidates))].append(int(t))
     return [sorted(p) for p in positions], unmatched
+
+
+# ------------------------------------------------------------------------------------ notebook 05 steps
+
+PLACEBO = re.compile(r"(?:(?<=^)|(?<=[\n.!?]\s)|(?<=\n))(So|Then|Next)\b")
+
+
+def placebo_events(text: str, avoid: Sequence[Event] = ()) -> list[Event]:
+    """Sentence-initial "So", "Then", "Next": ordinary discourse words that are not backtracking, the
+    placebo for the event-locked curve (occurrences overlapping a backtracking event are skipped)."""
+    out = []
+    for m in PLACEBO.finditer(text):
+        if not any(e.start < m.end() and m.start() < e.end for e in avoid):
+            out.append(Event(m.start(), m.end(), m.group(1).lower()))
+    return out
+
+
+def rollout_projections(model, tokenizer, gens, directions: dict, **extract_kwargs):
+    """Per-token ``cos(h_t, u_k)`` over each rollout's generated text at every layer of ``directions``
+    (``{layer: (K, d)}``), through :func:`vaxis.extract` (reduced on the device; never every layer's
+    activations of every token at once). Returns ``(projections, token_starts)``: per rollout an
+    ``(n_tokens, n_layers, K)`` array (empty for an empty rollout) and each token's character start
+    relative to the rollout text."""
+    from ..extract import extract
+
+    keep = [i for i, g in enumerate(gens) if g.text.strip()]
+    projections = [np.zeros((0, len(directions), 0))] * len(gens)
+    starts = [np.zeros(0, dtype=int)] * len(gens)
+    if not keep:
+        return projections, starts
+    texts = [gens[i].prompt + gens[i].prefill + gens[i].text for i in keep]
+    offsets = [len(gens[i].prompt) + len(gens[i].prefill) for i in keep]
+    spans = [{"rollout": [(o, len(t))]} for o, t in zip(offsets, texts)]
+    stats = extract(model, tokenizer, texts, spans, layers=sorted(directions), directions=directions, **extract_kwargs)
+    for j, i in enumerate(keep):
+        enc = tokenizer(texts[j], return_offsets_mapping=True, add_special_tokens=False)["offset_mapping"]
+        toks = stats.token_indices["rollout"][j].numpy()
+        projections[i] = stats.projections["rollout"][j].numpy()
+        starts[i] = np.array([enc[t][0] - offsets[j] for t in toks], dtype=int)
+    return projections, starts
+
+
+def band_curves(projections, groups: np.ndarray, li: int, band: int, n_boot: int = 200, seed: int = 0) -> dict:
+    """Mean projection per band of ``band`` tokens for each group of rollouts (``groups``: bool, True =
+    backtracking), column 0 at layer index ``li``, with a bootstrap CI over rollouts:
+    ``{True/False: (starts, mean, low, high, n_rollouts_per_band)}``."""
+    per = [bands(p[:, li, 0], np.arange(len(p)), band)[1] if len(p) else np.zeros(0) for p in projections]
+    width = max((len(m) for m in per), default=0)
+    table = np.full((len(per), width), np.nan)
+    for r, m in enumerate(per):
+        table[r, : len(m)] = m
+    rng = np.random.default_rng(seed)
+    out = {}
+    for flag in (True, False):
+        rows = table[np.asarray(groups) == flag]
+        if not len(rows):
+            continue
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            mean = np.nanmean(rows, 0)
+            draws = np.array([np.nanmean(rows[rng.integers(0, len(rows), len(rows))], 0) for _ in range(n_boot)])
+            low, high = np.nanquantile(draws, [0.025, 0.975], axis=0)
+        out[flag] = (np.arange(width) * band, mean, low, high, np.isfinite(rows).sum(0))
+    return out
+
+
+def event_curves(projections, starts, texts, li: int, window: int, seed: int = 0) -> dict:
+    """Event-locked mean projection (column 0, layer index ``li``) around backtracking events, beside
+    two controls on the same plot: the same offsets at matched token indices of non-backtracking
+    rollouts, and around placebo words ("So", "Then", "Next"). ``{name: (offsets, mean, counts)}``
+    plus ``"n_events"``, ``"n_placebo"``, ``"unmatched"``."""
+    events = [find_backtracking(t) for t in texts]
+    tokens = [event_token_indices(e, s) if len(s) else [] for e, s in zip(events, starts)]
+    series = [p[:, li, 0] if len(p) else np.zeros(0) for p in projections]
+    backtracking = [i for i, e in enumerate(events) if e and len(series[i])]
+    clean = [i for i, e in enumerate(events) if not e and len(series[i])]
+    out = {"backtracking": event_locked([series[i] for i in backtracking], [tokens[i] for i in backtracking], window)}
+    positions, unmatched = matched_controls([tokens[i] for i in backtracking], [len(series[i]) for i in clean], seed)
+    out["matched index, no backtracking"] = event_locked([series[i] for i in clean], positions, window)
+    placebo = [event_token_indices(placebo_events(t, e), s) if len(s) else [] for t, e, s in zip(texts, events, starts)]
+    out["placebo words"] = event_locked(series, placebo, window)
+    out.update(
+        n_events=sum(len(tokens[i]) for i in backtracking), n_placebo=sum(map(len, placebo)), unmatched=unmatched
+    )
+    return out
+
+
+def steered_rates(model, tokenizer, problems, vectors: dict, **generate_kwargs) -> dict:
+    """Rollouts under each steering of ``vectors`` (from :func:`vaxis.experiments.confidence.steering_vectors`):
+    ``{key: {"backtracking", "answer_rate", "accuracy", "mean_tokens", "n", "n_answered"}}``; the
+    backtracking rate counts only rollouts that end (EOS) with an extractable answer."""
+    from ..generate import generate
+    from ..mathdata import extract_answer, is_correct
+    from .confidence import math_chat
+
+    out = {}
+    for key, steer in vectors.items():
+        gens = generate(model, tokenizer, [math_chat(p) for p in problems], steer=steer, **generate_kwargs)
+        answered = [
+            g.finish_reason == "eos" and extract_answer(g.text, p.source) is not None for g, p in zip(gens, problems)
+        ]
+        bt = [has_backtracking(g.text) for g, a in zip(gens, answered) if a]
+        out[key] = {
+            "backtracking": float(np.mean(bt)) if bt else float("nan"),
+            "answer_rate": float(np.mean(answered)),
+            "accuracy": float(np.mean([is_correct(g.text, p) is True for g, p in zip(gens, problems)])),
+            "mean_tokens": float(np.mean([g.n_new_tokens for g in gens])),
+            "n": len(gens),
+            "n_answered": len(bt),
+        }
+    return out
