@@ -200,3 +200,28 @@ def test_rollout_projections_equal_extraction(tiny, tmp_cache):
     proj, starts = rollout_projections(model, tokenizer, [g, empty], d, progress=False)
     assert proj[0].shape[1:] == (2, 1) and len(proj[1]) == 0 and starts[0][0] == 0
     assert len(starts[0]) == len(proj[0]) and (np.diff(starts[0]) > 0).all()
+
+
+def test_report_reads_the_event_against_both_controls():
+    import pandas as pd
+
+    from vaxis.experiments import backtracking_report as report
+
+    w = 2
+    curve = lambda v: (np.arange(-w, w + 1), np.full(2 * w + 1, v), np.ones(2 * w + 1))  # noqa: E731
+    events = {"backtracking": curve(-0.5), "matched index, no backtracking": curve(-0.1), "placebo words": curve(-0.2),
+              "n_events": 12}  # fmt: skip
+    rates = pd.DataFrame({"direction": ["none", "axis", "random0"], "strength_%": [0.0, 8.4, 8.4],
+                          "backtracking": [0.25, 0.5, 0.0], "n_answered": [4, 2, 3]})  # fmt: skip
+    curves = {True: (np.array([0]), np.array([-0.3]), None, None, None)}
+    s = report.summarize(np.array([True, False]), curves, events, rates, w, 20)
+    assert s["presence"] == [0.25, 0.5] and s["answered"] == [4, 2] and s["at"]["backtracking"][0] == -0.5
+    assert "below both controls" in report.verdict(s, "m", "demo")
+    events["placebo words"] = curve(-0.9)
+    assert "no backtracking-specific drop" in report.verdict(
+        report.summarize(np.array([True]), curves, events, rates, w, 20), "m", "demo"
+    )
+    events["n_events"] = 3
+    assert "too small" in report.verdict(report.summarize(np.array([True]), curves, events, rates, w, 20), "m", "demo")
+    rows = report.scorecard_rows(s, "m", "demo", 32)
+    assert rows[2]["value"] == "0.25 / 0.50" and "12 events" == rows[1]["n"]
