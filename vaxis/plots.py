@@ -15,6 +15,16 @@ def _save(fig, paths):
     return fig
 
 
+def _finish(fig, ax, xlabel: str, ylabel: str, title: str, save_to):
+    """Axis labels, title, a small legend, tight layout, then :func:`_save`."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return _save(fig, save_to)
+
+
 def auroc_by_layer_figure(
     layers,
     real,
@@ -94,12 +104,7 @@ def null_distribution_figure(real, nulls: dict, title="", save_to=None):
             ax.hist(values, bins=20, range=(0, 1), color=color, alpha=0.5, label=f"{name} (n={len(values)})")
     ax.axvline(real, color="tab:blue", lw=2, label=f"value axis ({real:.3f})")
     ax.axvline(0.5, color="black", lw=0.8, ls=":")
-    ax.set_xlabel("held-out token AUROC")
-    ax.set_ylabel("count")
-    ax.set_title(title)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    return _save(fig, save_to)
+    return _finish(fig, ax, "held-out token AUROC", "count", title, save_to)
 
 
 def cosine_heatmap_figure(matrix, layers, title="", save_to=None):
@@ -176,12 +181,7 @@ def verbalized_figure(layers, auroc: dict, low: dict, high: dict, random: dict, 
         ax.fill_between(layers, low[framing], high[framing], color=color, alpha=0.25)
     ax.axhline(0.5, color="grey", lw=0.8)
     ax.set_ylim(-0.02, 1.02)
-    ax.set_xlabel("residual index L")
-    ax.set_ylabel("AUROC: prefilled Yes vs No")
-    ax.set_title(title)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    return _save(fig, save_to)
+    return _finish(fig, ax, "residual index L", "AUROC: prefilled Yes vs No", title, save_to)
 
 
 def steering_figure(table, band: dict, title="", save_to=None):
@@ -219,12 +219,7 @@ def slopes_figure(layers, slopes: dict, title="", save_to=None):
         v, lo, hi = map(np.asarray, (v, lo, hi))
         ax.errorbar(layers, v, yerr=[v - lo, hi - v], color=color, marker="o", capsize=3, label=metric)
     ax.axhline(0, color="grey", lw=0.8)
-    ax.set_xlabel("steering layer (residual index)")
-    ax.set_ylabel("slope per % of norm")
-    ax.set_title(title)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    return _save(fig, save_to)
+    return _finish(fig, ax, "steering layer (residual index)", "slope per % of norm", title, save_to)
 
 
 def bands_figure(curves: dict, band: int, title="", save_to=None):
@@ -238,12 +233,7 @@ def bands_figure(curves: dict, band: int, title="", save_to=None):
             starts, mean, low, high, n = curves[flag]
             ax.plot(starts, mean, color=color, marker="o", ms=3, label=f"{name} (n={int(n.max()) if len(n) else 0})")
             ax.fill_between(starts, low, high, color=color, alpha=0.2)
-    ax.set_xlabel(f"token band start (bands of {band} tokens)")
-    ax.set_ylabel("mean projection on the axis")
-    ax.set_title(title)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    return _save(fig, save_to)
+    return _finish(fig, ax, f"token band start (bands of {band} tokens)", "mean projection on the axis", title, save_to)
 
 
 def event_locked_figure(curves: dict, title="", save_to=None):
@@ -255,9 +245,4 @@ def event_locked_figure(curves: dict, title="", save_to=None):
         offsets, mean, counts = curves[name]
         ax.plot(offsets, mean, color=color, label=f"{name} (n at 0: {int(counts[len(counts) // 2])})")
     ax.axvline(0, color="black", lw=0.8, ls=":")
-    ax.set_xlabel("tokens relative to the event")
-    ax.set_ylabel("mean projection on the axis")
-    ax.set_title(title)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    return _save(fig, save_to)
+    return _finish(fig, ax, "tokens relative to the event", "mean projection on the axis", title, save_to)

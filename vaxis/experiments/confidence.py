@@ -334,9 +334,10 @@ class Sweep:
 
     def mean_log_odds(self, framing: str, direction: str = "axis") -> np.ndarray:
         """Mean log-odds per strength along ``direction`` (0 % is the unsteered run)."""
-        return np.array([self._at(framing, direction, s).mean() for s in self.strengths])
+        return np.array([self.log_odds_at(framing, direction, s).mean() for s in self.strengths])
 
-    def _at(self, framing, direction, s):
+    def log_odds_at(self, framing: str, direction: str, s: float) -> np.ndarray:
+        """Per-problem log-odds along ``direction`` at strength ``s`` (the unsteered run at 0; NaN if not read)."""
         key = ("none", 0.0) if s == 0 else (direction, float(s))
         return self.log_odds[framing].get(key, np.full(1, np.nan))
 
