@@ -56,6 +56,12 @@ def test_slope_ci_recovers_a_planted_slope():
     assert lo < 0.05 < hi and abs(slope - 0.05) < 0.01
     flat, lo0, hi0 = conf.slope_ci(strengths, rng.normal(0, 0.2, (5, 40)), n_boot=200)
     assert lo0 < 0 < hi0
+    # NaN (invalid outputs, dropped strengths) are left out; one strength left gives NaN, not an error
+    holes = values.copy()
+    holes[1, :20] = np.nan
+    assert abs(conf.slope_ci(strengths, holes, n_boot=50)[0] - 0.05) < 0.01
+    holes[:4] = np.nan
+    assert np.isnan(conf.slope_ci(strengths, holes, n_boot=20)).all()
 
 
 def test_spearman_and_auroc_cis():

@@ -68,6 +68,11 @@ def test_smoke_run_of_all_notebooks(tmp_path):
     assert (tmp_path / "figures" / "confidence_steering.png").stat().st_size > 0
     assert "tiny-qwen3" in card["fig6.event_locked_0"]["context"]  # notebook 05 wrote its rows
     assert (tmp_path / "figures" / "backtracking_bands.png").stat().st_size > 0
+    for key in ("sec4.code_d_shuffled", "sec4.code_share_logical", "fig4.code_comments"):
+        assert "tiny-qwen3" in card[key]["context"], key  # notebook 06 wrote its rows
+        assert card[key]["n"] and card[key]["null"], key
+    for name in ("code_after_bug.png", "code_verbosity.png", "code_slopes.png"):
+        assert (tmp_path / "figures" / name).stat().st_size > 0
     axis = vaxis.Axis.load(tmp_path / "value_axis")
     assert axis.hidden_size == 64 and axis.n_blocks == 3 and axis.main_layer in axis.layers
     assert (tmp_path / "figures" / "auroc_by_layer.png").stat().st_size > 0

@@ -246,3 +246,69 @@ def event_locked_figure(curves: dict, title="", save_to=None):
         ax.plot(offsets, mean, color=color, label=f"{name} (n at 0: {int(counts[len(counts) // 2])})")
     ax.axvline(0, color="black", lw=0.8, ls=":")
     return _finish(fig, ax, "tokens relative to the event", "mean projection on the axis", title, save_to)
+
+
+def code_effects_figure(layers, effects: dict, main_layer: int, title="", save_to=None):
+    """Code correctness (METHOD.md section 4): per corruption kind, Cohen's d of the after-bug projection
+    (correct minus corrupted) by layer with its CI and the random directions' 95 % range (left), and the
+    share of problems where the correct solution projects higher at ``main_layer`` (right)."""
+    fig, axes = plt.subplots(1, 2, figsize=(12, 3.8), gridspec_kw={"width_ratios": [3, 2]})
+    colors = dict(zip(effects, ("tab:red", "tab:blue", "tab:green", "tab:purple", "tab:grey", "tab:orange")))
+    rand = np.concatenate([e["d"][:, 1:] for e in effects.values()], axis=1)
+    if rand.shape[1]:
+        lo, hi = np.nanquantile(rand, [0.025, 0.975], axis=1)
+        axes[0].fill_between(layers, lo, hi, color="black", alpha=0.12, label="random directions, 95% range")
+    for kind, e in effects.items():
+        axes[0].plot(layers, e["d"][:, 0], color=colors[kind], marker="o", ms=3, label=f"{kind} (n={e['n']})")
+        axes[0].fill_between(layers, e["d_low"][:, 0], e["d_high"][:, 0], color=colors[kind], alpha=0.15)
+    axes[0].axhline(0, color="grey", lw=0.8)
+    axes[0].axvline(main_layer, color="black", lw=0.8, ls=":")
+    axes[0].set_xlabel("residual index L")
+    axes[0].set_ylabel("Cohen's d, correct - corrupted")
+    axes[0].legend(fontsize=7)
+    li = list(layers).index(main_layer)
+    kinds = list(effects)
+    share = np.array([effects[k]["share"][li, 0] for k in kinds])
+    err = np.array([[share[i] - effects[k]["share_low"][li, 0], effects[k]["share_high"][li, 0] - share[i]]
+                    for i, k in enumerate(kinds)]).T  # fmt: skip
+    axes[1].bar(kinds, share, yerr=err, color=[colors[k] for k in kinds], alpha=0.8, capsize=3)
+    axes[1].axhline(0.5, color="grey", lw=0.8)
+    axes[1].set_ylim(0, 1.02)
+    axes[1].set_ylabel(f"share correct > corrupted at L={main_layer}")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return _save(fig, save_to)
+
+
+def verbosity_figure(table, bands: dict, title="", save_to=None):
+    """Fig 4 (code): per steering strength along the axis, the mean of each metric over valid outputs
+    with the random directions' range (``bands[metric] = (low, high)`` per strength), and the pass rate."""
+    metrics = list(bands)
+    axis = table[table.direction.isin(["axis", "none"])].sort_values("strength_%")
+    s = axis["strength_%"].to_numpy()
+    fig, axes = plt.subplots(1, len(metrics) + 1, figsize=(3.2 * (len(metrics) + 1), 3.4))
+    for ax, metric in zip(axes, metrics):
+        ax.plot(s, axis[metric], color="tab:blue", marker="o", label="value axis")
+        lo, hi = map(lambda v: np.asarray(v, dtype=float), bands[metric])
+        ok = np.isfinite(lo) & np.isfinite(hi)
+        ax.vlines(s[ok], lo[ok], hi[ok], color="black", alpha=0.3, lw=6)
+        ax.scatter(
+            np.r_[s[ok], s[ok]],
+            np.r_[lo[ok], hi[ok]],
+            color="black",
+            alpha=0.5,
+            marker="_",
+            s=120,
+            label="random directions' range",
+        )
+        ax.set_ylabel(f"{metric} (valid outputs)")
+    axes[-1].plot(s, axis["pass_rate"], color="tab:green", marker="o", label="pass rate (all outputs)")
+    axes[-1].plot(s, axis["valid"], color="tab:grey", marker="o", ls="--", label="parses")
+    axes[-1].set_ylim(-0.02, 1.02)
+    axes[-1].legend(fontsize=7)
+    axes[0].legend(fontsize=7)
+    for ax in axes:
+        ax.set_xlabel("strength (% of norm)")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return _save(fig, save_to)

@@ -294,17 +294,22 @@ def rollout_lengths(model, tokenizer, problems, vectors: dict, **generate_kwargs
 
 def slope_ci(strengths: np.ndarray, values: np.ndarray, n_boot: int = 200, seed: int = 0):
     """OLS slope of ``values`` (``(n_strengths, n_items)``) against ``strengths``, with a bootstrap
-    over items (each item keeps all its strengths): ``(slope, low, high)``."""
+    over items (each item keeps all its strengths): ``(slope, low, high)``. NaN values (invalid
+    outputs, dropped strengths) are left out; NaN where fewer than two strengths keep a value."""
     x = np.repeat(np.asarray(strengths, dtype=float), values.shape[1])
 
     def slope(v):
         y = v.reshape(-1)
         keep = np.isfinite(y)
+        if len(np.unique(x[keep])) < 2:
+            return np.nan
         return np.polyfit(x[keep], y[keep], 1)[0]
 
     rng = np.random.default_rng(seed)
     draws = [slope(values[:, rng.integers(0, values.shape[1], values.shape[1])]) for _ in range(n_boot)]
-    return float(slope(values)), *map(float, np.quantile(draws, [0.025, 0.975]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN draws
+        return float(slope(values)), *map(float, np.nanquantile(draws, [0.025, 0.975]))
 
 
 def load_dataset(name: str, n: int, seed: int = 0) -> list[Problem]:
