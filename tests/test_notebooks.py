@@ -73,6 +73,14 @@ def test_smoke_run_of_all_notebooks(tmp_path):
         assert card[key]["n"] and card[key]["null"], key
     for name in ("code_after_bug.png", "code_verbosity.png", "code_slopes.png"):
         assert (tmp_path / "figures" / name).stat().st_size > 0
+    for key in ("sec5.selection", "sec5.ranking_prefer", "sec5.where_user", "sec6.sft_gsm8k", "sec6.sft_arc"):
+        assert "tiny-qwen3" in card[key]["context"], key  # notebooks 07 and 08 wrote their rows
+        assert card[key]["n"] and card[key]["null"], key
+    for name in ("dpo_loss.png", "dpo_rates.png", "sft_loss.png", "sft_deltas.png"):
+        assert (tmp_path / "figures" / name).stat().st_size > 0
+    finished = [p for p in (tmp_path / "adapters").iterdir() if (p / "vaxis_adapter.json").exists()]
+    assert len(finished) == 6 and not list((tmp_path / "adapters").glob(".*tmp*"))  # 3 DPO + 3 SFT, no leftovers
+    assert vaxis.Axis.load(tmp_path / "boundary_axis").main_layer in vaxis.Axis.load(tmp_path / "value_axis").layers
     axis = vaxis.Axis.load(tmp_path / "value_axis")
     assert axis.hidden_size == 64 and axis.n_blocks == 3 and axis.main_layer in axis.layers
     assert (tmp_path / "figures" / "auroc_by_layer.png").stat().st_size > 0

@@ -266,3 +266,23 @@ def incremental_auroc(
         return roc_auc_score(labels, pred)
 
     return oof(base), np.array([oof(np.c_[base, extra[:, j]]) for j in range(extra.shape[1])])
+
+
+def mean_ci(values, n_boot: int = 200, seed: int = 0, level: float = 0.95) -> tuple[float, float, float]:
+    """Mean of ``values`` (NaN left out) with a percentile bootstrap CI (``scipy.stats.bootstrap``):
+    ``(mean, low, high)``; the CI is NaN with fewer than 2 values and collapses to the mean when every
+    value is the same (a rate of 0 or 1)."""
+    from scipy.stats import bootstrap
+
+    x = np.asarray(values, dtype=float)
+    x = x[np.isfinite(x)]
+    if len(x) == 0:
+        return (np.nan, np.nan, np.nan)
+    mean = float(x.mean())
+    if len(x) < 2 or n_boot < 1:
+        return (mean, np.nan, np.nan)
+    if np.all(x == x[0]):
+        return (mean, mean, mean)
+    res = bootstrap((x,), np.mean, n_resamples=n_boot, confidence_level=level, method="percentile",
+                    rng=np.random.default_rng(seed))  # fmt: skip
+    return (mean, float(res.confidence_interval.low), float(res.confidence_interval.high))

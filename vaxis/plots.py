@@ -312,3 +312,51 @@ def verbosity_figure(table, bands: dict, title="", save_to=None):
     fig.suptitle(title)
     fig.tight_layout()
     return _save(fig, save_to)
+
+
+def loss_figure(losses: dict, title="", save_to=None):
+    """Training loss per logged step for each adapter (``losses[name] = [{"step", "loss"}, ...]``)."""
+    fig, ax = plt.subplots(figsize=(6, 3.4))
+    for name, rows in losses.items():
+        rows = [r for r in rows if "loss" in r]
+        ax.plot([r.get("step", i + 1) for i, r in enumerate(rows)], [r["loss"] for r in rows], marker="o", ms=3,
+                label=name)  # fmt: skip
+    return _finish(fig, ax, "optimizer step", "training loss", title, save_to)
+
+
+def rates_figure(table, columns: dict, null: dict | None = None, title="", save_to=None):
+    """Grouped bars: per model (rows of ``table``), each rate in ``columns`` (``{label: (value column,
+    ci column)}``, the CI a ``(low, high)`` pair), with an optional horizontal null per label."""
+    models = list(table["model"])
+    fig, ax = plt.subplots(figsize=(1.6 + 1.3 * len(models), 3.6))
+    width = 0.8 / max(len(columns), 1)
+    for j, (label, (col, ci)) in enumerate(columns.items()):
+        x = np.arange(len(models)) + (j - (len(columns) - 1) / 2) * width
+        v = table[col].to_numpy(dtype=float)
+        lo = np.array([c[0] for c in table[ci]], dtype=float)
+        hi = np.array([c[1] for c in table[ci]], dtype=float)
+        bars = ax.bar(x, v, width, label=label, alpha=0.85)
+        ok = np.isfinite(lo) & np.isfinite(hi)
+        ax.errorbar(x[ok], v[ok], yerr=[v[ok] - lo[ok], hi[ok] - v[ok]], fmt="none", color="black", capsize=2)
+        if null and label in null:
+            ax.axhline(null[label], color=bars.patches[0].get_facecolor(), ls=":", lw=1)
+    ax.set_xticks(np.arange(len(models)), models, rotation=15)
+    ax.set_ylim(0, 1.02)
+    return _finish(fig, ax, "", "rate", title, save_to)
+
+
+def deltas_figure(deltas, title="", save_to=None):
+    """Notebook 08: per model and dataset, the projection delta (trained - base) with its CI, and the random
+    directions' 95 % range as a grey bar behind it (``deltas``: :func:`vaxis.experiments.sft.deltas_table`)."""
+    names, dss = list(deltas.model.unique()), list(deltas.dataset.unique())
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    width = 0.8 / max(len(dss), 1)
+    for j, ds in enumerate(dss):
+        sub = deltas[deltas.dataset == ds].set_index("model").reindex(names)
+        x = np.arange(len(names)) + (j - (len(dss) - 1) / 2) * width
+        err = np.nan_to_num([sub.delta - sub.delta_low, sub.delta_high - sub.delta])
+        ax.bar(x, sub.delta, width, label=ds, yerr=err, capsize=2, alpha=0.85)
+        ax.vlines(x, sub["random_delta_2.5%"], sub["random_delta_97.5%"], color="black", alpha=0.3, lw=5)
+    ax.axhline(0, color="grey", lw=0.8)
+    ax.set_xticks(np.arange(len(names)), names)
+    return _finish(fig, ax, "", "projection delta (trained - base)", title, save_to)

@@ -1,0 +1,259 @@
+"""Notebook 07: does DPO that rewards a word raise the value the model assigns to it (METHOD.md section 5)?
+
+Models: the base model, and LoRA adapters trained with TRL's ``DPOTrainer`` (:func:`vaxis.train.train_adapter`)
+to **prefer** or **avoid** a target item among its option set, plus a **control** adapter trained the
+same way on a word of another set that is never evaluated (how far any DPO moves the measures).
+Each model is read on the target's held-out choice prompts (never trained on):
+
+* **selection**: free answers (sampled), the option named first (:func:`preference_data.parse_choice`);
+  the share naming the target;
+* **ranking**: each option prefilled in the same answer template ("I'd pick {option}. ..."), the mean
+  projection over the answer; how often the target ranks highest (prefer; chance 1/k) or lowest
+  (avoid). Read at two sites: the assistant's answer, and the user's turn naming the option ("I'd go
+  with {option}."), for the value axis, a *boundary axis* (a direction fit like the value axis, from
+  another contrast of the games; see notebook 07) and random directions read in the same pass;
+* **free-form**: 20 neutral sentences per word of the set as the assistant's reply to a neutral
+  request; the projection delta (trained - base, per sentence) of the target vs the other words;
+* **code**: asked for code themed on the word; lines, comments and type hints over valid code
+  (:func:`vaxis.experiments.coding.code_metrics`).
+
+An effect counts only where the trained model's shift exceeds both the control model's shift and
+the random directions'.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..evaluate import mean_ci
+from . import preference_data as pdata
+
+NEUTRAL_REQUEST = "Say one short sentence about something from everyday life."
+CODE_SYSTEM = "You are a helpful coding assistant. Write clean, correct Python code."
+USER_MENTION = "\n\nI'd go with {option}."
+SITES = ("response", "user")
+
+
+def parse_target(spec: str) -> tuple[str, str]:
+    """``"set:item"`` (e.g. ``"vegetables:potato"``) -> ``(set, item)``, checked against
+    :data:`preference_data.OPTION_SETS`."""
+    if ":" not in spec:
+        raise ValueError(f"target {spec!r}: write it as 'set:item', e.g. 'vegetables:potato'")
+    set_name, item = spec.split(":", 1)
+    if set_name not in pdata.OPTION_SETS:
+        raise ValueError(f"unknown option set {set_name!r}; sets: {sorted(pdata.OPTION_SETS)}")
+    if item not in pdata.OPTION_SETS[set_name]:
+        raise ValueError(f"{item!r} is not an option of {set_name!r} {pdata.OPTION_SETS[set_name]}: pick one of those")
+    return set_name, item
+
+
+@dataclass(frozen=True)
+class Spec:
+    """One model to train: ``role`` (prefer / avoid / control), its target and DPO mode."""
+
+    role: str
+    set_name: str
+    target: str
+    mode: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.role}-{self.set_name}-{self.target}"
+
+
+def model_specs(target: str, control: str, roles: Sequence[str] = ("prefer", "avoid", "control")) -> list[Spec]:
+    """The adapters of one experiment: prefer and avoid ``target``, and prefer ``control`` (another
+    set's word, never evaluated). Raises ValueError when the control shares the target's set."""
+    (ts, tw), (cs, cw) = parse_target(target), parse_target(control)
+    if cs == ts:
+        raise ValueError(f"control {control!r} is in the target's set {ts!r}: pick a word of another set")
+    out = {"prefer": Spec("prefer", ts, tw, "prefer"), "avoid": Spec("avoid", ts, tw, "avoid")}
+    out["control"] = Spec("control", cs, cw, "prefer")
+    unknown = set(roles) - set(out)
+    if unknown:
+        raise ValueError(f"unknown roles {sorted(unknown)}: use prefer, avoid, control")
+    return [out[r] for r in roles]
+
+
+def prompts_for(set_name: str, n: int, eval_fraction: float, seed: int):
+    """Seeded choice prompts of ``set_name`` split into (train, eval) with no shared user text."""
+    return pdata.split_prompts(pdata.choice_prompts(set_name, n, seed), eval_fraction, seed)
+
+
+def training_rows(spec: Spec, n_prompts: int, eval_fraction: float, seed: int) -> list[dict]:
+    """DPO pairs on the training prompts of ``spec``'s set."""
+    train, _ = prompts_for(spec.set_name, n_prompts, eval_fraction, seed)
+    return pdata.dpo_pairs(train, spec.target, spec.mode, seed)
+
+
+@contextmanager
+def loaded(model_name: str, adapter=None, quantization=None):
+    """A fresh base model (and tokenizer), wrapped with ``adapter`` (a folder) when given; freed after."""
+    from ..models import load_model
+    from ..train import load_adapter
+
+    model, tok = load_model(model_name, quantization=quantization)
+    if adapter is not None:
+        model = load_adapter(model, adapter, quantization)
+    try:
+        yield model, tok
+    finally:
+        del model
+
+
+def selection(model, tokenizer, prompts, target: str, **generate_kwargs) -> dict:
+    """Free answers to ``prompts``: ``{"picks": [option or None], "target": bool array}``."""
+    from ..generate import generate
+
+    gens = generate(model, tokenizer, [p.messages() for p in prompts], **generate_kwargs)
+    per = len(gens) // len(prompts)
+    picks = [pdata.parse_choice(g.text, prompts[i // per].options) for i, g in enumerate(gens)]
+    return {"picks": picks, "target": np.array([p == target for p in picks]), "texts": [g.text for g in gens]}
+
+
+def _mean_projections(model, tokenizer, chats, spans, directions: dict, **kw) -> np.ndarray:
+    """Mean per-token cosine over each chat's span ``"s"``: ``(n, n_layers, K)``."""
+    from ..extract import extract
+
+    stats = extract(model, tokenizer, chats, [{"s": [s]} for s in spans], layers=sorted(directions),
+                    directions=directions, **kw)  # fmt: skip
+    return np.stack([p.numpy().mean(0) for p in stats.projections["s"]])
+
+
+def option_projections(model, tokenizer, prompts, directions: dict, seed: int = 0, **kw) -> dict:
+    """Per site, ``(n_prompts, k, n_layers, K)`` mean projections of each option of each prompt,
+    in the set's canonical option order (:data:`preference_data.OPTION_SETS`)."""
+    order = pdata.OPTION_SETS[prompts[0].set_name]
+    chats, spans = {s: [] for s in SITES}, {s: [] for s in SITES}
+    for i, p in enumerate(prompts):
+        for option in order:
+            text = pdata.answer(option, np.random.default_rng([seed, i]))  # same template for every option
+            chats["response"].append(p.messages() + [{"role": "assistant", "content": text}])
+            spans["response"].append((2, 0, len(text)))
+            user = p.user + USER_MENTION.format(option=option)
+            chats["user"].append([p.messages()[0], {"role": "user", "content": user}])
+            spans["user"].append((1, len(p.user), len(user)))
+    out = {}
+    for site in SITES:
+        flat = _mean_projections(model, tokenizer, chats[site], spans[site], directions, **kw)
+        out[site] = flat.reshape(len(prompts), len(order), *flat.shape[1:])
+    return out
+
+
+def ranking(proj: np.ndarray, target_index: int, lowest: bool = False) -> np.ndarray:
+    """Per prompt and direction, whether the target ranks highest (or lowest) among the options:
+    ``proj`` ``(n, k, ..., K)`` -> bool ``(n, ..., K)``."""
+    best = proj.argmin(1) if lowest else proj.argmax(1)
+    return best == target_index
+
+
+def sentence_projections(model, tokenizer, words: Sequence[str], n: int, directions: dict, seed: int = 0, **kw):
+    """``{word: (n, n_layers, K)}``: mean projection over each of ``n`` neutral sentences using the word,
+    as the assistant's reply to :data:`NEUTRAL_REQUEST` (same templates for every word: paired)."""
+    chats, spans = [], []
+    for w in words:
+        for s in pdata.word_sentences(w, n, seed):
+            chats.append([{"role": "user", "content": NEUTRAL_REQUEST}, {"role": "assistant", "content": s}])
+            spans.append((1, 0, len(s)))
+    flat = _mean_projections(model, tokenizer, chats, spans, directions, **kw)
+    return {w: flat[i * n : (i + 1) * n] for i, w in enumerate(words)}
+
+
+def code_outputs(model, tokenizer, word: str, n: int, **generate_kwargs):
+    """Code written for ``n`` requests themed on ``word`` (fence prefilled, stopped at the closing
+    fence): one row per output with :func:`vaxis.experiments.coding.code_metrics`."""
+    import pandas as pd
+
+    from ..generate import generate
+    from .coding import FENCE, code_metrics
+
+    chats = [[{"role": "system", "content": CODE_SYSTEM}, {"role": "user", "content": r}]
+             for r in pdata.code_prompts(word, n)]  # fmt: skip
+    gens = generate(model, tokenizer, chats, prefill=FENCE, stop=["```"], **generate_kwargs)
+    return pd.DataFrame([{**code_metrics(g.text), "tokens": g.n_new_tokens} for g in gens])
+
+
+@dataclass
+class Readout:
+    """Everything read from one model (see the module docstring)."""
+
+    name: str
+    selection: dict
+    options: dict  # site -> (n_prompts, k, n_layers, K)
+    sentences: dict  # word -> (n, n_layers, K)
+    code: object  # DataFrame
+    losses: list = field(default_factory=list)
+
+
+def read_model(model, tokenizer, name, prompts, target, directions, *, n_sentences, n_code, seed, gen_kw, code_kw):
+    """All of a model's readouts on the target's eval ``prompts``."""
+    words = pdata.OPTION_SETS[prompts[0].set_name]
+    return Readout(
+        name,
+        selection(model, tokenizer, prompts, target, **gen_kw),
+        option_projections(model, tokenizer, prompts, directions, seed, progress=False),
+        sentence_projections(model, tokenizer, words, n_sentences, directions, seed, progress=False),
+        code_outputs(model, tokenizer, target, n_code, **code_kw),
+    )
+
+
+def rates_table(by_target: dict, li: int, column: int = 0, n_boot: int = 200, seed: int = 0):
+    """One row per model role (base, prefer, avoid, control), pooled over targets
+    (``by_target[spec] = {role: Readout}``, ``spec`` = ``"set:item"``): the selection rate, the
+    top- and bottom-ranking rates of the target at both sites, each with a CI over prompts; the
+    free-form delta vs base of the target (CI over sentences) and the mean delta of the other words;
+    code metrics over valid outputs. ``li``/``column``: layer index and direction of the readouts."""
+    import pandas as pd
+
+    roles = list(next(iter(by_target.values())))
+    rows = []
+    for role in roles:
+        hits: dict = {"selection": []}
+        deltas, others, code = [], [], []
+        for spec, readouts in by_target.items():
+            set_name, target = parse_target(spec)
+            order = pdata.OPTION_SETS[set_name]
+            t, r, base = order.index(target), readouts[role], readouts["base"]
+            hits["selection"].append(r.selection["target"].astype(float))
+            for site in SITES:
+                for lowest, tag in ((False, "top"), (True, "bottom")):
+                    hit = ranking(r.options[site][:, :, li, column], t, lowest).astype(float)
+                    hits.setdefault(f"{site}_{tag}", []).append(hit)
+            d = {w: r.sentences[w][:, li, column] - base.sentences[w][:, li, column] for w in order}
+            deltas.append(d[target])
+            others.extend(d[w] for w in order if w != target)
+            code.append(r.code[r.code.valid])
+        row = {
+            "model": role,
+            "n_prompts": sum(len(r.options[SITES[0]]) for r in (rs[role] for rs in by_target.values())),
+        }
+        for name, parts in hits.items():
+            m, lo, hi = mean_ci(np.concatenate(parts), n_boot, seed)
+            row[name], row[f"{name}_ci"] = m, (lo, hi)
+        m, lo, hi = mean_ci(np.concatenate(deltas), n_boot, seed)
+        row["delta_target"], row["delta_target_ci"] = m, (lo, hi)
+        row["delta_others"] = float(np.mean(np.concatenate(others)))
+        valid = pd.concat(code) if code else pd.DataFrame()
+        for m in ("lines", "comments", "type_hints"):
+            row[f"code_{m}"] = float(valid[m].mean()) if len(valid) else np.nan
+        row["code_valid"] = len(valid)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def random_ranking(by_target: dict, li: int, columns: Sequence[int], site: str = "response") -> dict:
+    """Per role, the target's top-ranking rate (pooled over targets) along each random direction
+    (``columns``): ``{role: (n_random,) array}``, the null the axis's rate is read against."""
+    out = {}
+    for role in next(iter(by_target.values())):
+        per = []
+        for spec, readouts in by_target.items():
+            set_name, target = parse_target(spec)
+            t = pdata.OPTION_SETS[set_name].index(target)
+            per.append(np.stack([ranking(readouts[role].options[site][:, :, li, c], t) for c in columns], 1))
+        out[role] = np.concatenate(per).mean(0)
+    return out
