@@ -411,3 +411,21 @@ def test_mean_ci_edge_cases():
     assert m == 2.5 and lo <= m <= hi and np.isfinite([lo, hi]).all()
     m, lo, hi = mean_ci([1.0, np.nan, 1.0])
     assert (m, lo, hi) == (1.0, 1.0, 1.0)
+
+
+@needs_trl
+def test_shared_folder_serves_another_run_without_training(tmp_path, monkeypatch):
+    """An adapter trained with ``shared=`` is copied (not retrained) into another run folder."""
+    rows, settings = _rows(8), _settings()
+    first = train.train_adapter(MODEL, rows, settings, tmp_path / "run1", "dpo", shared=tmp_path / "shared")
+    assert (
+        first.trained_now and train.read_sidecar(tmp_path / "shared" / first.path.name)["key"] == first.sidecar["key"]
+    )
+    seen: list = []
+    monkeypatch.setattr(train, "_trainer", _refuse(seen))
+    second = train.train_adapter(MODEL, rows, settings, tmp_path / "run2", "dpo", shared=tmp_path / "shared")
+    assert not second.trained_now and not seen and second.path.parent == tmp_path / "run2"
+    assert train.read_sidecar(second.path) == first.sidecar and second.losses == first.losses
+    assert not [p for p in (tmp_path / "run2").iterdir() if p.name.startswith(".")]  # no copy left half-done
+    with pytest.raises(_Refused):  # without the shared folder, a new run folder would train
+        train.train_adapter(MODEL, rows, settings, tmp_path / "run3", "dpo")

@@ -182,12 +182,16 @@ def train_adapter(
     *,
     quantization: str | None = None,
     meta: dict | None = None,
+    shared: str | Path | None = None,
 ) -> Adapter:
     """Train (or load, when its key matches a finished folder) one LoRA adapter; see the module doc.
 
     ``rows``: TRL conversational rows (DPO: ``prompt``/``chosen``/``rejected``; SFT:
     ``prompt``/``completion``); only those keys are trained on, extra keys (ids, metadata) enter the
     key but not the trainer. ``name`` names the folder; ``meta`` is stored in the sidecar.
+    ``shared``: an optional second folder (e.g. ``vaxis.cache.cache_root() / "adapters"``) where a
+    finished adapter is also kept, so another ``root`` (another run folder) copies it instead of
+    training again; copies are atomic too.
     """
     from .models import load_model
 
@@ -208,6 +212,14 @@ def train_adapter(
     key = adapter_key(base, rows, settings)
     folder = root / f"{name}-{key}"
     done = read_sidecar(folder)
+    cached = Path(shared) / folder.name if shared else None
+    if (
+        (done is None or done.get("key") != key)
+        and cached is not None
+        and (read_sidecar(cached) or {}).get("key") == key
+    ):
+        _copy_folder(cached, folder)
+        done = read_sidecar(folder)
     if done is not None and done.get("key") == key:
         del model
         losses = [json.loads(x) for x in (folder / "losses.jsonl").read_text().splitlines() if x.strip()]
@@ -240,7 +252,20 @@ def train_adapter(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    if cached is not None:
+        _copy_folder(folder, cached)
     return Adapter(folder, sidecar, True, losses)
+
+
+def _copy_folder(src: Path, dst: Path) -> None:
+    """Copy a finished adapter folder to ``dst`` atomically (a temporary sibling, then a rename)."""
+    tmp = dst.parent / f".{dst.name}.copy-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(src, tmp)
+    if dst.exists():
+        shutil.rmtree(dst)
+    os.replace(tmp, dst)
 
 
 def load_adapter(model, folder: str | Path, quantization: str | None = None):
