@@ -131,6 +131,9 @@ def deltas_table(proj: dict, li: int, n_boot: int = 200, seed: int = 0):
         if name == "base":
             continue
         for ds, p in per.items():
+            if p.shape != proj["base"][ds].shape:
+                raise ValueError(f"{name} on {ds}: {p.shape} projections vs the base model's {proj['base'][ds].shape}; "
+                                 "every model must read the same items")  # fmt: skip
             d = p[:, li] - proj["base"][ds][:, li]  # (n, K)
             m, lo, hi = mean_ci(d[:, 0], n_boot, seed)
             rand = d[:, 1:].mean(0)

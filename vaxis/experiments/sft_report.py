@@ -39,7 +39,10 @@ def counts(s: dict, model: str, dataset: str) -> bool:
         return False
     control = s["rows"].get(("control", dataset), {}).get("delta", 0.0)
     clear = r["delta_low"] > 0 or r["delta_high"] < 0
-    beyond = r["delta"] > r["random_delta_97.5%"] if r["delta"] > 0 else r["delta"] < r["random_delta_2.5%"]
+    if not np.isfinite([r["random_delta_2.5%"], r["random_delta_97.5%"]]).all():
+        beyond = True  # no random directions were read: the CI and the control decide
+    else:
+        beyond = r["delta"] > r["random_delta_97.5%"] if r["delta"] > 0 else r["delta"] < r["random_delta_2.5%"]
     return bool(clear and beyond and abs(r["delta"]) > abs(control))
 
 
@@ -68,8 +71,9 @@ def scorecard_rows(s: dict, model: str, profile: str) -> list[dict]:
         r = s["rows"].get((m, d))
         if r is None:
             continue
-        control = s["rows"].get(("control", d), {}).get("delta", np.nan)
+        control = s["rows"].get(("control", d), {}).get("delta")
+        control = "n/a" if control is None else f"{control:+.4f}"
         out.append({"key": key, "value": r["delta"], "ci": (r["delta_low"], r["delta_high"]), "n": f"{r['n']} items",
                     "null": f"random directions {r['random_delta_2.5%']:+.4f}..{r['random_delta_97.5%']:+.4f}; "
-                    f"control adapter {control:+.4f}", "context": ctx})  # fmt: skip
+                    f"control adapter {control}", "context": ctx})  # fmt: skip
     return out
