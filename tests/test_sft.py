@@ -315,7 +315,7 @@ def test_verdict():
     assert math.endswith("does not count.") and "(paper +0.004)" in math
     arc = _line(text, "- sft-gsm8k on arc:")
     assert arc.endswith("does not count.") and "paper" not in arc
-    assert _line(text, "- control on gsm8k:").endswith("does not count.")
+    assert _line(text, "- control on gsm8k:").endswith("the null for any fine-tuning.")
     acc = _line(text, "- Accuracy")
     assert "base: gsm8k 0.67 (n=3)" in acc and "sft-gsm8k: gsm8k 0.75 (n=4)" in acc
 

@@ -52,7 +52,8 @@ def verdict(s: dict, model: str, profile: str) -> str:
              "prefilled reference answer, held-out items):"]  # fmt: skip
     for (m, d), r in sorted(s["rows"].items()):
         paper = f" (paper {PAPER[(m, d)]})" if (m, d) in PAPER else ""
-        reading = "counts" if counts(s, m, d) else "does not count"
+        reading = ("the null for any fine-tuning" if m == "control" else "counts" if counts(s, m, d)
+                   else "does not count")  # fmt: skip
         lines.append(f"- {m} on {d}: {r['delta']:+.4f} ({r['delta_low']:+.4f}..{r['delta_high']:+.4f}), n={r['n']}; "
                      f"random directions {r['random_delta_2.5%']:+.4f}..{r['random_delta_97.5%']:+.4f}{paper}: "
                      f"{reading}.")  # fmt: skip
