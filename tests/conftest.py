@@ -35,3 +35,13 @@ def tmp_cache(tmp_path, monkeypatch):
         (tmp_path / "cache").mkdir()
         (tmp_path / "cache" / "models").symlink_to(models)
     return tmp_path / "cache"
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One intra-op thread for a module's tests: the tiny models gain nothing from more, and on a shared CPU
+    (another job running) spinning OpenMP threads make training many times slower. The count is restored."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -416,10 +416,10 @@ def test_read_code_problems_skips_and_counts(tmp_path):
 def test_read_code_problems_rejects_bad_lines(tmp_path):
     path = tmp_path / "bad.jsonl"
     path.write_text(json.dumps(_record(0)) + "\n" + json.dumps(_record(1)) + "\n{not json\n")
-    with pytest.raises(ValueError, match=r"bad\.jsonl:3 is not JSON"):
+    with pytest.raises(ValueError, match=r"bad\.jsonl:3: not valid JSON"):
         read_code_problems(path)
     path.write_text(json.dumps(_record(0)) + "\n[1, 2]\n")
-    with pytest.raises(ValueError, match=r"bad\.jsonl:2 is not a JSON object"):
+    with pytest.raises(ValueError, match=r"bad\.jsonl:2: expected a JSON object"):
         read_code_problems(path)
 
 

@@ -190,7 +190,7 @@ GOOD = '{"id": "a", "prompt": "hello there", "category": "chit_chat"}'
         ('{"id": "b", "prompt": ["not", "text"]}', "'prompt' must be a string"),
         ('{"id": "b", "prompt": "   "}', "empty 'prompt'"),
         ('{"id": "b", "prompt": "x", "category": 3}', "'category' must be a string"),
-        ('{"id": "a", "prompt": "same id again", "category": "math"}', "duplicate id 'a' (first on line 1)"),
+        ('{"id": "a", "prompt": "same id again", "category": "math"}', "duplicate id 'a' (first at "),
     ],
 )
 def test_load_prompts_validation_names_file_and_line(tmp_path, bad, message):

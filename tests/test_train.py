@@ -33,14 +33,7 @@ needs_trl = pytest.mark.skipif(
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The tiny model gains nothing from intra-op threads, and on a shared CPU (another job running)
-    spinning OpenMP threads make training many times slower; the previous count is restored after."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _rows(n: int = 16) -> list[dict]:

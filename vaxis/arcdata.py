@@ -96,15 +96,10 @@ def load_arc(n: int | None = None, seed: int = 0) -> list[ArcQuestion]:
     as :func:`vaxis.mathdata.load_problems` does. Raises :class:`ArcDataError` (a
     ``ValueError``) when ``n`` is not a positive integer or exceeds the number of questions.
     """
-    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
-        raise ArcDataError(f"n must be a positive integer or None (all questions), got {n!r}")
-    questions = _read_questions(DATA_DIR / DATA_FILE)
-    if n is None:
-        return questions
-    if n > len(questions):
-        raise ArcDataError(f"asked for n={n} questions but ARC-Challenge has only {len(questions)}")
-    keep = sorted(random.Random(seed).sample(range(len(questions)), n))
-    return [questions[i] for i in keep]
+    from .mathdata import check_n, seeded_subset
+
+    check_n(n, "questions", ArcDataError)
+    return seeded_subset(_read_questions(DATA_DIR / DATA_FILE), n, seed, "ARC-Challenge", ArcDataError, "questions")
 
 
 def _read_questions(path: Path) -> list[ArcQuestion]:

@@ -111,3 +111,22 @@ def cached_tensors(kind: str, key: dict, compute: Callable[[], dict], enabled: b
     if enabled:
         atomic_write(path, lambda tmp: save_file({k: torch.as_tensor(v).contiguous() for k, v in out.items()}, tmp))
     return out
+
+
+def read_jsonl(path: str | os.PathLike, error: type[Exception] = ValueError, where: str = "{path}:{n}"):
+    """Each non-blank line of a JSON Lines file as ``(where, object)``. ``where`` (formatted with the
+    file's ``path``, ``name`` and the line number ``n``) names the line and starts every error message;
+    a line that is not JSON, or not a JSON object, raises ``error``."""
+    path = Path(path)
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            at = where.format(path=path, name=path.name, n=n)
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise error(f"{at}: not valid JSON ({err.msg} at column {err.colno})") from None
+            if not isinstance(obj, dict):
+                raise error(f"{at}: expected a JSON object, got {type(obj).__name__}")
+            yield at, obj

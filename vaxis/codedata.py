@@ -12,12 +12,12 @@ body) that passes ``tests`` in :func:`vaxis.code.run_tests`.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from .cache import read_jsonl
 from .config import REPO_ROOT
 
 CODE_DIR = REPO_ROOT / "data" / "code"
@@ -40,15 +40,7 @@ def read_code_problems(path: str | Path) -> tuple[list[CodeProblem], dict[str, i
     by reason (a problem without tests, without a solution or without an entry point is skipped and
     counted, never faked). Raises ValueError for a line that is not a JSON object."""
     problems, skipped = [], {}
-    for n, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path}:{n} is not JSON ({err}); expected one object per line") from err
-        if not isinstance(row, dict):
-            raise ValueError(f"{path}:{n} is not a JSON object; expected keys {_FIELDS}")
+    for where, row in read_jsonl(path, where="{name}:{n}"):
         missing = [
             k for k in ("prompt", "canonical_solution", "tests", "entry_point") if not str(row.get(k) or "").strip()
         ]
@@ -56,7 +48,7 @@ def read_code_problems(path: str | Path) -> tuple[list[CodeProblem], dict[str, i
             reason = f"no {missing[0]}"
             skipped[reason] = skipped.get(reason, 0) + 1
             continue
-        problems.append(CodeProblem(**{k: str(row.get(k) or f"{Path(path).stem}:{n}") for k in _FIELDS}))
+        problems.append(CodeProblem(**{k: str(row.get(k) or where) for k in _FIELDS}))
     return problems, skipped
 
 

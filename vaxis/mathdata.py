@@ -84,15 +84,28 @@ def load_problems(name: str, n: int | None = None, seed: int = 0) -> list[Proble
             f"unknown math data set {name!r}: choose one of {sorted(DATA_FILES)} "
             "(AIME: load_aime(2024) or load_aime(2025))"
         )
+    check_n(n, "problems", MathDataError)
+    return seeded_subset(_read_problems(name), n, seed, name, MathDataError, "problems")
+
+
+def check_n(n, what: str, error: type[Exception] = ValueError) -> None:
+    """``n`` must be None (everything) or a positive integer; else ``error`` says so."""
     if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
-        raise MathDataError(f"n must be a positive integer or None (all problems), got {n!r}")
-    problems = _read_problems(name)
+        raise error(f"n must be a positive integer or None (all {what}), got {n!r}")
+
+
+def seeded_subset(
+    items: list, n: int | None, seed: int, name: str, error: type[Exception] = ValueError, what: str = "items"
+) -> list:
+    """All ``items`` (``n`` None), or ``n`` of them drawn with ``random.Random(seed)`` and returned in
+    their original order (the same ``n`` and ``seed`` give the same subset); ``error`` when ``n`` is
+    larger than the set."""
     if n is None:
-        return problems
-    if n > len(problems):
-        raise MathDataError(f"asked for n={n} problems but {name} has only {len(problems)}")
-    keep = sorted(random.Random(seed).sample(range(len(problems)), n))
-    return [problems[i] for i in keep]
+        return items
+    if n > len(items):
+        raise error(f"asked for n={n} {what} but {name} has only {len(items)}")
+    keep = sorted(random.Random(seed).sample(range(len(items)), n))
+    return [items[i] for i in keep]
 
 
 def _read_problems(name: str) -> list[Problem]:

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from .cache import read_jsonl
 from .config import REPO_ROOT
 
 PROMPTS_DIR = REPO_ROOT / "data" / "prompts"
@@ -229,37 +230,27 @@ def read_prompts(path: str | Path | None = None) -> list[LabelledPrompt]:
     if not path.exists():
         raise PromptDataError(f"{path} not found; expected a JSON Lines file of prompts")
     prompts, seen = [], {}
-    with open(path, encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{line_no}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise PromptDataError(f"{where}: not valid JSON ({err.msg} at column {err.colno})") from err
-            if not isinstance(row, dict):
-                raise PromptDataError(f"{where}: expected a JSON object, got {type(row).__name__}")
-            for key in _REQUIRED:
-                if key not in row:
-                    raise PromptDataError(f"{where}: missing key {key!r} (each line needs 'id' and 'prompt')")
-                if not isinstance(row[key], str):
-                    raise PromptDataError(f"{where}: {key!r} must be a string, got {type(row[key]).__name__}")
-            if not row["id"].strip():
-                raise PromptDataError(f"{where}: empty 'id'")
-            if not row["prompt"].strip():
-                raise PromptDataError(f"{where}: empty 'prompt' (id {row['id']!r})")
-            if row["id"] in seen:
-                raise PromptDataError(f"{where}: duplicate id {row['id']!r} (first on line {seen[row['id']]})")
-            seen[row["id"]] = line_no
-            category = row.get("category")
-            if category is not None and not isinstance(category, str):
-                raise PromptDataError(f"{where}: 'category' must be a string, got {type(category).__name__}")
-            extra = {k: v for k, v in row.items() if k not in ("id", "prompt", "category")}
-            if category is None or not category.strip():
-                prompts.append(LabelledPrompt(row["id"], row["prompt"], heuristic_category(row["prompt"]), True, extra))
-            else:
-                prompts.append(LabelledPrompt(row["id"], row["prompt"], category, False, extra))
+    for where, row in read_jsonl(path, PromptDataError):
+        for key in _REQUIRED:
+            if key not in row:
+                raise PromptDataError(f"{where}: missing key {key!r} (each line needs 'id' and 'prompt')")
+            if not isinstance(row[key], str):
+                raise PromptDataError(f"{where}: {key!r} must be a string, got {type(row[key]).__name__}")
+        if not row["id"].strip():
+            raise PromptDataError(f"{where}: empty 'id'")
+        if not row["prompt"].strip():
+            raise PromptDataError(f"{where}: empty 'prompt' (id {row['id']!r})")
+        if row["id"] in seen:
+            raise PromptDataError(f"{where}: duplicate id {row['id']!r} (first at {seen[row['id']]})")
+        seen[row["id"]] = where
+        category = row.get("category")
+        if category is not None and not isinstance(category, str):
+            raise PromptDataError(f"{where}: 'category' must be a string, got {type(category).__name__}")
+        extra = {k: v for k, v in row.items() if k not in ("id", "prompt", "category")}
+        if category is None or not category.strip():
+            prompts.append(LabelledPrompt(row["id"], row["prompt"], heuristic_category(row["prompt"]), True, extra))
+        else:
+            prompts.append(LabelledPrompt(row["id"], row["prompt"], category, False, extra))
     return prompts
 
 

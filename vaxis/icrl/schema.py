@@ -57,6 +57,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from ..cache import read_jsonl
+
 SCHEMA_VERSION = "vaxis.icrl.games/1"
 PHASES = ("explore", "discovery", "exploit")
 MAX_ATTEMPTS = 5
@@ -459,18 +461,10 @@ def load_games(path: str | Path) -> list[Game]:
     """
     path = Path(path)
     games, seen = [], {}
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            where = f"{path.name} line {n}"
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise GameSchemaError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno})") from None
-            game = Game.from_dict(record, where)
-            if game.game_id in seen:
-                raise _fail(where, "game_id", f"duplicate of line {seen[game.game_id]}")
-            seen[game.game_id] = n
-            games.append(game)
+    for where, record in read_jsonl(path, GameSchemaError, "{name} line {n}"):
+        game = Game.from_dict(record, where)
+        if game.game_id in seen:
+            raise _fail(where, "game_id", f"duplicate of {seen[game.game_id]}")
+        seen[game.game_id] = where
+        games.append(game)
     return games
