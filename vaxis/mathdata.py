@@ -27,7 +27,6 @@ callers count it as invalid (METHOD.md: metrics over valid outputs only).
 from __future__ import annotations
 
 import json
-import os
 import random
 import re
 from dataclasses import dataclass, field
@@ -149,11 +148,13 @@ def load_aime(year: int, dataset: str | None = None) -> list[Problem]:
         if year not in AIME_DATASETS:
             raise MathDataError(f"no AIME data set known for {year}: choose one of {sorted(AIME_DATASETS)}")
         dataset = AIME_DATASETS[year]
-    for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
-        if os.environ.get(var, "").strip().upper() in {"1", "ON", "YES", "TRUE"}:
-            raise AimeUnavailableError(
-                f"AIME {year} comes from the Hugging Face hub ({dataset}), but {var} is set; {_OFFLINE_HINT}"
-            )
+    from .models import hub_offline
+
+    var = hub_offline(("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
+    if var:
+        raise AimeUnavailableError(
+            f"AIME {year} comes from the Hugging Face hub ({dataset}), but {var} is set; {_OFFLINE_HINT}"
+        )
     try:
         from datasets import load_dataset
     except ImportError as err:
@@ -161,6 +162,11 @@ def load_aime(year: int, dataset: str | None = None) -> list[Problem]:
             "load_aime needs the `datasets` library, which vaxis does not depend on: `pip install datasets` "
             f"(it also needs network access to the Hugging Face hub); {_OFFLINE_HINT}"
         ) from err
+    if not _hub_reachable():
+        raise AimeUnavailableError(
+            f"the Hugging Face hub cannot be reached from this machine (no connection within 3 s), so {dataset} "
+            f"cannot be loaded; {_OFFLINE_HINT}"
+        )
     try:
         rows = list(load_dataset(dataset, split="train"))
     except Exception as err:  # the hub raises many kinds (connection, offline mode, not found)
@@ -347,3 +353,10 @@ def is_correct(text: str, problem: Problem) -> bool | None:
         return True
     ours_value, gold_value = _as_number(ours), _as_number(gold)
     return ours_value is not None and ours_value == gold_value
+
+
+def _hub_reachable() -> bool:
+    """:func:`vaxis.models.hub_reachable`, looked up here so tests can stand in for the network."""
+    from .models import hub_reachable
+
+    return hub_reachable()

@@ -91,8 +91,31 @@ def resolve(name: str) -> tuple[str, str]:
     )
 
 
+def hub_offline(variables=("HF_HUB_OFFLINE",)) -> str | None:
+    """The first of ``variables`` set to a true value (``1``/``true``/``yes``/``on``), or None."""
+    for var in variables:
+        if os.environ.get(var, "").strip().lower() in {"1", "true", "yes", "on"}:
+            return var
+    return None
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether a TCP connection to the hub (``HF_ENDPOINT`` or huggingface.co) opens within ``timeout``
+    seconds, so an offline machine fails fast instead of waiting on a library's retries."""
+    import socket
+    from urllib.parse import urlparse
+
+    url = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    host, port = url.hostname or "huggingface.co", url.port or (80 if url.scheme == "http" else 443)
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
 def _hub_offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}
+    return hub_offline() is not None
 
 
 def _check_hub_allowed(repo_id: str) -> None:

@@ -25,18 +25,16 @@ by :func:`heuristic_category`, a small keyword classifier: a heuristic, not grou
 from __future__ import annotations
 
 import json
-import os
 import random
 import re
-import socket
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 from .cache import read_jsonl
 from .config import REPO_ROOT
+from .models import hub_offline, hub_reachable
 
 PROMPTS_DIR = REPO_ROOT / "data" / "prompts"
 PROMPTS_FILE = PROMPTS_DIR / "prompts.jsonl"
@@ -376,22 +374,10 @@ def wrap(prompt: str, template: str, org: str | None = None) -> str:
 
 
 def _hub_offline() -> str | None:
-    for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
-        if os.environ.get(var, "").strip().lower() in {"1", "true", "yes", "on"}:
-            return var
-    return None
+    return hub_offline(("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
 
 
-def _hub_reachable(timeout: float = 3.0) -> bool:
-    """Whether a TCP connection to the hub opens within ``timeout`` seconds (so an offline
-    machine fails fast instead of waiting on the retries of ``datasets``)."""
-    url = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
-    host, port = url.hostname or "huggingface.co", url.port or (80 if url.scheme == "http" else 443)
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
+_hub_reachable = hub_reachable  # module-level, so tests can stand in for the network
 
 
 def _first_user_turn(conversation: Any) -> str | None:
