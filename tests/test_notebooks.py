@@ -78,8 +78,19 @@ def test_smoke_run_of_all_notebooks(tmp_path):
         assert card[key]["n"] and card[key]["null"], key
     for name in ("dpo_loss.png", "dpo_rates.png", "sft_loss.png", "sft_deltas.png"):
         assert (tmp_path / "figures" / name).stat().st_size > 0
+    for key in (
+        "sec6.wild_info_top",
+        "sec6.wild_political_bottom",
+        "sec6.eval_awareness_d",
+        "sec6.eval_awareness_base_d",
+    ):
+        assert "tiny-qwen3" in card[key]["context"], key  # notebook 09 wrote its rows
+        assert card[key]["n"] and card[key]["null"], key
+    for name in ("wild_quartiles.png", "wild_eval_awareness.png"):
+        assert (tmp_path / "figures" / name).stat().st_size > 0
     finished = [p for p in (tmp_path / "adapters").iterdir() if (p / "vaxis_adapter.json").exists()]
-    assert len(finished) == 6 and not list((tmp_path / "adapters").glob(".*tmp*"))  # 3 DPO + 3 SFT, no leftovers
+    # 3 DPO + 3 SFT + 2 evaluation-awareness adapters, no leftovers
+    assert len(finished) == 8 and not list((tmp_path / "adapters").glob(".*tmp*"))
     assert vaxis.Axis.load(tmp_path / "boundary_axis").main_layer in vaxis.Axis.load(tmp_path / "value_axis").layers
     axis = vaxis.Axis.load(tmp_path / "value_axis")
     assert axis.hidden_size == 64 and axis.n_blocks == 3 and axis.main_layer in axis.layers

@@ -391,3 +391,16 @@ def test_data_card_table_matches_file(rows):
         expected[cat] = (c["short"], c["medium"], c["long"], sum(c.values()))
     assert table == expected
     assert "CC0" in card and "prompts_file" in card
+
+
+def test_a_file_with_one_category_or_no_prompts_is_refused(tmp_path):
+    one = tmp_path / "one.jsonl"
+    one.write_text(
+        '{"id": "a", "prompt": "hi", "category": "chit_chat"}\n{"id": "b", "prompt": "yo", "category": "chit_chat"}\n'
+    )
+    with pytest.raises(vp.PromptDataError, match="one category .'chit_chat'.*at least two"):
+        vp.read_prompts(one)
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n")
+    with pytest.raises(vp.PromptDataError, match="no prompts"):
+        vp.read_prompts(empty)

@@ -422,3 +422,23 @@ def test_shared_folder_serves_another_run_without_training(tmp_path, monkeypatch
     assert not [p for p in (tmp_path / "run2").iterdir() if p.name.startswith(".")]  # no copy left half-done
     with pytest.raises(_Refused):  # without the shared folder, a new run folder would train
         train.train_adapter(MODEL, rows, settings, tmp_path / "run3", "dpo")
+
+
+def test_finished_adapters_take_the_newest_per_name_and_skip_unfinished(tmp_path):
+    import os
+
+    def make(folder, name, base, when):
+        (tmp_path / folder).mkdir()
+        side = tmp_path / folder / train.SIDECAR
+        side.write_text(json.dumps({"name": name, "base_model": base}))
+        os.utime(side, (when, when))
+
+    make("prefer-a-1", "prefer-a", "m", 100)
+    make("prefer-a-2", "prefer-a", "m", 200)
+    make("prefer-a-0", "prefer-a", "m", 50)
+    make("other-1", "other", "another-model", 300)
+    (tmp_path / "half-done").mkdir()  # no sidecar: not finished
+    (tmp_path / ".tmp-x").mkdir()
+    assert train.finished_adapters(tmp_path, base_model="m") == {"prefer-a": tmp_path / "prefer-a-2"}
+    assert set(train.finished_adapters(tmp_path)) == {"prefer-a", "other"}
+    assert train.finished_adapters(tmp_path / "missing") == {}

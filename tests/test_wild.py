@@ -79,3 +79,107 @@ def test_prompt_projections_read_the_last_token_before_generation(tiny, tmp_cach
         h = acts[1][0, last]
         want = torch.nn.functional.cosine_similarity(h[None], directions[1], dim=-1).numpy()
         np.testing.assert_allclose(proj[i, 0], want, atol=1e-4)
+
+
+def test_chunked_projections_equal_one_pass_and_resume_from_the_cache(tiny, tmp_cache, monkeypatch):
+    model, tok = tiny
+    d = model.config.hidden_size
+    directions = {
+        2: torch.nn.functional.normalize(torch.randn(3, d, generator=torch.Generator().manual_seed(1)), dim=-1)
+    }
+    prompts = [f"Question {i}: what is {i} + {i}?" + " really" * (i % 4) for i in range(7)]
+    whole, n_whole = wild.prompt_projections(model, tok, prompts, directions, chunk_size=100, progress=False)
+    parts, n_parts = wild.prompt_projections(model, tok, prompts, directions, chunk_size=3, progress=False)
+    np.testing.assert_allclose(parts, whole, atol=1e-5)
+    np.testing.assert_array_equal(n_parts, n_whole)
+    # a rerun reads every chunk from the cache: no forward pass at all
+    calls = []
+    monkeypatch.setattr(model, "forward", lambda *a, **k: calls.append(1) or (_ for _ in ()).throw(AssertionError))
+    again, _ = wild.prompt_projections(model, tok, prompts, directions, chunk_size=3, progress=False)
+    np.testing.assert_allclose(again, parts)
+    assert not calls
+
+
+def test_fit_to_context_cuts_from_the_left_and_counts(tiny):
+    from vaxis.chat import render_chat
+
+    _, tok = tiny
+    long = "start " + " ".join(f"w{i}" for i in range(300)) + " the question at the end?"
+    out, n = wild.fit_to_context(tok, ["short one", long], 64)
+    assert n == 1 and out[0] == "short one" and out[1].endswith("the question at the end?")
+    assert not out[1].startswith("start")
+    rendered = render_chat(tok, [{"role": "user", "content": out[1]}], add_generation_prompt=True).text
+    assert len(tok(rendered, add_special_tokens=False)["input_ids"]) <= 64
+    with pytest.raises(ValueError, match="no room"):
+        wild.fit_to_context(tok, ["x"], 10)
+
+
+def test_share_gaps_match_the_quartile_table_per_column():
+    scores, cats = _planted()
+    rng = np.random.default_rng(5)
+    cols = np.stack([scores, rng.normal(size=len(scores))], 1)
+    gaps = wild.share_gaps(cols, cats)
+    t = wild.quartile_table(scores, cats, n_boot=0, n_perm=10).set_index("category")
+    for k in t.index:
+        assert gaps[k][0] == pytest.approx(t.loc[k, "top_share"] - t.loc[k, "bottom_share"])
+    assert abs(gaps["high"][1]) < 0.4 < gaps["high"][0]
+
+
+def test_category_effects_reads_signal_length_and_the_random_band():
+    rng = np.random.default_rng(2)
+    n = 400
+    cats = np.repeat(["real", "long", "flat", "other"], n // 4)
+    n_tokens = np.where(cats == "long", rng.integers(200, 400, n), rng.integers(10, 40, n))
+    # "real" is high on the axis for its own sake; "long" only because its prompts are long
+    axis = rng.normal(0, 1, n) + 2.0 * (cats == "real") + 1.5 * np.log(n_tokens)
+    random_cols = rng.normal(0, 1, (n, 20))  # random directions: no category signal at all
+    t = wild.category_effects(np.column_stack([axis, random_cols]), n_tokens, cats, n_boot=50, n_perm=200, seed=0)
+    t = t.set_index("category")
+    assert t.loc["real", "reading"] == "beyond random, survives length"
+    assert t.loc["long", "reading"] == "explained by length"
+    # (shares are compositional: "flat" is crowded out of the top by "real", so it is not asserted on)
+    assert t.loc["real", "random_gap_2.5%"] < 0.2 and t.loc["real", "random_gap_97.5%"] < 0.3
+    # a random direction that carries the same category signal closes the band: no longer "beyond random"
+    same = np.column_stack([axis, axis[:, None] + rng.normal(0, 0.01, (n, 20))])
+    t2 = wild.category_effects(same, n_tokens, cats, n_boot=0, n_perm=200, seed=0).set_index("category")
+    assert t2.loc["real", "reading"] == "within the random band"
+
+
+def test_random_band_cannot_carry_a_planted_category_signal(tiny):
+    """The null directions come from probe_directions, drawn without the data: on planted activations where
+    only the axis carries a category effect, the random directions' gaps stay near zero."""
+    from vaxis.axis import Axis
+    from vaxis.experiments.coding import probe_directions
+
+    rng = np.random.default_rng(0)
+    d, n = 1024, 300  # random directions overlap the axis by ~1/sqrt(d), as in a real residual stream
+    v = rng.normal(size=d)
+    v /= np.linalg.norm(v)
+    axis = Axis(
+        model="planted",
+        layers=[1],
+        vectors=torch.tensor(v[None], dtype=torch.float32),
+        main_layer=1,
+        mean_norms=torch.ones(1),
+        hidden_size=d,
+        n_blocks=1,
+        meta={},
+    )
+    cats = np.repeat(["up", "down", "x"], n // 3)
+    acts = rng.normal(size=(n, d)) + 3.0 * np.outer((cats == "up").astype(float) - (cats == "down"), v)
+    dirs = probe_directions(axis, 50, seed=0)[1].numpy()
+    cos = (acts / np.linalg.norm(acts, axis=1, keepdims=True)) @ dirs.T
+    gaps = wild.share_gaps(cos, cats)
+    assert gaps["up"][0] > 0.6
+    assert np.quantile(np.abs(gaps["up"][1:]), 0.9) < 0.2
+
+
+def test_association_is_zero_for_flat_trends_and_large_for_planted_ones():
+    scores, cats = _planted()
+    strong = wild.association(scores, cats)
+    rng = np.random.default_rng(0)
+    flat = wild.association(rng.normal(size=len(cats)), cats)
+    assert strong["cramers_v"] > 0.6 and strong["p"] < 1e-6
+    assert flat["cramers_v"] < 0.3 and flat["p"] > 0.001
+    table = wild.compare_models({"planted": scores, "noise": rng.normal(size=len(cats))}, cats, focus=["high"])
+    assert list(table.model) == ["planted", "noise"] and table["gap high"][0] > 0.6

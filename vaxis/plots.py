@@ -248,10 +248,12 @@ def event_locked_figure(curves: dict, title="", save_to=None):
     return _finish(fig, ax, "tokens relative to the event", "mean projection on the axis", title, save_to)
 
 
-def code_effects_figure(layers, effects: dict, main_layer: int, title="", save_to=None):
+def code_effects_figure(layers, effects: dict, main_layer: int, title="", save_to=None,
+                        ylabel="Cohen's d, correct - corrupted", share_label="share correct > corrupted"):  # fmt: skip
     """Code correctness (METHOD.md section 4): per corruption kind, Cohen's d of the after-bug projection
     (correct minus corrupted) by layer with its CI and the random directions' 95 % range (left), and the
-    share of problems where the correct solution projects higher at ``main_layer`` (right)."""
+    share of problems where the correct solution projects higher at ``main_layer`` (right). Any paired
+    contrast of :func:`vaxis.experiments.coding.effects` draws the same way (with its own labels)."""
     fig, axes = plt.subplots(1, 2, figsize=(12, 3.8), gridspec_kw={"width_ratios": [3, 2]})
     colors = dict(zip(effects, ("tab:red", "tab:blue", "tab:green", "tab:purple", "tab:grey", "tab:orange")))
     rand = np.concatenate([e["d"][:, 1:] for e in effects.values()], axis=1)
@@ -264,7 +266,7 @@ def code_effects_figure(layers, effects: dict, main_layer: int, title="", save_t
     axes[0].axhline(0, color="grey", lw=0.8)
     axes[0].axvline(main_layer, color="black", lw=0.8, ls=":")
     axes[0].set_xlabel("residual index L")
-    axes[0].set_ylabel("Cohen's d, correct - corrupted")
+    axes[0].set_ylabel(ylabel)
     axes[0].legend(fontsize=7)
     li = list(layers).index(main_layer)
     kinds = list(effects)
@@ -274,7 +276,7 @@ def code_effects_figure(layers, effects: dict, main_layer: int, title="", save_t
     axes[1].bar(kinds, share, yerr=err, color=[colors[k] for k in kinds], alpha=0.8, capsize=3)
     axes[1].axhline(0.5, color="grey", lw=0.8)
     axes[1].set_ylim(0, 1.02)
-    axes[1].set_ylabel(f"share correct > corrupted at L={main_layer}")
+    axes[1].set_ylabel(f"{share_label} at L={main_layer}")
     fig.suptitle(title)
     fig.tight_layout()
     return _save(fig, save_to)
@@ -360,3 +362,30 @@ def deltas_figure(deltas, title="", save_to=None):
     ax.axhline(0, color="grey", lw=0.8)
     ax.set_xticks(np.arange(len(names)), names)
     return _finish(fig, ax, "", "projection delta (trained - base)", title, save_to)
+
+
+def quartile_figure(table, title="", save_to=None):
+    """In the wild (METHOD.md section 6): each category's share of the top and of the bottom quartile with
+    bootstrap CIs (left), and top - bottom share beside the random directions' 95 % range and the gap left
+    once prompt length is regressed out (right). ``table``: :func:`vaxis.experiments.wild.category_effects`."""
+    t = table.sort_values("gap", ignore_index=True)
+    y = np.arange(len(t))
+    fig, axes = plt.subplots(1, 2, figsize=(12, 0.35 * len(t) + 1.6), sharey=True)
+    for off, col, color in ((-0.2, "top", "tab:green"), (0.2, "bottom", "tab:red")):
+        v = t[f"{col}_share"].to_numpy()
+        ci = np.array(t[f"{col}_ci"].tolist())
+        axes[0].barh(y + off, v, height=0.4, color=color, alpha=0.8, label=f"{col} quartile",
+                     xerr=[v - ci[:, 0], ci[:, 1] - v], error_kw={"lw": 0.8})  # fmt: skip
+    axes[0].set_yticks(y, [f"{c} (n={n})" for c, n in zip(t["category"], t["n"])])
+    axes[0].set_xlabel("share of the quartile")
+    axes[0].legend(fontsize=7)
+    axes[1].barh(y, t["random_gap_97.5%"] - t["random_gap_2.5%"], left=t["random_gap_2.5%"], color="black",
+                 alpha=0.12, label="random directions, 95% range")  # fmt: skip
+    axes[1].scatter(t["gap"], y, color="tab:blue", zorder=3, label="axis")
+    axes[1].scatter(t["gap_len"], y, color="tab:orange", marker="x", zorder=3, label="axis, length regressed out")
+    axes[1].axvline(0, color="grey", lw=0.8)
+    axes[1].set_xlabel("top share - bottom share")
+    axes[1].legend(fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return _save(fig, save_to)

@@ -12,9 +12,9 @@ Data (``data/prompts/``, CC0 1.0, written for vaxis; see its README.md, the data
   are kept in ``extra``; a user file may use its own categories; a row without ``category`` is
   labelled by :func:`heuristic_category` and marked ``heuristic=True``).
 * ``contexts.json``: ``evaluation`` and ``deployment`` wrappers (one ``{prompt}`` each), the
-  ``organisations`` of the evaluation-awareness fine-tune (evaluator and control) and its
-  ``org_templates`` (``{org}`` and ``{prompt}``). :func:`load_contexts` reads and checks it;
-  :func:`wrap` fills a template.
+  ``organisations`` of the evaluation-awareness fine-tune (evaluator and control), its
+  ``distractors`` (other names) and its ``org_templates`` (``{org}`` and ``{prompt}``).
+  :func:`load_contexts` reads and checks it; :func:`wrap` fills a template.
 
 :func:`load_arena` fetches real Chatbot Arena prompts from the Hugging Face hub for users who
 have network access and the ``datasets`` library (not a vaxis dependency); offline it raises
@@ -222,7 +222,8 @@ def read_prompts(path: str | Path | None = None) -> list[LabelledPrompt]:
     file) and a non-empty string ``prompt``; ``category``, when present and not null or empty,
     must be a string and is kept as given (any name); without it the row is labelled by
     :func:`heuristic_category` with ``heuristic=True``. Other keys go to ``extra``. A bad line
-    raises :class:`PromptDataError` (a ValueError) naming ``file:line`` and the problem.
+    raises :class:`PromptDataError` (a ValueError) naming ``file:line`` and the problem; so does
+    a file with no prompts or with every prompt in one category (nothing to compare).
     """
     path = Path(path) if path is not None else PROMPTS_FILE
     if not path.exists():
@@ -249,6 +250,12 @@ def read_prompts(path: str | Path | None = None) -> list[LabelledPrompt]:
             prompts.append(LabelledPrompt(row["id"], row["prompt"], heuristic_category(row["prompt"]), True, extra))
         else:
             prompts.append(LabelledPrompt(row["id"], row["prompt"], category, False, extra))
+    if not prompts:
+        raise PromptDataError(f"{path}: no prompts (the file is empty)")
+    cats = sorted({p.category for p in prompts})
+    if len(cats) < 2:
+        raise PromptDataError(f"{path}: every prompt is in one category ({cats[0]!r}); the analysis compares "
+                              "categories, so label the prompts with at least two (the 'category' key)")  # fmt: skip
     return prompts
 
 
@@ -329,7 +336,8 @@ def load_contexts(path: str | Path | None = None) -> dict[str, Any]:
     [...]}`` (keys starting with ``_``, comments, are dropped). ``evaluation`` and ``deployment``
     are required, non-empty lists of templates with exactly one ``{prompt}``; ``org_templates``,
     when present, also need ``{org}``; ``organisations``, when present, maps roles (``evaluator``,
-    ``control``) to names. Raises :class:`PromptDataError` naming the file and the bad entry.
+    ``control``) to names; ``distractors``, when present, lists other names (none of them an
+    organisation). Raises :class:`PromptDataError` naming the file and the bad entry.
     """
     path = Path(path) if path is not None else CONTEXTS_FILE
     if not path.exists():
@@ -355,6 +363,13 @@ def load_contexts(path: str | Path | None = None) -> dict[str, Any]:
         not isinstance(orgs, dict) or not all(isinstance(v, str) and v.strip() for v in orgs.values())
     ):
         raise PromptDataError(f"{path}: 'organisations' must map roles to non-empty names, got {orgs!r}")
+    distractors = data.get("distractors")
+    if distractors is not None:
+        if not isinstance(distractors, list) or not all(isinstance(v, str) and v.strip() for v in distractors):
+            raise PromptDataError(f"{path}: 'distractors' must be a list of non-empty names, got {distractors!r}")
+        clash = sorted(set(distractors) & set((orgs or {}).values()))
+        if clash:
+            raise PromptDataError(f"{path}: {clash} are both an organisation and a distractor; use other names")
     return data
 
 

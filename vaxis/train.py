@@ -285,3 +285,18 @@ def load_adapter(model, folder: str | Path, quantization: str | None = None):
             "load the base model it was trained on (same weights, dtype and quantization), or retrain it"
         )
     return PeftModel.from_pretrained(model, str(folder)).eval()
+
+
+def finished_adapters(folder: str | Path, base_model: str | None = None) -> dict[str, Path]:
+    """``{name: folder}`` of the finished adapters under ``folder`` (e.g. ``run_dir/adapters``), the newest
+    (by sidecar time) when one name was trained with several settings, optionally only those trained on
+    ``base_model``. A missing folder gives ``{}``."""
+    found: dict[str, tuple[float, Path]] = {}
+    for sub in sorted(Path(folder).glob("*")) if Path(folder).is_dir() else []:
+        side = read_sidecar(sub)
+        if side is None or (base_model is not None and side.get("base_model") != base_model):
+            continue
+        when = (Path(sub) / SIDECAR).stat().st_mtime
+        if side["name"] not in found or when > found[side["name"]][0]:
+            found[side["name"]] = (when, sub)
+    return {name: path for name, (_, path) in sorted(found.items())}

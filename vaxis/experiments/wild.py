@@ -20,24 +20,63 @@ from collections.abc import Sequence
 import numpy as np
 
 
-def prompt_projections(model, tokenizer, prompts: Sequence[str], directions: dict, **extract_kwargs):
+def fit_to_context(tokenizer, prompts: Sequence[str], max_tokens: int, chat_template_kwargs: dict | None = None):
+    """``(prompts, n_truncated)``: each prompt whose rendered chat (user turn plus assistant header) would
+    exceed ``max_tokens`` loses tokens from its *left* (the end of a prompt, where the question usually
+    is, is kept) until it fits; the count is returned so the notebook can report it."""
+    from ..chat import render_chat
+
+    kw = chat_template_kwargs or {}
+    overhead = len(tokenizer(render_chat(tokenizer, [{"role": "user", "content": "x"}], True, **kw).text,
+                             add_special_tokens=False)["input_ids"]) - 1  # fmt: skip
+    room = max_tokens - overhead - 2  # 2 tokens of slack for merges at the cut
+    if room < 8:
+        raise ValueError(f"max_tokens={max_tokens} leaves no room for a prompt after the chat template's "
+                         f"{overhead} tokens; pass a larger context")  # fmt: skip
+    out, n = [], 0
+    for p in prompts:
+        ids = tokenizer(p, add_special_tokens=False)["input_ids"]
+        if len(ids) > room:
+            p, n = tokenizer.decode(ids[-room:]), n + 1
+        out.append(p)
+    return out, n
+
+
+def prompt_projections(
+    model,
+    tokenizer,
+    prompts: Sequence[str],
+    directions: dict,
+    chunk_size: int = 2048,
+    chat_template_kwargs: dict | None = None,
+    **extract_kwargs,
+):
     """``(projections, n_tokens)``: ``(n, n_layers, K)`` cosines at the last token of each rendered prompt
-    (user turn plus assistant header), and each rendered prompt's length in tokens."""
+    (user turn plus assistant header), and each rendered prompt's length in tokens.
+
+    The prompts go through :func:`vaxis.extract` ``chunk_size`` at a time, so memory stays bounded for any
+    number of prompts (55K Arena prompts) and, extraction being cached per chunk, an interrupted run
+    resumes at the first chunk not yet done."""
     from ..chat import render_chat
     from ..extract import extract
 
-    texts, spans = [], []
-    for p in prompts:
-        r = render_chat(tokenizer, [{"role": "user", "content": p}], add_generation_prompt=True)
-        texts.append(r.text)
-        spans.append({"header": [(r.message_spans[0][1], len(r.text))]})
-    stats = extract(model, tokenizer, texts, spans, layers=sorted(directions), directions=directions, **extract_kwargs)
-    empty = [i for i, c in enumerate(stats.counts["header"].tolist()) if c == 0]
-    if empty:
-        raise ValueError(f"prompts {empty[:5]} have no readable token after the user turn: does the chat template "
-                         "add an assistant header?")  # fmt: skip
-    proj = np.stack([p.numpy()[-1] for p in stats.projections["header"]])
-    return proj, stats.text_lengths.numpy()
+    kw = chat_template_kwargs or {}
+    proj, lengths = [], []
+    for lo in range(0, len(prompts), chunk_size):
+        texts, spans = [], []
+        for p in prompts[lo : lo + chunk_size]:
+            r = render_chat(tokenizer, [{"role": "user", "content": p}], add_generation_prompt=True, **kw)
+            texts.append(r.text)
+            spans.append({"header": [(r.message_spans[0][1], len(r.text))]})
+        stats = extract(model, tokenizer, texts, spans, layers=sorted(directions), directions=directions,
+                        **extract_kwargs)  # fmt: skip
+        empty = [lo + i for i, c in enumerate(stats.counts["header"].tolist()) if c == 0]
+        if empty:
+            raise ValueError(f"prompts {empty[:5]} have no readable token after the user turn: does the chat "
+                             "template add an assistant header?")  # fmt: skip
+        proj.append(np.stack([p.numpy()[-1] for p in stats.projections["header"]]))
+        lengths.append(stats.text_lengths.numpy())
+    return np.concatenate(proj), np.concatenate(lengths)
 
 
 def quartile_table(scores: np.ndarray, categories: Sequence[str], n_boot: int = 200, n_perm: int = 1000, seed: int = 0):
@@ -87,3 +126,86 @@ def extremes(scores: np.ndarray, prompts: Sequence, k: int = 10):
     top = [(float(scores[i]), prompts[i]) for i in order[::-1][:k]]
     bottom = [(float(scores[i]), prompts[i]) for i in order[:k]]
     return top, bottom
+
+
+def share_gaps(scores: np.ndarray, categories: Sequence[str]) -> dict[str, np.ndarray]:
+    """Top-quartile share minus bottom-quartile share of each category, for every column of ``scores``
+    (``(n,)`` or ``(n, K)``): ``{category: (K,)}``. Same quartile rule as :func:`quartile_table`."""
+    s = np.asarray(scores, dtype=float)
+    s = s[:, None] if s.ndim == 1 else s
+    cats = np.asarray(categories)
+    top, bottom = s >= np.quantile(s, 0.75, axis=0), s <= np.quantile(s, 0.25, axis=0)
+    out = {}
+    for k in sorted(set(cats.tolist())):
+        is_k = (cats == k)[:, None]
+        out[k] = (is_k & top).sum(0) / top.sum(0) - (is_k & bottom).sum(0) / bottom.sum(0)
+    return out
+
+
+def category_effects(proj: np.ndarray, n_tokens: np.ndarray, categories: Sequence[str], n_boot: int = 200,
+                     n_perm: int = 1000, seed: int = 0, alpha: float = 0.05):  # fmt: skip
+    """The quartile table of the axis (column 0 of ``proj``, ``(n, K)`` at one layer) with its two
+    confounds beside it: the same table after regressing prompt length out (``*_len`` columns) and the
+    random directions' 95 % range of top - bottom share (columns 1.., read in the same pass). ``reading``
+    says whether a category's effect is significant (permutation p < ``alpha``), beyond every random
+    direction's range, and still there once length is explained away."""
+    proj = np.asarray(proj, dtype=float)
+    table = quartile_table(proj[:, 0], categories, n_boot, n_perm, seed)
+    resid = quartile_table(length_residuals(proj[:, 0], n_tokens), categories, n_boot, n_perm, seed)
+    resid = resid.set_index("category").loc[table["category"]].reset_index()
+    table["gap"] = table["top_share"] - table["bottom_share"]
+    table["gap_len"] = (resid["top_share"] - resid["bottom_share"]).to_numpy()
+    table["p_len"] = resid["permutation_p"].to_numpy()
+    rand = share_gaps(proj[:, 1:], categories) if proj.shape[1] > 1 else {}
+    lo = [np.quantile(rand[k], 0.025) if k in rand else np.nan for k in table["category"]]
+    hi = [np.quantile(rand[k], 0.975) if k in rand else np.nan for k in table["category"]]
+    table["random_gap_2.5%"], table["random_gap_97.5%"] = lo, hi
+
+    def reading(r):
+        if r["permutation_p"] >= alpha:
+            return "no effect"
+        beyond = not np.isfinite(r["random_gap_2.5%"]) or not r["random_gap_2.5%"] <= r["gap"] <= r["random_gap_97.5%"]
+        if not beyond:
+            return "within the random band"
+        if r["p_len"] >= alpha or np.sign(r["gap_len"]) != np.sign(r["gap"]):
+            return "explained by length"
+        return "beyond random, survives length"
+
+    table["reading"] = table.apply(reading, axis=1)
+    return table
+
+
+def association(scores: np.ndarray, categories: Sequence[str]) -> dict:
+    """How strongly category and quartile go together: a chi-square test of the category x (top, bottom)
+    count table and its Cramér's V (0 = flat trends, as the paper reports for base models)."""
+    from scipy.stats import chi2_contingency
+
+    s = np.asarray(scores, dtype=float)
+    cats = np.asarray(categories)
+    names = sorted(set(cats.tolist()))
+    top, bottom = s >= np.quantile(s, 0.75), s <= np.quantile(s, 0.25)
+    counts = np.array([[np.sum(top & (cats == k)), np.sum(bottom & (cats == k))] for k in names])
+    counts = counts[counts.sum(1) > 0]
+    if len(counts) < 2:
+        return {"chi2": np.nan, "p": np.nan, "cramers_v": np.nan, "n": int(counts.sum())}
+    chi2, p, _, _ = chi2_contingency(counts)
+    return {
+        "chi2": float(chi2),
+        "p": float(p),
+        "cramers_v": float(np.sqrt(chi2 / counts.sum())),
+        "n": int(counts.sum()),
+    }
+
+
+def compare_models(scores: dict, categories: Sequence[str], focus: Sequence[str] = ()):
+    """One row per model (``scores[model]``: ``(n,)`` axis projections of the same prompts): the chi-square
+    association of category and quartile, and top - bottom share of each ``focus`` category."""
+    import pandas as pd
+
+    rows = []
+    for name, s in scores.items():
+        gaps = share_gaps(s, categories)
+        row = {"model": name, **association(s, categories)}
+        row.update({f"gap {k}": float(gaps[k][0]) for k in focus if k in gaps})
+        rows.append(row)
+    return pd.DataFrame(rows)
