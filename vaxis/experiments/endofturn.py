@@ -1,0 +1,452 @@
+"""The end-of-turn confound (METHOD.md section 7; issue 12): building blocks for notebook 10.
+
+The replication argues the value axis largely tracks proximity to the end of the assistant turn.
+This module gives the pieces to test that, each fit or read by the value axis's own recipe:
+
+* **An end-of-turn direction** (:func:`fit_end_of_turn_axis`): real paragraphs (nothing about success)
+  as assistant turns; per paragraph ``mean(h late) - mean(h early)`` over the last / first ``fraction``
+  of the turn's tokens, averaged over paragraphs (Eq. 1 with *late* for *after*, *early* for *before*);
+  held-out token AUROC of late vs early, random directions read in the same pass.
+* **Two position-controlled value axes**: :func:`project_out` (the end-of-turn direction removed per
+  layer) and :func:`position_matched_axis` (the value axis refit on before/after tokens matched in
+  tokens to the end of the turn). Both are :class:`vaxis.axis.Axis` objects: ``save`` them and give
+  the path as ``axis_path`` to any notebook.
+* **Prefill conflicts** (:func:`prefill_conflicts`, :func:`conflict_projections`, :func:`conflict_table`):
+  a low-value prefill about to end against a high-value prefill with much left to write, read on
+  identical tail tokens; the count of pairs where the low one projects higher, beside random directions.
+
+Reads paragraphs (``data/paragraphs.jsonl``), ICRL games, notebook 02's fit items and a saved value axis;
+writes nothing itself (the notebook saves the axes). Demo costs (SmolLM2-135M, 2 CPU cores, ~500 tokens/s):
+the matched axis reads notebook 02's cache (seconds); 60 paragraphs ~15k tokens; 65 prefill pairs ~114k tokens.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..axis import Axis
+
+#: The neutral user request that makes a paragraph an assistant turn (nothing about success or feedback).
+REQUEST = "Write a paragraph about {title}."
+
+
+def _per_layer(layers, values) -> dict:
+    return {str(layer): round(float(v), 4) for layer, v in zip(layers, values)}
+
+
+# ------------------------------------------------------------------------------------------ end-of-turn direction
+
+
+def end_of_turn_items(paragraphs, tokenizer, fraction: float = 0.25, request: str = REQUEST) -> tuple[list, list]:
+    """Each paragraph as an assistant turn answering ``request`` (``"Write a paragraph."`` when it has
+    no title), with spans over the assistant content: ``early`` = its first ``k`` tokens, ``late`` = its
+    last ``k`` tokens, ``middle`` = the rest (only for the residual norms), ``k = floor(fraction * n)``
+    of the ``n`` content tokens (tokens placed by :func:`vaxis.spans.tokens_in_spans`'s rule).
+
+    Args:
+        paragraphs: strings or ``{"text", "title"?}`` dicts (e.g. :func:`vaxis.icrl.load_paragraphs`).
+        fraction: in ``(0, 0.5]``, so that early and late never overlap.
+
+    Returns:
+        ``(chats, spans)`` for :func:`vaxis.extract.extract` (spans as ``(1, start, end)`` in the content).
+    """
+    from ..chat import render_chat
+    from ..spans import token_anchor, tokens_in_spans
+
+    if not 0 < fraction <= 0.5:
+        raise ValueError(f"fraction={fraction} must be in (0, 0.5]: early and late are the first and last "
+                         "fraction of the turn's tokens and must not overlap")  # fmt: skip
+    paragraphs = list(paragraphs)
+    if not paragraphs:
+        raise ValueError("no paragraphs given: pass e.g. vaxis.icrl.load_paragraphs()")
+    chats, spans = [], []
+    for i, p in enumerate(paragraphs):
+        text, title = (p, "") if isinstance(p, str) else (str(p.get("text", "")), p.get("title") or "")
+        if not text.strip():
+            raise ValueError(f"paragraph {i} is empty: give paragraphs with text")
+        chat = [{"role": "user", "content": request.format(title=title) if title else "Write a paragraph."},
+                {"role": "assistant", "content": text.strip()}]  # fmt: skip
+        rendered = render_chat(tokenizer, chat)
+        enc = tokenizer(rendered.text, return_offsets_mapping=True, add_special_tokens=False)
+        start, end = rendered.message_spans[1]
+        toks = tokens_in_spans(rendered.text, enc["offset_mapping"], {"turn": [(start, end)]})["turn"]
+        k = int(fraction * len(toks))
+        if k < 1:
+            raise ValueError(f"paragraph {i} has {len(toks)} tokens: fraction={fraction} of it is no token")
+        a_early, a_late = (token_anchor(rendered.text, *enc["offset_mapping"][t]) - start for t in (toks[k], toks[-k]))
+        item = {"early": [(1, 0, a_early)], "late": [(1, a_late, end - start)]}
+        if a_late > a_early:
+            item["middle"] = [(1, a_early, a_late)]
+        chats.append(chat)
+        spans.append(item)
+    return chats, spans
+
+
+def fit_end_of_turn_axis(model, tokenizer, paragraphs, *, fraction: float = 0.25, held_out: float = 0.25,
+                         request: str = REQUEST, n_splits: int = 10, n_random: int = 20, n_boot: int = 200,
+                         seed: int = 0, main_layer: int | str = "auto", model_name: str = "",
+                         **extract_kwargs) -> Axis:  # fmt: skip
+    """The end-of-turn direction ``e_L`` as an :class:`~vaxis.axis.Axis`, by the value axis's recipe.
+
+    ``e_L = mean over fit paragraphs p of [mean_{t in late(p)} h_{t,L} - mean_{t in early(p)} h_{t,L}]``
+    (:func:`vaxis.axis.game_contrasts` and :func:`vaxis.axis.fit_axis`, each paragraph once;
+    spans from :func:`end_of_turn_items`). A seeded ``held_out`` share of the paragraphs never fits it.
+
+    Main layer (``"auto"``), as for the value axis: the best mean AUROC (late vs early span means
+    projected on an axis fit on the rest) over ``n_splits`` random splits of the *fit* paragraphs
+    (:func:`vaxis.experiments.boundary._split_auroc`); held-out paragraphs never choose it.
+
+    ``axis.meta`` holds, per layer, ``heldout_auroc`` (token AUROC of late vs early held-out tokens,
+    score ``cos(h_t, e_L)``), ``heldout_auroc_ci`` (95 %, paragraphs resampled, axis fixed; none if
+    ``n_boot=0``), ``heldout_random_q95`` (``n_random`` random unit directions read in the same pass) and
+    ``fit_split_auroc``; mean residual norms are over the fit paragraphs' assistant tokens.
+    """
+    from ..axis import fit_axis, game_contrasts
+    from ..evaluate import auroc_columns, bootstrap_auroc, choose_main_layer
+    from ..extract import extract
+    from ..layout import find_layout
+    from .boundary import _split_auroc
+    from .coding import probe_directions
+
+    if not 0 < held_out < 1:
+        raise ValueError(f"held_out={held_out} must be in (0, 1): the share of paragraphs kept out of the fit")
+    chats, spans = end_of_turn_items(paragraphs, tokenizer, fraction, request)
+    order = np.random.default_rng(seed).permutation(len(chats))
+    n_held = int(round(held_out * len(chats)))
+    held, fit = sorted(order[:n_held].tolist()), sorted(order[n_held:].tolist())
+    if not held or len(fit) < 2:
+        raise ValueError(f"{len(chats)} paragraphs with held_out={held_out}: need at least 2 to fit and 1 held out")
+    layers = extract_kwargs.pop("layers", None)
+    stats = extract(model, tokenizer, [chats[i] for i in fit], [spans[i] for i in fit], layers=layers,
+                    token_spans=[], **extract_kwargs)  # fmt: skip
+    layers = list(stats.layers)
+    late, early = stats.means("late"), stats.means("early")
+    vectors = fit_axis(game_contrasts(late, early), weighting="conversation")
+    table = _split_auroc(late.double(), early.double(), [str(i) for i in fit], n_splits, seed) if n_splits else []
+    if main_layer != "auto":
+        main, rule = int(main_layer), "fixed by the user"
+    elif len(table):
+        main, rule = choose_main_layer(table, layers), f"best mean AUROC over {n_splits} splits of the fit paragraphs"
+    else:
+        main, rule = layers[len(layers) * 2 // 3], "no split analysis (n_splits=0): two-thirds depth"
+    layout = find_layout(model)
+    ids = [str(p.get("id", i)) if isinstance(p, dict) else str(i) for i, p in enumerate(paragraphs)]
+    axis = Axis(vectors, layers, stats.mean_norms(), main, model_name or getattr(model.config, "_name_or_path", ""),
+                layout.hidden_size, layout.n_layers)  # fmt: skip
+    hs = extract(model, tokenizer, [chats[i] for i in held], [spans[i] for i in held], layers=layers,
+                 directions=probe_directions(axis, n_random, seed + 1), token_spans=["early", "late"],
+                 **extract_kwargs)  # fmt: skip
+    parts = [(j, int(n == "late"), hs.projections[n][j].numpy()) for n in ("early", "late") for j in range(len(held))]
+    scores = np.concatenate([p for _, _, p in parts])  # (n_tokens, n_layers, 1 + n_random)
+    labels = np.concatenate([np.full(len(p), y) for _, y, p in parts])
+    groups = np.concatenate([np.full(len(p), j) for j, _, p in parts])
+    auroc = auroc_columns(scores, labels)
+    ci = zip(layers, *bootstrap_auroc(scores[:, :, 0], labels, groups, n_boot, seed)) if n_boot else []
+    axis.meta = {
+        "kind": "end-of-turn direction (late minus early tokens of unrelated assistant turns)",
+        "recipe": f"e_L = mean over paragraphs of [mean h over the last {fraction:.0%} of the assistant turn's tokens "
+        f"- mean h over its first {fraction:.0%}]; user turn {request!r}",
+        "fraction": fraction, "n_fit": len(fit), "n_held_out": len(held), "held_out_ids": [ids[i] for i in held],
+        "seed": seed, "main_layer_rule": rule, "heldout_auroc": _per_layer(layers, auroc[:, 0]),
+        "heldout_auroc_ci": {str(layer): [round(float(lo), 4), round(float(hi), 4)] for layer, lo, hi in ci},
+        "heldout_random_q95": _per_layer(layers, np.quantile(auroc[:, 1:], 0.95, axis=1)) if n_random else {},
+        "fit_split_auroc": _per_layer(layers, np.mean(table, 0)) if len(table) else {},
+    }  # fmt: skip
+    return axis
+
+
+# ------------------------------------------------------------------------------------------ controlled value axes
+
+
+def _check_same_space(a: Axis, b: Axis) -> None:
+    if a.layers != b.layers or a.hidden_size != b.hidden_size:
+        raise ValueError(f"the axes differ: layers {a.layers[0]}..{a.layers[-1]} ({len(a.layers)}), hidden "
+                         f"{a.hidden_size} vs layers {b.layers[0]}..{b.layers[-1]} ({len(b.layers)}), hidden "
+                         f"{b.hidden_size}; fit both on the same model and layers")  # fmt: skip
+
+
+def cosine_by_layer(axis_a: Axis, axis_b: Axis) -> np.ndarray:
+    """``cos(a_L, b_L)`` for every residual index of the two axes (same layers): ``(n_layers,)``."""
+    _check_same_space(axis_a, axis_b)
+    return torch.nn.functional.cosine_similarity(axis_a.vectors.double(), axis_b.vectors.double(), dim=-1).numpy()
+
+
+def project_out(axis: Axis, direction: Axis, name: str = "value axis, end-of-turn direction projected out") -> Axis:
+    """``axis`` with ``direction`` removed at every layer (one Gram-Schmidt step):
+    ``v'_L = v_L - (v_L . u_L) u_L`` with ``u_L = e_L / |e_L|``, so ``v'_L`` is orthogonal to ``e_L``.
+
+    Main layer, mean norms and model are the source axis's; ``meta`` records the recipe, both axes'
+    kinds, the cosine removed and the share of ``|v_L|`` kept, per layer (the source axis's evaluation
+    numbers do not carry over and are dropped)."""
+    _check_same_space(axis, direction)
+    v, e = axis.vectors.double(), direction.vectors.double()
+    u = e / e.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    out = v - (v * u).sum(-1, keepdim=True) * u
+    keep = ("profile", "data_hash", "seed", "weighting", "revision")
+    meta = {
+        "kind": name, "recipe": "v'_L = v_L - (v_L . u_L) u_L, u_L = e_L / |e_L| (per layer)",
+        "source": {"kind": axis.meta.get("kind", "value axis"), **{k: axis.meta[k] for k in keep if k in axis.meta}},
+        "projected_out": direction.meta.get("kind", "direction"),
+        "cosine_removed": _per_layer(axis.layers, cosine_by_layer(axis, direction)),
+        "norm_kept": _per_layer(axis.layers, (out.norm(dim=-1) / v.norm(dim=-1).clamp_min(1e-12)).numpy()),
+    }  # fmt: skip
+    return Axis(out.float(), list(axis.layers), axis.mean_norms.clone(), axis.main_layer, axis.model,
+                axis.hidden_size, axis.n_blocks, meta)  # fmt: skip
+
+
+def matched_contrast(before: torch.Tensor, after: torch.Tensor, before_to_end: np.ndarray, after_to_end: np.ndarray,
+                     bin_width: int, min_tokens: int = 1) -> tuple[torch.Tensor, float, float] | None:  # fmt: skip
+    """One game's position-matched contrast: tokens binned by ``to_end // bin_width`` (tokens to the end
+    of the turn); in every bin with at least ``min_tokens`` before *and* after tokens,
+    ``mean(h after in bin) - mean(h before in bin)``; the contrast is the mean over those bins.
+
+    Args:
+        before, after: ``(n_tokens, n_layers, d)`` activations; ``*_to_end``: each token's tokens to the end.
+
+    Returns:
+        ``(contrast (n_layers, d), matched gap, unmatched gap)``, the gaps being mean tokens-to-end of
+        before minus after tokens (matched: averaged over the bins used), or ``None`` when no bin qualifies.
+    """
+    before_to_end, after_to_end = np.asarray(before_to_end), np.asarray(after_to_end)
+    b_bin, a_bin = before_to_end // bin_width, after_to_end // bin_width
+    diffs, gaps = [], []
+    for b in np.intersect1d(b_bin, a_bin):
+        mb, ma = b_bin == b, a_bin == b
+        if mb.sum() >= min_tokens and ma.sum() >= min_tokens:
+            diffs.append(after[torch.from_numpy(ma)].double().mean(0) - before[torch.from_numpy(mb)].double().mean(0))
+            gaps.append(float(before_to_end[mb].mean() - after_to_end[ma].mean()))
+    if not diffs:
+        return None
+    return torch.stack(diffs).mean(0).float(), float(np.mean(gaps)), float(before_to_end.mean() - after_to_end.mean())
+
+
+def position_matched_axis(model, tokenizer, fit_items, game_criterion: Sequence[str], value_axis: Axis, *,
+                          bin_width: int = 16, min_tokens: int = 2, weighting: str = "criterion",
+                          **extract_kwargs) -> Axis:  # fmt: skip
+    """The value axis refit on before/after contrasts matched in distance to the end of the turn.
+
+    Recipe: for each construction target (``fit_items``, e.g. ``run.fit_items`` of notebook 02) every
+    before and after token of the first post-discovery rewrite gets its tokens to the end of the
+    assistant turn (:func:`vaxis.experiments.axis.token_table`, as in notebook 03's matched AUROC);
+    :func:`matched_contrast` keeps bins of ``bin_width`` of that count holding ``min_tokens`` of both
+    classes, so inside one game tokens are also matched in relative position. Before tokens all precede
+    after tokens, so a game shares at most the bin around the reward, and its before tokens there still
+    sit a few tokens further from the end (``meta["position_gap_tokens"]``: matched vs all tokens, over
+    the games kept). ``v_L`` = :func:`vaxis.axis.fit_axis` of these contrasts (``weighting``). Games
+    without a shared bin are skipped and counted. Layers, main layer, norms and model: ``value_axis``'s.
+
+    The activations come from :func:`vaxis.extract.extract` called exactly as notebook 02's fit pass
+    (``keep_activations=True``): after a run with ``keep_construction_activations`` (the demo's) they
+    are read from the extraction cache, given the same ``max_batch_tokens``/``quantization``.
+    """
+    from ..axis import fit_axis
+    from ..extract import extract
+    from .axis import token_table
+    from .extraction import Directions, project_activations
+
+    if bin_width < 1 or min_tokens < 1:
+        raise ValueError(f"bin_width={bin_width} and min_tokens={min_tokens} must be positive integers")
+    value_axis.check_model(model)
+    targets = [i for i, it in enumerate(fit_items) if it.kind == "target"]
+    if not targets:
+        raise ValueError("no target items: pass the fit items of notebook 02 (run.fit_items)")
+    stats = extract(model, tokenizer, [it.text for it in fit_items], [it.spans for it in fit_items],
+                    layers=value_axis.layers, token_spans=["before", "after"], keep_activations=True,
+                    **extract_kwargs)  # fmt: skip
+    # token_table reads positions beside per-token scores; the scores of this placeholder direction are unused
+    project_activations(stats, Directions(torch.ones(1, len(stats.layers), value_axis.hidden_size), ["unused"]))
+    table = token_table(stats, fit_items, targets, tokenizer)
+    contrasts, criteria, gaps, skipped = [], [], [], []
+    for i in targets:
+        rows = table.item == i
+        found = matched_contrast(stats.activations["before"][i], stats.activations["after"][i],
+                                 table.to_turn_end[rows & (table.labels == 0)],
+                                 table.to_turn_end[rows & (table.labels == 1)], bin_width, min_tokens)  # fmt: skip
+        if found is None:
+            skipped.append(fit_items[i].game)
+            continue
+        contrasts.append(found[0])
+        criteria.append(game_criterion[fit_items[i].game])
+        gaps.append(found[1:])
+    if not contrasts:
+        raise ValueError(f"no usable games: none of {len(targets)} has a bin of {bin_width} tokens to the end of "
+                         f"the turn with >= {min_tokens} before and after tokens; widen bin_width or lower "
+                         "min_tokens")  # fmt: skip
+    gap = np.mean(gaps, axis=0)
+    meta = {
+        "kind": "position-matched value axis",
+        "recipe": f"per game: mean h after - mean h before inside bins of {bin_width} tokens to the end of the "
+        f"turn holding >= {min_tokens} of each; fit_axis over games ({weighting})",
+        "bin_width": bin_width, "min_tokens": min_tokens, "weighting": weighting, "n_games": len(contrasts),
+        "n_criteria": len(set(criteria)), "skipped_games": len(skipped),
+        "position_gap_tokens": {"matched": round(float(gap[0]), 2), "all_tokens": round(float(gap[1]), 2)},
+        "source": {k: value_axis.meta[k] for k in ("kind", "profile", "data_hash", "seed") if k in value_axis.meta},
+    }  # fmt: skip
+    return Axis(fit_axis(torch.stack(contrasts), criteria, weighting), list(value_axis.layers),
+                value_axis.mean_norms.clone(), value_axis.main_layer, value_axis.model, value_axis.hidden_size,
+                value_axis.n_blocks, meta)  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------------ prefill conflicts
+
+
+@dataclass(frozen=True)
+class PrefillPair:
+    """One conflict pair: ``low`` / ``high`` are chats whose last message is the assistant prefill; both
+    prefills end with ``tail``, whose token ids (``tail_ids``) are identical in the two rendered chats.
+    ``words_left``: words of the original turn after each cut, ``(low, high)``; ``None`` when unknown."""
+
+    key: str
+    low: list
+    high: list
+    tail: str
+    tail_ids: tuple
+    words_left: tuple
+
+
+def _tail_ids(chat: list, tokenizer, tail: str) -> tuple | None:
+    """Token ids of the last ``len(tail)`` characters of ``chat``'s last message, or ``None`` when its
+    tokens do not cover exactly those characters (a token shared with the text before the tail)."""
+    from ..chat import render_chat
+    from ..spans import tokens_in_spans
+
+    rendered = render_chat(tokenizer, chat)
+    enc = tokenizer(rendered.text, return_offsets_mapping=True, add_special_tokens=False)
+    end, offsets = rendered.message_spans[-1][1], enc["offset_mapping"]
+    toks = tokens_in_spans(rendered.text, offsets, {"tail": [(end - len(tail), end)]})["tail"]
+    if not toks or rendered.text[offsets[toks[0]][0] : offsets[toks[-1]][1]] != tail:
+        return None
+    return tuple(enc["input_ids"][t] for t in toks)
+
+
+def _pair(key, low, high, tail, tokenizer, words_left, skipped) -> PrefillPair | None:
+    ids = [_tail_ids(chat, tokenizer, tail) for chat in (low, high)]
+    if ids[0] is None or ids[0] != ids[1]:
+        skipped.append({"key": key, "reason": "tail_tokens_differ", "tail": tail})
+        return None
+    return PrefillPair(key, low, high, tail, ids[0], words_left)
+
+
+def prefill_conflicts(games, tokenizer, *, tail_words: int = 4, high_cut: float = 0.25,
+                      tail: str | None = None) -> tuple[list[PrefillPair], list[dict]]:  # fmt: skip
+    """Conflict pairs from ICRL games, one per game, in its own context each:
+
+    * low value, about to end: the game's LAST failed pre-discovery attempt (phase ``explore``), the chat
+      up to and including that assistant turn, which is complete (0 words left);
+    * high value, much left to write: the target (first post-discovery success), its chat up to that
+      turn, the turn cut after the first ``max(1, floor(high_cut * n))`` of its rewrite's ``n`` words;
+    * the tail: with ``tail=None``, the low turn's own last ``tail_words`` words with the whitespace
+      before them, appended verbatim to the high cut (so the low prefill is natural text); with a
+      string (start it with a space), it is appended to both (the low turn then ends with it).
+
+    The high chat contains the low turn earlier (it is the same game), so the tail's words appear in its
+    context once. A game is skipped and listed (``{"key", "reason"}``) when it has no failed
+    pre-discovery attempt, a rewrite is too short for the cut, or the tail's tokens differ between the
+    two rendered chats. Returns ``(pairs, skipped)``.
+    """
+    if tail_words < 1 or not 0 < high_cut < 1:
+        raise ValueError(f"tail_words={tail_words} must be >= 1 and high_cut={high_cut} in (0, 1)")
+    if tail is not None and not tail.strip():
+        raise ValueError("tail is empty: give the text appended to both prefills, e.g. ' and so on.'")
+    pairs, skipped = [], []
+    for g in games:
+        explore = [i for i, a in enumerate(g.attempts) if a.phase == "explore" and not a.success]
+        if not explore:
+            skipped.append({"key": g.game_id, "reason": "no_failed_pre_discovery_attempt"})
+            continue
+        low_a, high_a = g.attempts[explore[-1]], g.target
+        low, high = g.chat(low_a.message_index), g.chat(high_a.message_index)
+        low_words, high_words = (list(re.finditer(r"\S+", g.rewrite(i))) for i in (explore[-1], g.target_attempt))
+        k = max(1, int(high_cut * len(high_words)))
+        if (tail is None and len(low_words) <= tail_words) or k >= len(high_words):
+            skipped.append({"key": g.game_id, "reason": "rewrite_too_short"})
+            continue
+        content = low[-1]["content"][: low_a.rewrite_span[1]]
+        the_tail = content[low_a.rewrite_span[0] + low_words[-tail_words].start() - 1 :] if tail is None else tail
+        low[-1]["content"] = content if tail is None else content + tail
+        high[-1]["content"] = high[-1]["content"][: high_a.rewrite_span[0] + high_words[k - 1].end()] + the_tail
+        pair = _pair(g.game_id, low, high, the_tail, tokenizer, (0, len(high_words) - k), skipped)
+        if pair is not None:
+            pairs.append(pair)
+    return pairs, skipped
+
+
+def prefill_conflicts_from_prefills(triples, tokenizer, tail: str) -> tuple[list[PrefillPair], list[dict]]:
+    """Conflict pairs from given ``(chat, prefill_low, prefill_high)`` triples (e.g. notebook 04's math
+    rollouts: a wrong one cut near its end, a correct one cut early): each prefill + ``tail`` becomes the
+    assistant message after ``chat``. Keys are the triples' indices; skipped as in :func:`prefill_conflicts`."""
+    if not tail or not tail.strip():
+        raise ValueError("tail is empty: give the text appended to both prefills, e.g. ' and so on.'")
+    pairs, skipped = [], []
+    for j, (chat, low, high) in enumerate(triples):
+        turn = [{"role": m["role"], "content": m["content"]} for m in chat]
+        low_chat, high_chat = ([*turn, {"role": "assistant", "content": text + tail}] for text in (low, high))
+        pair = _pair(str(j), low_chat, high_chat, tail, tokenizer, (None, None), skipped)
+        if pair is not None:
+            pairs.append(pair)
+    return pairs, skipped
+
+
+@dataclass
+class Conflicts:
+    """Mean projection (``cos(h_t, u)``) over each prefill's tail tokens: ``low`` / ``high`` are
+    ``(n_pairs, n_layers, K)``, the columns those of the directions given (column 0 the axis, then the
+    random directions of :func:`vaxis.experiments.coding.probe_directions`); ``tail_tokens``: ``(n_pairs,)``."""
+
+    layers: list[int]
+    keys: list[str]
+    low: np.ndarray
+    high: np.ndarray
+    tail_tokens: np.ndarray
+
+
+def conflict_projections(model, tokenizer, pairs: Sequence[PrefillPair], directions: dict,
+                         **extract_kwargs) -> Conflicts:  # fmt: skip
+    """Read :class:`Conflicts` in one :func:`vaxis.extract.extract` pass (the forward pass stops at the
+    tail's last token, so the end-of-turn marker the template adds is never read). ``directions``:
+    ``{layer: (K, d)}``, e.g. ``probe_directions(axis, n_random, seed)``."""
+    from ..extract import extract
+
+    if not pairs:
+        raise ValueError("no prefill pairs: every candidate was skipped (see the skipped list) or none was given")
+    chats = [p.low for p in pairs] + [p.high for p in pairs]
+    spans = [{"tail": [(len(c) - 1, len(c[-1]["content"]) - len(p.tail), len(c[-1]["content"]))]}
+             for c, p in zip(chats, list(pairs) * 2)]  # fmt: skip
+    stats = extract(model, tokenizer, chats, spans, layers=sorted(directions), directions=directions, **extract_kwargs)
+    means = np.stack([p.numpy().mean(0) for p in stats.projections["tail"]])
+    n, counts = len(pairs), stats.counts["tail"].numpy()
+    return Conflicts(list(stats.layers), [p.key for p in pairs], means[:n], means[n:], counts[:n])
+
+
+def conflict_table(conflicts: Conflicts, n_boot: int = 200, seed: int = 0, tie_tol: float = 1e-6):
+    """Per layer (a pandas DataFrame): ``low_higher``, the pairs where the low-value prefill projects
+    higher on the axis (column 0) by more than ``tie_tol`` (identical tail tokens give identical layer-0
+    activations, equal up to batch rounding: ``ties``), its ``share`` with a bootstrap 95 % CI over pairs,
+    the two-sided sign test ``p_sign`` (binomial, p = 0.5, ties counted as not higher), the mean
+    ``low - high``, and the same count for the random directions (median, 95th percentile) with
+    ``p_random``, the permutation p-value of the axis's count among theirs."""
+    import pandas as pd
+    from scipy.stats import binomtest
+
+    from ..evaluate import mean_ci, permutation_p
+
+    diff = conflicts.low - conflicts.high
+    wins, n = diff > tie_tol, len(diff)
+    counts = wins.sum(0)
+    rows = []
+    for li, layer in enumerate(conflicts.layers):
+        share, low, high = mean_ci(wins[:, li, 0].astype(float), n_boot, seed)
+        rand = counts[li, 1:]
+        rows.append({"layer": layer, "n_pairs": n, "low_higher": int(counts[li, 0]),
+                     "ties": int((np.abs(diff[:, li, 0]) <= tie_tol).sum()), "share": share, "share_low": low,
+                     "share_high": high, "p_sign": binomtest(int(counts[li, 0]), n, 0.5).pvalue,
+                     "mean_low_minus_high": float(diff[:, li, 0].mean()),
+                     "random_median": float(np.median(rand)) if len(rand) else np.nan,
+                     "random_q95": float(np.quantile(rand, 0.95)) if len(rand) else np.nan,
+                     "p_random": float(permutation_p(counts[li, 0], rand)) if len(rand) else np.nan})  # fmt: skip
+    return pd.DataFrame(rows)
