@@ -88,6 +88,13 @@ def test_smoke_run_of_all_notebooks(tmp_path):
         assert card[key]["n"] and card[key]["null"], key
     for name in ("wild_quartiles.png", "wild_eval_awareness.png"):
         assert (tmp_path / "figures" / name).stat().st_size > 0
+    assert "tiny-qwen3" in card["sec7.prefill_conflict"]["context"]  # notebook 10 wrote its rows
+    assert any(k.startswith("sec7.verdict.") and "position_matched" in k for k in card)
+    assert (tmp_path / "figures" / "end_of_turn_cosine.png").stat().st_size > 0
+    value = vaxis.Axis.load(tmp_path / "value_axis")
+    for name in ("end_of_turn_axis", "controlled_axis", "position_matched_axis"):  # any of them is an axis_path
+        other = vaxis.Axis.load(tmp_path / name)
+        assert (other.layers, other.hidden_size, other.model) == (value.layers, value.hidden_size, value.model)
     finished = [p for p in (tmp_path / "adapters").iterdir() if (p / "vaxis_adapter.json").exists()]
     # 3 DPO + 3 SFT + 2 evaluation-awareness adapters, no leftovers
     assert len(finished) == 8 and not list((tmp_path / "adapters").glob(".*tmp*"))

@@ -389,3 +389,13 @@ def quartile_figure(table, title="", save_to=None):
     fig.suptitle(title)
     fig.tight_layout()
     return _save(fig, save_to)
+
+
+def cosine_by_layer_figure(layers, curves: dict, main_layer: int, title="", save_to=None):
+    """Per-layer curves (e.g. the cosine of two axes and a held-out AUROC), the main layer dotted."""
+    fig, ax = plt.subplots(figsize=(7, 3.4))
+    for name, values in curves.items():
+        ax.plot(layers, values, marker="o", ms=3, label=name)
+    ax.axhline(0, color="grey", lw=0.8)
+    ax.axvline(main_layer, color="black", lw=0.8, ls=":")
+    return _finish(fig, ax, "residual index L", "cosine / AUROC", title, save_to)

@@ -128,6 +128,8 @@ def _pairs_auroc(yes: np.ndarray, no: np.ndarray, n_boot: int, seed: int):
     for _ in range(n_boot):
         i = rng.integers(0, n, n)
         draws.append(auroc_columns(np.concatenate([yes[i], no[i]]), labels))
+    if not draws:  # n_boot=0: no CI
+        return point, np.full_like(point, np.nan), np.full_like(point, np.nan)
     low, high = np.quantile(np.array(draws), [0.025, 0.975], axis=0)
     return point, low, high
 

@@ -1,0 +1,128 @@
+"""Notebook 10's side-by-side readouts (vaxis.experiments.confound) and its verdict (confound_report)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from vaxis.experiments import confound as cf
+from vaxis.experiments import confound_report as report
+from vaxis.experiments.axis import TokenTable
+
+
+def _axis(d=32, seed=0, model="m", layers=(1, 2)):
+    from vaxis.axis import Axis
+
+    g = torch.Generator().manual_seed(seed)
+    return Axis(vectors=torch.randn(len(layers), d, generator=g), layers=list(layers), mean_norms=torch.ones(len(layers)),
+                main_layer=layers[0], model=model, hidden_size=d, n_blocks=3)  # fmt: skip
+
+
+def test_axes_directions_put_named_axes_first_then_random_units():
+    a, b = _axis(seed=1), _axis(seed=2)
+    dirs = cf.axes_directions({"a": a, "b": b}, [1, 2], n_random=5, seed=0)
+    assert set(dirs) == {1, 2} and dirs[1].shape == (7, 32)
+    torch.testing.assert_close(dirs[2][1], b.unit(2))
+    torch.testing.assert_close(dirs[1].norm(dim=-1), torch.ones(7))
+    with pytest.raises(ValueError, match="not of m"):
+        cf.axes_directions({"a": a, "c": _axis(model="other")}, [1], 2)
+
+
+def test_as_axis_moves_one_named_column_first_and_keeps_the_random_ones():
+    x = np.arange(2 * 6).reshape(2, 6)  # 3 named axes, 3 random
+    np.testing.assert_array_equal(cf.as_axis(x, 1, 3)[0], [1, 3, 4, 5])
+    np.testing.assert_array_equal(cf.as_axis(x, 0, 3)[1], [6, 9, 10, 11])
+    out = cf.per_axis(lambda v: v[0, 0], [x], ["a", "b", "c"])
+    assert out == {"a": 0, "b": 1, "c": 2}
+
+
+def _table(n_games=30, per=40, seed=0):
+    """Planted tokens: column 0 steps up at the reward (a value signal), column 1 ramps with position (an
+    end-of-turn signal), columns 2.. are noise (the random directions)."""
+    rng = np.random.default_rng(seed)
+    rows = {k: [] for k in ("scores", "labels", "item", "position", "from_start", "to_rewrite_end", "to_turn_end")}
+    for g in range(n_games):
+        cut = rng.integers(per // 4, 3 * per // 4)
+        pos = np.arange(per) / (per - 1)
+        lab = (np.arange(per) >= cut).astype(int)
+        step = lab + rng.normal(0, 0.3, per)
+        ramp = pos + rng.normal(0, 0.05, per)
+        noise = rng.normal(0, 1, (per, 6))
+        rows["scores"].append(np.column_stack([step, ramp, noise])[:, None, :])
+        rows["labels"].append(lab)
+        rows["item"].append(np.full(per, g))
+        rows["position"].append(pos)
+        rows["from_start"].append(np.arange(per))
+        rows["to_rewrite_end"].append(per - 1 - np.arange(per))
+        rows["to_turn_end"].append(per - 1 - np.arange(per) + 5)
+    return TokenTable(**{k: np.concatenate(v) for k, v in rows.items()})
+
+
+def test_auroc_rows_and_the_random_range():
+    t = _table()
+    out = cf.auroc_rows(t, ["step", "ramp"], n_boot=50)
+    assert out["step"][0] > 0.9 and out["step"][1] <= out["step"][0] <= out["step"][2]
+    assert out["ramp"][2] - out["ramp"][1] > 0.005  # games are resampled: the CI has a width
+    assert out["ramp"][0] > 0.8  # position alone separates before from after: the critique's point
+    assert 0.35 < out["random"][1] < out["random"][0] < out["random"][2] < 0.65
+
+
+def test_matched_rows_remove_what_position_explains():
+    t = _table()
+    out = cf.matched_rows(t, ["step", "ramp"], rule="end of the turn")
+    assert out["step"] > 0.85  # the planted value signal survives matching on distance to the end
+    assert abs(out["ramp"] - 0.5) < 0.1  # the ramp is position: nothing left at equal distance
+    assert out["position"] == pytest.approx(0.5, abs=0.05)
+
+
+def test_cut_contrasts_tell_a_step_from_a_ramp():
+    t = _table()
+    cuts = cf.cut_contrasts(t, ["step", "ramp"], [0.25, 0.5, 0.75], n_boot=50).set_index(["cut", "axis"])
+    step = [cuts.loc[(c, "step"), "contrast"] for c in (0.25, 0.5, 0.75)]
+    ramp = [cuts.loc[(c, "ramp"), "contrast"] for c in (0.25, 0.5, 0.75)]
+    assert cuts.loc[("reward", "step"), "contrast"] == pytest.approx(1.0, abs=0.1)
+    assert max(step) < cuts.loc[("reward", "step"), "contrast"] - 0.2  # a step is largest at its own cut
+    assert np.ptp(ramp) < 0.1 and min(ramp) > 0.4  # a ramp gives the same contrast wherever the cut is
+    lo, hi = cuts.loc[("reward", "step"), ["low", "high"]]
+    assert lo <= cuts.loc[("reward", "step"), "contrast"] <= hi
+
+
+def test_math_triples_pair_wrong_rollouts_with_an_early_cut_of_the_reference():
+    from vaxis.experiments.confidence import Rollouts
+    from vaxis.mathdata import Problem
+
+    probs = [Problem(str(i), f"What is {i} + {i}?", str(2 * i), "gsm8k",
+                     solution=f"We add {i} and {i}. That gives <<{i}+{i}={2 * i}>>{2 * i} in all.\n#### {2 * i}")
+             for i in range(4)]  # fmt: skip
+    ro = Rollouts(["wrong 1", "right", "wrong 3", "   "], np.zeros(4), ["stop"] * 4, [False, True, None, False])
+    triples = cf.math_triples(probs, ro, high_cut=0.25)
+    assert [t[1] for t in triples] == ["wrong 1", "wrong 3"]  # the correct and the empty rollouts are skipped
+    chat, low, high = triples[0]
+    assert chat[-1]["role"] == "user" and "What is 0 + 0?" in chat[-1]["content"]
+    assert high == "We add 0" and "<<" not in high  # a quarter of the 13 words of the cleaned reference
+
+
+def test_verdict_marks_only_values_beyond_the_random_range_on_the_value_side():
+    rows = [{"claim": "c1", "n": "10", "value": (0.9, 0.8, 1.0), "other": 0.55, "random": (0.5, 0.4, 0.6)},
+            {"claim": "c2", "n": "10", "value": (-0.9, -1.0, -0.8), "other": -0.7, "random": (0.0, -0.3, 0.3)},
+            {"claim": "c3", "n": "10", "value": 0.2, "other": 0.9}]  # fmt: skip
+    names = ["value", "other"]
+    assert report.survives(rows[0], "value", "value") and not report.survives(rows[0], "other", "value")
+    assert report.survives(rows[1], "other", "value")  # below the range, on the value axis's side
+    assert report.survives(rows[2], "other", "value") is None  # no null: no verdict
+    flipped = {"claim": "c4", "value": 0.9, "other": 0.1, "random": (0.5, 0.4, 0.6)}
+    assert not report.survives(flipped, "other", "value")  # beyond the range, but on the other side
+    table = report.verdict_table(rows, names)
+    assert table.loc["c1", "value"].endswith("*") and not table.loc["c1", "other"].endswith("*")
+    text = report.reading(rows, names, "m", "demo", 5)
+    assert "value: 2 of 3 claims survive" in text and "other: 1 of 3" in text
+    card = report.scorecard_rows(rows, names, "m", "demo", 5)
+    assert [r["key"] for r in card] == ["sec7.verdict.c1_other", "sec7.verdict.c2_other", "sec7.verdict.c3_other"]
+    assert all(r["metric"] and r["section"] and "m, profile demo" in r["context"] for r in card)
+
+
+def test_matched_rows_default_rule_bins_relative_position():
+    t = _table()
+    out = cf.matched_rows(t, ["step", "ramp"])
+    assert out["step"] > 0.85 and abs(out["ramp"] - 0.5) < 0.15

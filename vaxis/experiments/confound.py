@@ -1,0 +1,171 @@
+"""Notebook 10 (the end-of-turn confound, METHOD.md section 7): several axes read side by side.
+
+Every readout here reads *several* named axes and a set of random unit directions in one extraction pass
+(columns ``[axis 1, ..., axis m, random 1, ..., random n]``, :func:`axes_directions`), then hands each axis in
+turn to the readout's own module function as "column 0 with the random directions after it"
+(:func:`as_axis`), so the logic of notebooks 03-09 is reused, never copied. The pieces specific to this
+notebook:
+
+* :func:`heldout_table`: the per-token view of held-out games (notebook 03's :class:`TokenTable`) for the
+  target rewrites and for the failed attempts cut at the targeted word (the placebo);
+* :func:`auroc_rows` / :func:`matched_rows`: held-out AUROC (CI: games resampled) and the AUROC among tokens
+  at the same distance to the end of the turn, per axis, beside the random directions' range;
+* :func:`cut_contrasts`: the before/after contrast when the rewrite is cut at relative positions other than
+  the reward word (critique c: a ramp gives the same contrast wherever the cut is).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+
+import numpy as np
+import torch
+
+
+def axes_directions(axes: dict, layers: Sequence[int], n_random: int, seed: int = 0) -> dict:
+    """``{layer: (m + n_random, d)}``: the unit vector of each of the ``m`` named ``axes`` (same model, same
+    layers) then ``n_random`` random unit directions (seeded, drawn without any data)."""
+    from ..axis import random_directions
+
+    first = next(iter(axes.values()))
+    for name, a in axes.items():
+        if (a.hidden_size, a.model) != (first.hidden_size, first.model):
+            raise ValueError(f"axis {name!r} is of {a.model} (hidden {a.hidden_size}), not of {first.model}")
+    layers = list(layers)
+    rand = random_directions(n_random, len(layers), first.hidden_size, seed) if n_random else None
+    out = {}
+    for j, layer in enumerate(layers):
+        rows = [a.unit(layer) for a in axes.values()]
+        if rand is not None:
+            rows.extend(rand[:, j])
+        out[layer] = torch.stack(rows).float()
+    return out
+
+
+def as_axis(values: np.ndarray, k: int, n_axes: int) -> np.ndarray:
+    """``values[..., K]`` with column ``k`` first and the random columns (``n_axes..``) after it: the layout
+    every module function of notebooks 03-09 reads (axis in column 0, random directions after)."""
+    values = np.asarray(values)
+    return values[..., [k, *range(n_axes, values.shape[-1])]]
+
+
+def heldout_table(model, tokenizer, run, directions: dict, n_games: int | None = None, kind: str = "target",
+                  seed: int = 0, **extract_kwargs):  # fmt: skip
+    """:class:`~vaxis.experiments.axis.TokenTable` of held-out games' ``kind`` items ("target" or
+    "placebo") of notebook 02's ``run``, read on ``directions`` in one pass (``n_games``: a seeded subset
+    of the held-out games; None = all)."""
+    from ..extract import extract
+    from .axis import token_table
+
+    games = sorted({it.game for it in run.items if it.kind == kind and run.game_split[it.game] == "held_out"})
+    if not games:
+        raise ValueError(f"no held-out games with {kind} items in this run")
+    if n_games is not None and n_games < len(games):
+        games = sorted(np.random.default_rng(seed).choice(games, n_games, replace=False).tolist())
+    idx = [i for i, it in enumerate(run.items) if it.kind == kind and it.game in set(games)]
+    items = [run.items[i] for i in idx]
+    stats = extract(model, tokenizer, [it.text for it in items], [it.spans for it in items], layers=sorted(directions),
+                    directions=directions, token_spans=["before", "after"], **extract_kwargs)  # fmt: skip
+    return token_table(stats, items, list(range(len(items))), tokenizer), items
+
+
+def _game_boot(table, n_boot: int, seed: int):
+    """Bootstrap index sets that resample the table's items (games) with replacement."""
+    rng = np.random.default_rng(seed)
+    ids = np.unique(table.item)
+    rows = {g: np.flatnonzero(table.item == g) for g in ids}
+    for _ in range(n_boot):
+        yield np.concatenate([rows[g] for g in rng.choice(ids, len(ids))])
+
+
+def auroc_rows(table, names: Sequence[str], li: int = 0, n_boot: int = 200, seed: int = 0) -> dict:
+    """``{name: (auroc, low, high)}`` of after vs before tokens at layer index ``li`` for each named axis
+    (CI: games resampled, the axis fixed), plus ``"random"``: the random directions' 2.5-97.5 % range."""
+    from ..evaluate import auroc_columns
+
+    scores, labels = table.scores[:, li, :], table.labels
+    point = auroc_columns(scores, labels)
+    draws = np.array([auroc_columns(scores[i], labels[i]) for i in _game_boot(table, n_boot, seed)])
+    out = {}
+    for k, name in enumerate(names):
+        lo, hi = np.quantile(draws[:, k], [0.025, 0.975]) if len(draws) else (np.nan, np.nan)
+        out[name] = (float(point[k]), float(lo), float(hi))
+    rand = point[len(names) :]
+    out["random"] = (float(np.median(rand)), *np.quantile(rand, [0.025, 0.975])) if len(rand) else (np.nan,) * 3
+    return out
+
+
+def matched_rows(table, names: Sequence[str], li: int = 0, rule: str = "relative position") -> dict:
+    """``{name: auroc}`` among tokens at the same position (notebook 03's :func:`matched_aurocs`, the rule
+    whose name contains ``rule``: by default bins of relative position in the rewrite; "end of the turn"
+    matches exact tokens to the end of the turn, which needs many games to fill), each axis in turn as
+    column 0; ``"random"``: the random directions' range; ``"position"``: the best position covariate inside
+    the same strata (what position alone still knows there)."""
+    from .axis import matched_aurocs
+
+    out, n = {}, len(names)
+    for k, name in enumerate(names):
+        by_rule = matched_aurocs(replace(table, scores=as_axis(table.scores, k, n)), list(range(1, table.scores.shape[2] - n + 1)))  # fmt: skip
+        m = next(v for key, v in by_rule.items() if rule in key)
+        out[name] = float(m.axis[li])
+    rand = m.random[:, li] if len(m.random) else np.array([np.nan])
+    out["random"] = (float(np.nanmedian(rand)), *np.nanquantile(rand, [0.025, 0.975]))
+    out["position"] = float(m.baseline)
+    return out
+
+
+def cut_contrasts(table, names: Sequence[str], cuts: Sequence[float], li: int = 0, n_boot: int = 200,
+                  seed: int = 0):  # fmt: skip
+    """The before/after contrast at each ``cut`` (relative position in the rewrite, 0..1) and at the real
+    cut (``"reward"``, the table's own labels), per named axis: mean over games of ``mean(tokens at or past
+    the cut) - mean(tokens before it)`` over the rewrite's before and after tokens, with a CI over games.
+    A direction that only tracks position gives about the same contrast at every cut."""
+    import pandas as pd
+
+    rows = []
+    scores = table.scores[:, li, : len(names)]
+    games = np.unique(table.item)
+    for cut in ["reward", *cuts]:
+        late = table.labels.astype(bool) if cut == "reward" else table.position >= float(cut)
+        per_game = []
+        for g in games:
+            m = table.item == g
+            if late[m].any() and (~late[m]).any():
+                per_game.append(scores[m & late].mean(0) - scores[m & ~late].mean(0))
+        per_game = np.array(per_game)
+        rng = np.random.default_rng(seed)
+        boots = np.array([per_game[rng.integers(0, len(per_game), len(per_game))].mean(0) for _ in range(n_boot)])
+        for k, name in enumerate(names):
+            lo, hi = np.quantile(boots[:, k], [0.025, 0.975]) if len(boots) else (np.nan, np.nan)
+            rows.append({"cut": cut, "axis": name, "contrast": per_game[:, k].mean() if len(per_game) else np.nan,
+                         "low": lo, "high": hi, "games": len(per_game)})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def math_triples(problems, rollouts, high_cut: float = 0.25) -> list[tuple]:
+    """``(chat, low, high)`` prefills from notebook 04's math rollouts: for each problem whose rollout is wrong
+    (or has no answer) and whose source has a reference solution, the low-value prefill is that wrong
+    rollout, complete (about to end), and the high-value one the first ``high_cut`` of the reference
+    solution's words (correct reasoning with much left to write)."""
+    import re
+
+    from .confidence import math_chat
+    from .sft import gsm8k_reference
+
+    out = []
+    for p, text, ok in zip(problems, rollouts.texts, rollouts.correct):
+        if ok is True or not p.solution or not text.strip():
+            continue
+        words = list(re.finditer(r"\S+", gsm8k_reference(p.solution)))
+        k = max(1, int(high_cut * len(words)))
+        if k >= len(words):
+            continue
+        out.append((math_chat(p), text.rstrip(), gsm8k_reference(p.solution)[: words[k - 1].end()]))
+    return out
+
+
+def per_axis(fn, values: Sequence[np.ndarray], names: Sequence[str]) -> dict:
+    """``{name: fn(*each value as that axis)}``: call a notebook 03-09 function once per named axis, each
+    value array reordered by :func:`as_axis` (axis in column 0, the random directions after it)."""
+    return {name: fn(*[as_axis(v, k, len(names)) for v in values]) for k, name in enumerate(names)}
