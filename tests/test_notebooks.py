@@ -95,6 +95,14 @@ def test_smoke_run_of_all_notebooks(tmp_path):
     for name in ("end_of_turn_axis", "controlled_axis", "position_matched_axis"):  # any of them is an axis_path
         other = vaxis.Axis.load(tmp_path / name)
         assert (other.layers, other.hidden_size, other.model) == (value.layers, value.hidden_size, value.model)
+    # notebook 03 reads any saved axis beside the fitted one (axis_path), as 04-09 do
+    again = subprocess.run(
+        [sys.executable, "-m", "vaxis", "run", "--profile", "smoke", "--run-dir", str(tmp_path), "--only", "03",
+         "-p", "axis_path", str(tmp_path / "controlled_axis")],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert "end-of-turn direction projected out" in (tmp_path / "03_fit_axis.ipynb").read_text()
     finished = [p for p in (tmp_path / "adapters").iterdir() if (p / "vaxis_adapter.json").exists()]
     # 3 DPO + 3 SFT + 2 evaluation-awareness adapters, no leftovers
     assert len(finished) == 8 and not list((tmp_path / "adapters").glob(".*tmp*"))
