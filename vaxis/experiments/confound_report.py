@@ -55,7 +55,7 @@ def verdict_table(rows: list[dict], names: list[str]):
 def reading(rows: list[dict], names: list[str], model: str, profile: str, layer: int) -> str:
     """Plain reading: per axis, the claims that survive the random null."""
     lines = [f"**{model}, profile `{profile}`, layer {layer}.** A claim survives for an axis when its number lies "
-             "beyond every random direction's 95% range, on the value axis's side (marked * in the table)."]  # fmt: skip
+             "beyond the random directions' 95% range, on the value axis's side (marked * in the table)."]  # fmt: skip
     for name in names:
         kept = [r["claim"] for r in rows if survives(r, name, names[0])]
         lines.append(
