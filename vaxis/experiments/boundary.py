@@ -41,7 +41,7 @@ def boundary_items(games) -> tuple[list, list, list]:
     return chats, spans, criteria
 
 
-def _split_auroc(post: torch.Tensor, disc: torch.Tensor, criteria, n_splits: int, seed: int) -> np.ndarray:
+def split_auroc(post: torch.Tensor, disc: torch.Tensor, criteria, n_splits: int, seed: int) -> np.ndarray:
     """Held-out AUROC per layer over splits of the construction criteria: ``(n_splits, n_layers)``."""
     from ..axis import fit_axis
     from ..evaluate import auroc_by_layer, criterion_splits
@@ -79,7 +79,7 @@ def fit_boundary_axis(model, tokenizer, games, *, n_games: int | None = None, n_
         )
     stats = extract(model, tokenizer, chats, spans, token_spans=[], **extract_kwargs)
     post, disc = stats.means("post").double(), stats.means("discovery").double()
-    table = _split_auroc(post, disc, criteria, n_splits, seed)
+    table = split_auroc(post, disc, criteria, n_splits, seed)
     layers = list(stats.layers)
     main = choose_main_layer(table, layers)
     vectors = fit_axis((post - disc).float(), criteria)

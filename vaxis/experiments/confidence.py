@@ -115,7 +115,7 @@ def partial_responses(texts: Sequence[str], fraction: float = 0.5) -> list[str]:
     return out
 
 
-def _pairs_auroc(yes: np.ndarray, no: np.ndarray, n_boot: int, seed: int):
+def pairs_auroc(yes: np.ndarray, no: np.ndarray, n_boot: int, seed: int):
     """AUROC of "Yes" (1) vs "No" (0) response projections, ``(n_problems, ...)`` each, with a
     bootstrap over problems: ``(auroc, low, high)`` over the trailing shape."""
     from ..evaluate import auroc_columns
@@ -158,7 +158,7 @@ def verbalized_confidence(model, tokenizer, problems, rollout_texts, directions,
     for framing in QUESTIONS:
         chats = [confidence_chat(p, t, framing) for p, t in zip(problems, rollout_texts)]
         r = answer_readout(model, tokenizer, chats, {"yes": "Yes", "no": "No"}, directions, **kw)
-        point, lo, hi = _pairs_auroc(r.response["yes"].numpy(), r.response["no"].numpy(), n_boot, seed)
+        point, lo, hi = pairs_auroc(r.response["yes"].numpy(), r.response["no"].numpy(), n_boot, seed)
         auroc[framing], low[framing], high[framing] = point[:, 0], lo[:, 0], hi[:, 0]
         rand[framing] = point[:, 1:].T
         readouts[framing] = r

@@ -99,7 +99,7 @@ def fit_end_of_turn_axis(model, tokenizer, paragraphs, *, fraction: float = 0.25
 
     Main layer (``"auto"``), as for the value axis: the best mean AUROC (late vs early span means
     projected on an axis fit on the rest) over ``n_splits`` random splits of the *fit* paragraphs
-    (:func:`vaxis.experiments.boundary._split_auroc`); held-out paragraphs never choose it.
+    (:func:`vaxis.experiments.boundary.split_auroc`); held-out paragraphs never choose it.
 
     ``axis.meta`` holds, per layer, ``heldout_auroc`` (token AUROC of late vs early held-out tokens,
     score ``cos(h_t, e_L)``), ``heldout_auroc_ci`` (95 %, paragraphs resampled, axis fixed; none if
@@ -110,7 +110,7 @@ def fit_end_of_turn_axis(model, tokenizer, paragraphs, *, fraction: float = 0.25
     from ..evaluate import auroc_columns, bootstrap_auroc, choose_main_layer
     from ..extract import extract
     from ..layout import find_layout
-    from .boundary import _split_auroc
+    from .boundary import split_auroc
     from .coding import probe_directions
 
     if not 0 < held_out < 1:
@@ -127,7 +127,7 @@ def fit_end_of_turn_axis(model, tokenizer, paragraphs, *, fraction: float = 0.25
     layers = list(stats.layers)
     late, early = stats.means("late"), stats.means("early")
     vectors = fit_axis(game_contrasts(late, early), weighting="conversation")
-    table = _split_auroc(late.double(), early.double(), [str(i) for i in fit], n_splits, seed) if n_splits else []
+    table = split_auroc(late.double(), early.double(), [str(i) for i in fit], n_splits, seed) if n_splits else []
     if main_layer != "auto":
         main, rule = int(main_layer), "fixed by the user"
     elif len(table):
