@@ -148,32 +148,11 @@ def load_aime(year: int, dataset: str | None = None) -> list[Problem]:
         if year not in AIME_DATASETS:
             raise MathDataError(f"no AIME data set known for {year}: choose one of {sorted(AIME_DATASETS)}")
         dataset = AIME_DATASETS[year]
-    from .models import hub_offline
+    from .models import load_hub_dataset
 
-    var = hub_offline(("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
-    if var:
-        raise AimeUnavailableError(
-            f"AIME {year} comes from the Hugging Face hub ({dataset}), but {var} is set; {_OFFLINE_HINT}"
-        )
-    try:
-        from datasets import load_dataset
-    except ImportError as err:
-        raise AimeUnavailableError(
-            "load_aime needs the `datasets` library, which vaxis does not depend on: `pip install datasets` "
-            f"(it also needs network access to the Hugging Face hub); {_OFFLINE_HINT}"
-        ) from err
-    if not _hub_reachable():
-        raise AimeUnavailableError(
-            f"the Hugging Face hub cannot be reached from this machine (no connection within 3 s), so {dataset} "
-            f"cannot be loaded; {_OFFLINE_HINT}"
-        )
-    try:
-        rows = list(load_dataset(dataset, split="train"))
-    except Exception as err:  # the hub raises many kinds (connection, offline mode, not found)
-        raise AimeUnavailableError(
-            f"could not load {dataset} from the Hugging Face hub ({type(err).__name__}: {err}); "
-            f"it needs network access; {_OFFLINE_HINT}"
-        ) from err
+    rows = list(
+        load_hub_dataset(dataset, f"AIME {year}", AimeUnavailableError, _OFFLINE_HINT, lambda: _hub_reachable())
+    )
     problems = []
     for i, row in enumerate(rows):
         question = row.get("problem") or row.get("question")

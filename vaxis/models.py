@@ -99,6 +99,33 @@ def hub_offline(variables=("HF_HUB_OFFLINE",)) -> str | None:
     return None
 
 
+def load_hub_dataset(dataset: str, what: str, error: type[Exception], hint: str, reachable=None, split: str = "train",
+                     note: str = "it needs network access"):  # fmt: skip
+    """``datasets.load_dataset(dataset, split=split)`` for a loader that fails fast offline: raises ``error``
+    at once, its message naming ``what`` and ending in ``hint``, when ``HF_HUB_OFFLINE`` /
+    ``HF_DATASETS_OFFLINE`` is set, when ``datasets`` (not a vaxis dependency) is missing, when the hub
+    cannot be reached (``reachable()``, default :func:`hub_reachable`), or when loading fails (``note``
+    says what it needs)."""
+    var = hub_offline(("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
+    if var is not None:
+        raise error(
+            f"{what} comes from the Hugging Face hub ({dataset}), which cannot be reached: {var} is set; {hint}"
+        )
+    try:
+        from datasets import load_dataset
+    except ImportError as err:
+        raise error(f"{what} needs the `datasets` library to read {dataset} from the Hugging Face hub, which vaxis "
+                    f"does not depend on (`pip install datasets`, plus network access); {hint}") from err  # fmt: skip
+    if not (reachable or hub_reachable)():
+        raise error(f"the Hugging Face hub cannot be reached from this machine (no connection within 3 s), so "
+                    f"{dataset} cannot be loaded; {hint}")  # fmt: skip
+    try:
+        return load_dataset(dataset, split=split)
+    except Exception as err:  # the hub raises many kinds (connection, gated, offline mode, not found)
+        raise error(f"could not load {dataset} from the Hugging Face hub ({type(err).__name__}: {err}); {note}; "
+                    f"{hint}") from err  # fmt: skip
+
+
 def hub_reachable(timeout: float = 3.0) -> bool:
     """Whether a TCP connection to the hub (``HF_ENDPOINT`` or huggingface.co) opens within ``timeout``
     seconds, so an offline machine fails fast instead of waiting on a library's retries."""

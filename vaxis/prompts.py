@@ -34,7 +34,7 @@ from typing import Any
 
 from .cache import read_jsonl
 from .config import REPO_ROOT
-from .models import hub_offline, hub_reachable
+from .models import hub_reachable, load_hub_dataset
 
 PROMPTS_DIR = REPO_ROOT / "data" / "prompts"
 PROMPTS_FILE = PROMPTS_DIR / "prompts.jsonl"
@@ -388,10 +388,6 @@ def wrap(prompt: str, template: str, org: str | None = None) -> str:
 # Chatbot Arena (online only)
 
 
-def _hub_offline() -> str | None:
-    return hub_offline(("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
-
-
 _hub_reachable = hub_reachable  # module-level, so tests can stand in for the network
 
 
@@ -422,31 +418,8 @@ def load_arena(
     """
     if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
         raise PromptDataError(f"n must be a positive integer or None (all prompts), got {n!r}")
-    var = _hub_offline()
-    if var is not None:
-        raise ArenaUnavailableError(
-            f"Chatbot Arena comes from the Hugging Face hub ({dataset}), which cannot be reached: {var} is set; "
-            + _OFFLINE_HINT
-        )
-    try:
-        from datasets import load_dataset
-    except ImportError as err:
-        raise ArenaUnavailableError(
-            f"load_arena needs the `datasets` library to read {dataset} from the Hugging Face hub, which "
-            f"vaxis does not depend on (`pip install datasets`, plus network access); {_OFFLINE_HINT}"
-        ) from err
-    if not _hub_reachable():
-        raise ArenaUnavailableError(
-            f"the Hugging Face hub cannot be reached from this machine (no connection within 3 s), so {dataset} "
-            f"cannot be loaded; {_OFFLINE_HINT}"
-        )
-    try:
-        rows = load_dataset(dataset, split="train")
-    except Exception as err:  # the hub raises many kinds (connection, gated, offline mode, not found)
-        raise ArenaUnavailableError(
-            f"could not load {dataset} from the Hugging Face hub ({type(err).__name__}: {err}); it needs network "
-            f"access and, being gated, a token whose account accepted its terms; {_OFFLINE_HINT}"
-        ) from err
+    rows = load_hub_dataset(dataset, "Chatbot Arena", ArenaUnavailableError, _OFFLINE_HINT, lambda: _hub_reachable(),
+                            note="it needs network access and, being gated, a token whose account accepted its terms")  # fmt: skip
     prompts = []
     for i, row in enumerate(rows):
         if language is not None and row.get("language") != language:
