@@ -126,3 +126,19 @@ def test_matched_rows_default_rule_bins_relative_position():
     t = _table()
     out = cf.matched_rows(t, ["step", "ramp"])
     assert out["step"] > 0.85 and abs(out["ramp"] - 0.5) < 0.15
+
+
+def test_random_range_and_backtracking_change_on_planted_rollouts():
+    assert cf.random_range([]) is None
+    med, lo, hi = cf.random_range(np.arange(101.0))
+    assert (med, round(lo, 1), round(hi, 1)) == (50.0, 2.5, 97.5)
+    # two rollouts of 40 one-character "tokens": one backtracks at token 30 ("Wait"), one does not
+    texts = ["x" * 29 + " Wait " + "y" * 5, "z" * 40]  # the event starts at character (= token) 30
+    starts = [np.arange(40), np.arange(40)]
+    ramp = np.linspace(0, 1, 40)
+    col_dip = np.where(np.arange(40) >= 30, ramp - 1.0, ramp)  # drops at the event
+    proj = [np.stack([np.stack([col_dip, ramp], -1)], 1), np.stack([np.stack([ramp, ramp], -1)], 1)]  # (40, 1, 2)
+    change_dip, n = cf.backtracking_change(proj, starts, texts, 0, 5, column=0)
+    change_ramp, _ = cf.backtracking_change(proj, starts, texts, 0, 5, column=1)
+    assert n == 1 and change_dip == pytest.approx(-1.0, abs=1e-9)
+    assert change_ramp == pytest.approx(0.0, abs=1e-9)  # a ramp at matched indices cancels

@@ -169,3 +169,22 @@ def per_axis(fn, values: Sequence[np.ndarray], names: Sequence[str]) -> dict:
     """``{name: fn(*each value as that axis)}``: call a notebook 03-09 function once per named axis, each
     value array reordered by :func:`as_axis` (axis in column 0, the random directions after it)."""
     return {name: fn(*[as_axis(v, k, len(names)) for v in values]) for k, name in enumerate(names)}
+
+
+def random_range(values) -> tuple | None:
+    """``(median, 2.5 %, 97.5 %)`` of the random directions' values (None when there are none)."""
+    values = np.asarray(values, dtype=float)
+    return (float(np.median(values)), *map(float, np.quantile(values, [0.025, 0.975]))) if values.size else None
+
+
+def backtracking_change(projections, starts, texts, li: int, window: int, column: int, seed: int = 0):
+    """Notebook 05's event-locked readout for one direction (``column``): the change of the projection from
+    ``window`` tokens before a backtracking event to the event, minus the same change at matched token
+    indices of rollouts without backtracking (:func:`vaxis.experiments.backtracking.event_curves`).
+    Returns ``(change, n_events)``."""
+    from .backtracking import event_curves
+
+    one = [p[..., [column]] if p.shape[-1] else p for p in projections]
+    ev = event_curves(one, starts, texts, li, window, seed=seed)
+    change = [ev[n][1][window] - ev[n][1][0] for n in ("backtracking", "matched index, no backtracking")]
+    return float(change[0] - change[1]), ev["n_events"]
