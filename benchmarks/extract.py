@@ -38,54 +38,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import vaxis  # noqa: E402
 
-QWEN3_8B = dict(
-    vocab_size=151936,
-    hidden_size=4096,
-    intermediate_size=12288,
-    num_hidden_layers=36,
-    num_attention_heads=32,
-    num_key_value_heads=8,
-    head_dim=128,
-    max_position_embeddings=40960,
-    rope_theta=1000000.0,
-    rms_norm_eps=1e-6,
-    tie_word_embeddings=False,
-)
-
 
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def load(args):
-    if args.model != "qwen3-8b-random":
-        return vaxis.load_model(args.model, quantization=args.quantization, device=args.device)
-    from transformers import AutoModelForCausalLM, Qwen3Config
-
-    from vaxis.tiny import tiny_tokenizer
-
-    config = Qwen3Config(**QWEN3_8B)
-    device = args.device or vaxis.models.default_device()
-    kwargs = {"dtype": torch.bfloat16}
-    if args.quantization == "4bit":
-        from transformers import BitsAndBytesConfig
-
-        # quantize a random bf16 model by saving it once and reloading in NF4
-        folder = Path(args.work_dir) / "qwen3-8b-random"
-        if not (folder / "config.json").exists():
-            with torch.device("cpu"):
-                model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
-            model.save_pretrained(folder)
-            del model
-        kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16
-        )
-        model = AutoModelForCausalLM.from_pretrained(folder, device_map={"": device}, **kwargs)
-    else:
-        with torch.device(device):
-            model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
-    tokenizer = tiny_tokenizer()  # ids < 512: valid for any vocabulary; timing does not depend on it
-    return model.eval(), tokenizer
+    """``vaxis.load_model`` of ``--model``: ``qwen3-8b-random`` is the vaxis alias (the Qwen3-8B architecture,
+    ``vaxis.models.QWEN3_8B``, random weights, the embedded SmolLM2 tokenizer; with ``--quantization 4bit`` its
+    bf16 weights are saved once under the vaxis cache and reloaded in NF4)."""
+    return vaxis.load_model(args.model, quantization=args.quantization, device=args.device)
 
 
 def workload(tokenizer, n_texts: int, seed: int, target_tokens: int | None, games_profile: str):
@@ -194,7 +156,6 @@ def main() -> None:
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-naive", action="store_true")
-    parser.add_argument("--work-dir", default="benchmarks/out")
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args()
     if args.threads:

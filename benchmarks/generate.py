@@ -124,7 +124,6 @@ def main() -> None:
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-sequential", action="store_true")
-    parser.add_argument("--work-dir", default="benchmarks/out")
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args()
     if args.threads:

