@@ -16,6 +16,7 @@ __version__ = "0.1.0"
 from .axis import Axis
 from .chat import ChatTemplateError, render_chat
 from .config import resolve as resolve_config
+from .distributed import DistributedError, use_processes
 from .extract import CacheError, SpanStats, extract, load_stats, save_stats
 from .generate import Generation, generate
 from .hooks import capture, steer, steering_vector
@@ -28,6 +29,7 @@ __all__ = [
     "ALIASES",
     "Axis",
     "CacheError",
+    "DistributedError",
     "ChatTemplateError",
     "Generation",
     "LayoutError",
@@ -51,4 +53,5 @@ __all__ = [
     "steer",
     "steering_vector",
     "tokens_in_spans",
+    "use_processes",
 ]

@@ -40,12 +40,14 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
+from . import distributed
 from .cache import atomic_write, cache_root, stable_hash
 from .chat import render_chat
 from .hooks import StopForward, _register_residual_hook
 from .identity import model_identity
 from .layout import ModelLayout, find_layout
 from .spans import tokens_in_spans, validate_spans
+from .timings import record_pass
 
 EXTRACT_VERSION = 2  # 2: results stored with save_stats (names, counts, kept activations)
 
@@ -198,6 +200,8 @@ def extract(
     quantization: str | None = None,
     token_spans: Sequence[str] | None = None,
     keep_activations: bool = False,
+    processes: int | None = None,
+    expect_key: str | None = None,
 ) -> SpanStats:
     """Per-span, per-layer statistics of the residual stream (see module docstring).
 
@@ -223,6 +227,11 @@ def extract(
         keep_activations: also return every ``token_spans`` token's activation at every
             layer (float32, on the CPU: ``n_tokens * n_layers * d * 4`` bytes; use it only when
             that fits, e.g. to project on directions that are not known yet).
+        processes: run the pass on this many processes with ``accelerate launch``
+            (:mod:`vaxis.distributed`; the result is identical); ``None``: the setting of
+            :func:`vaxis.distributed.use_processes` (1 unless changed).
+        expect_key: internal (a process of a sharded job): the cache key the launching process
+            computed; a process whose inputs hash otherwise stops the job.
     """
     layout = layout or find_layout(model)
     layers = layout.check_layers(list(layers) if layers is not None else list(layout.residual_indices))
@@ -281,10 +290,37 @@ def extract(
     )
     folder = Path(cache_dir) if cache_dir is not None else cache_root() / "extract"
     final_path = folder / f"{key}.safetensors"
+    if expect_key is not None and expect_key != key:
+        raise distributed.DistributedError(
+            f"this process's extraction inputs hash to {key}, the launching process's to {expect_key}: it loaded "
+            "another model or read other inputs; nothing was merged"
+        )
+    distributed.same_everywhere(key, "extraction cache keys")
     if use_cache and final_path.exists():
         stats = load_stats(final_path, key=key)
         stats.info.update(cached=True, cache_key=key)
+        if distributed.shard() is None:
+            record_pass("extract", sum(needed), 0.0, cached=True)
         return stats
+    n_proc = distributed.processes_for(processes, sum(needed))
+    if n_proc > 1:
+        if not use_cache:
+            raise ValueError("processes > 1 merges the processes' batches through the cache: keep use_cache=True")
+        start_time = time.perf_counter()
+        job = {"model": distributed.model_source(model), "kwargs": dict(
+            texts=[t for t, _ in items], spans=[sp for _, sp in items], layers=layers, directions=directions, max_batch_tokens=max_batch_tokens,
+            max_batch_size=max_batch_size, add_special_tokens=add_special_tokens, cache_dir=cache_dir,
+            progress=progress, quantization=quantization, token_spans=token_spans, keep_activations=keep_activations)}  # fmt: skip
+        distributed.run_job("extract", job, key, n_proc, progress=progress)
+        if not final_path.exists():
+            raise distributed.DistributedError(f"the sharded extraction finished without writing {final_path}")
+        stats = load_stats(final_path, key=key)
+        stats.info.update(cached=False, cache_key=key, processes=n_proc, seconds=time.perf_counter() - start_time)
+        stats.info["tokens_per_s"] = stats.info["tokens_processed"] / stats.info["seconds"]
+        record_pass("extract", stats.info["tokens_processed"], stats.info["seconds"], cached=False, processes=n_proc)
+        return stats
+    if distributed.shard() is not None and not use_cache:
+        raise ValueError("a process of a sharded job writes its batches to the cache: keep use_cache=True")
 
     # Groups: (item, name, token indices, per-token outputs?) with at least one token, per distinct text.
     by_text: dict[int, list[tuple[int, str, torch.Tensor, bool]]] = {}
@@ -307,7 +343,23 @@ def extract(
     start_time, processed = time.perf_counter(), 0
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    bar = tqdm(total=sum(needed[u] for u in runnable), unit="tok", desc="extract", disable=not progress, mininterval=10)
+    where = distributed.shard()
+    if where is not None:  # a process of a sharded job: run this process's batches into the cache first
+        for b in distributed.my_batches(len(batches)):
+            part = part_dir / f"{b:06d}.safetensors"
+            if not part.exists():
+                result = _run_batch(model, layout, layers, tokenized, needed, batches[b], by_text, dir_matrix,
+                                    device, keep_activations)  # fmt: skip
+                atomic_write(part, lambda tmp, r=result: save_file(r, tmp))
+                processed += sum(needed[u] for u in batches[b])
+        distributed.note_share(tokens_this_process=processed)
+        processed = 0  # the merged file counts every process's tokens
+        distributed.barrier()
+        if where[0] != 0:  # process 0 merges every batch into the final file, then everyone reads it
+            distributed.barrier()
+            return load_stats(final_path, key=key)
+    bar = tqdm(total=sum(needed[u] for u in runnable), unit="tok", desc="extract", disable=not progress or where is not None,
+               mininterval=10)  # fmt: skip
     for b, batch in enumerate(batches):
         part = part_dir / f"{b:06d}.safetensors"
         result = _load_part(part) if use_cache and part.exists() else None
@@ -363,6 +415,10 @@ def extract(
             p.unlink()
         if part_dir.exists():
             part_dir.rmdir()
+    if where is not None:
+        distributed.barrier()  # the others wait for the merged file
+    else:
+        record_pass("extract", processed, seconds, cached=False, processes=1)
     return stats
 
 

@@ -48,12 +48,14 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from . import distributed
 from .cache import atomic_write_text, cache_root, stable_hash
 from .chat import render_chat
 from .extract import CacheError, _input_device, _plan_batches, tokenizer_identity
 from .hooks import steer as steer_context
 from .identity import model_identity
 from .layout import find_layout
+from .timings import record_pass
 
 GENERATE_VERSION = 1
 
@@ -165,6 +167,8 @@ def generate(
     progress: bool = True,
     chat_template_kwargs: dict | None = None,
     score: dict | None = None,
+    processes: int | None = None,
+    expect_key: str | None = None,
 ) -> list[Generation]:
     """Generate ``n_samples`` continuations of each conversation (see the module docstring).
 
@@ -190,6 +194,9 @@ def generate(
         chat_template_kwargs: passed to the chat template (e.g. ``{"enable_thinking": False}``).
         score: ``{name: [token ids]}``: record each answer's log-probability at the first generated
             position in ``Generation.scores`` (e.g. :func:`vaxis.readout.yes_no_ids`).
+        processes: decode on this many processes with ``accelerate launch`` (:mod:`vaxis.distributed`:
+            the same batches, so the same results); ``None``: :func:`vaxis.distributed.use_processes`'s setting.
+        expect_key: internal (a process of a sharded job): the launching process's cache key.
 
     Returns:
         ``len(conversations) * n_samples`` :class:`Generation`, conversation-major, in input order.
@@ -232,20 +239,51 @@ def generate(
         score={str(k): [int(t) for t in v] for k, v in (score or {}).items()},
     )
 
+    where = distributed.shard()
+    if not cache and (where is not None or (processes or 1) > 1):
+        raise ValueError("processes > 1 merges the processes' sequences through the cache: keep cache=True")
     if cache:  # the key needs the model's weight digest: skipped when the cache is off
         key = _cache_key(model, tokenizer, prompts, prefills, cfg, n_samples, seed)
+        if expect_key is not None and expect_key != key:
+            raise distributed.DistributedError(
+                f"this process's generation inputs hash to {key}, the launching process's to {expect_key}: it "
+                "loaded another model or read other inputs; nothing was merged"
+            )
+        distributed.same_everywhere(key, "generation cache keys")
         final = cache_root() / "generate" / f"{key}.jsonl"
         partial = final.with_name(final.name + ".partial")
         if final.exists():
-            return _load_final(final, n * n_samples)
+            out = _load_final(final, n * n_samples)
+            if where is None:
+                record_pass("generate", sum(g.n_new_tokens for g in out), 0.0, cached=True)
+            return out
 
     # Greedy samples are identical: compute sample 0 and copy it.
     todo = [(i, s) for i in range(n) for s in range(n_samples if sampling else 1)]
-    done = _read_partial(partial, set(todo)) if cache else {}
+    done = _read_partials(partial, set(todo)) if cache else {}
     todo = [seq for seq in todo if seq not in done]
     texts = {i: prompts[i] + prefills[i] for i in {i for i, _ in todo}}
     ids = {i: tokenizer(t, add_special_tokens=False)["input_ids"] for i, t in texts.items()}
     batches = _plan_batches([len(ids[i]) + max_new_tokens for i, _ in todo], budget, 1 << 30)
+    n_proc = distributed.processes_for(processes, sum(len(ids[i]) + max_new_tokens for i, _ in todo))
+    if n_proc > 1 and todo:
+        job = {"model": distributed.model_source(model), "kwargs": dict(
+            conversations=list(conversations), max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+            n_samples=n_samples, seed=seed, steer=vectors or None, positions=positions, prefill=prefills,
+            stop=stops, max_batch_tokens=budget, progress=progress, chat_template_kwargs=chat_template_kwargs,
+            score=score)}  # fmt: skip
+        start = time.perf_counter()
+        distributed.run_job("generate", job, key, n_proc, progress=progress)
+        if not final.exists():
+            raise distributed.DistributedError(f"the sharded generation finished without writing {final}")
+        out = _load_final(final, n * n_samples)
+        record_pass("generate", sum(g.n_new_tokens for g in out), time.perf_counter() - start, cached=False,
+                    processes=n_proc)  # fmt: skip
+        return out
+    if where is not None:  # a process of a sharded job: every process has read the same finished sequences
+        distributed.barrier()
+        partial = partial.with_name(f"{partial.name}.rank{where[0]}")
+        batches = [batches[b] for b in distributed.my_batches(len(batches))]
     bar = tqdm(total=len(todo), unit="seq", desc="generate", disable=not progress, mininterval=10)
     start, n_tokens = time.perf_counter(), 0
     with open(partial, "a", encoding="utf-8") if cache else contextlib.nullcontext() as handle:
@@ -265,11 +303,24 @@ def generate(
             bar.update(len(seqs))
             bar.set_postfix_str(f"{n_tokens / (time.perf_counter() - start):.1f} tok/s", refresh=False)
     bar.close()
+    if where is not None:  # process 0 merges every process's sequences; the others read its file
+        distributed.note_share(sequences_this_process=sum(len(b) for b in batches))
+        distributed.barrier()
+        if where[0] != 0:
+            distributed.barrier()
+            return _load_final(final, n * n_samples)
+        partial = final.with_name(final.name + ".partial")
+        done.update(_read_partials(partial, set(todo)))
     picks = [(i, s, done[(i, s if sampling else 0)]) for i in range(n) for s in range(n_samples)]
     out = [Generation(**{**asdict(g), "sample": s}) for i, s, g in picks]
     if cache:
         atomic_write_text(final, "".join(json.dumps(asdict(g)) + "\n" for g in out))
-        partial.unlink(missing_ok=True)
+        for leftover in [partial, *partial.parent.glob(f"{partial.name}.rank*")]:
+            leftover.unlink(missing_ok=True)
+    if where is not None:
+        distributed.barrier()
+    else:
+        record_pass("generate", n_tokens, time.perf_counter() - start, cached=False, processes=1)
     return out
 
 
@@ -292,6 +343,14 @@ def _cache_key(model, tokenizer, prompts, prefills, cfg, n_samples, seed) -> str
         },
         24,
     )
+
+
+def _read_partials(path: Path, wanted: set) -> dict:
+    """Finished sequences of an interrupted run: ``path`` and the per-process files of a sharded one."""
+    done = {}
+    for part in [path, *sorted(path.parent.glob(f"{path.name}.rank*"))]:
+        done.update(_read_partial(part, wanted))
+    return done
 
 
 def _read_partial(path: Path, wanted: set) -> dict:

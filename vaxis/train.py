@@ -257,6 +257,35 @@ def train_adapter(
     return Adapter(folder, sidecar, True, losses)
 
 
+def train_adapters(calls: list[dict], processes: int | None = None) -> list[Adapter]:
+    """:func:`train_adapter` for each dict of keyword arguments in ``calls``, in order.
+
+    With ``processes`` > 1 (or :func:`vaxis.distributed.use_processes`'s setting) they are trained by that
+    many processes under ``accelerate launch``: adapter ``i`` by process ``i mod processes``, each alone on its
+    own GPU (no DDP), then read back here; every adapter is exactly the one a single process trains (same
+    rows, settings and seed), and adapters finished before are loaded, not trained again."""
+    from . import distributed
+
+    calls = [dict(c) for c in calls]
+    todo = [c for c in calls if not _maybe_finished(c)]
+    n_proc = min(distributed.processes_for(processes), len(todo))
+    if n_proc > 1:
+        for c in todo:
+            _check_rows(c["rows"], c["settings"].method)
+            c["root"] = str(Path(c["root"]).resolve())
+        key = stable_hash([[c["name"], str(c["root"]), adapter_key("", c["rows"], c["settings"])] for c in todo], 24)
+        distributed.run_job("train", {"calls": todo}, key, n_proc)
+    return [train_adapter(**c) for c in calls]
+
+
+def _maybe_finished(call: dict) -> bool:
+    """Whether an adapter of this name, settings and row count is finished under ``root``: then no job is
+    launched for it (:func:`train_adapter`, which checks the full key, trains it here if it was another)."""
+    folders = Path(call["root"]).glob(f"{call['name']}-*")
+    return any((read_sidecar(f) or {}).get("settings") == asdict(call["settings"])
+               and (read_sidecar(f) or {}).get("n_rows") == len(call["rows"]) for f in folders)  # fmt: skip
+
+
 def _copy_folder(src: Path, dst: Path) -> None:
     """Copy a finished adapter folder to ``dst`` atomically (a temporary sibling, then a rename)."""
     tmp = dst.parent / f".{dst.name}.copy-{os.getpid()}"
@@ -284,7 +313,11 @@ def load_adapter(model, folder: str | Path, quantization: str | None = None):
             f"(fingerprint {sidecar['base_fingerprint'][:12]}), but the model given has fingerprint {have[:12]}: "
             "load the base model it was trained on (same weights, dtype and quantization), or retrain it"
         )
-    return PeftModel.from_pretrained(model, str(folder)).eval()
+    wrapped = PeftModel.from_pretrained(model, str(folder)).eval()
+    source = getattr(model, "_vaxis_source", None)
+    if source is not None:  # how vaxis.distributed loads it again in another process
+        wrapped._vaxis_source = {**source, "adapters": [*source.get("adapters", []), str(Path(folder).resolve())]}
+    return wrapped
 
 
 def finished_adapters(folder: str | Path, base_model: str | None = None) -> dict[str, Path]:

@@ -468,3 +468,24 @@ def run_extraction(
     eval_stats = combine_stats(len(final_items), parts) if len(parts) > 1 else second
     passes = [{"pass": "fit", **fit.info}, {"pass": "evaluation", **second.info}]
     return Extraction(fit, fit_items, eval_stats, final_items, directions, passes)
+
+
+def extract_run(cfg, n_test: int = 15, model=None, tokenizer=None, spans: GameItems | None = None) -> Extraction:
+    """Notebook 02's passes for a resolved run config (:func:`vaxis.resolve_config`): the items of the games in
+    ``cfg.run_dir/games.jsonl`` (unless ``spans`` are given), on the profile's model (unless ``model`` and
+    ``tokenizer`` are given), every residual index, the profile's settings. ``python -m vaxis extract`` runs it
+    too, under ``accelerate launch`` on several processes or machines (every pass sharded)."""
+    from .. import icrl
+    from ..layout import find_layout
+    from ..models import load_model
+
+    if model is None:
+        model, tokenizer = load_model(cfg.model, quantization=cfg.quantization)
+    if spans is None:
+        spans = items_from_games(icrl.load_games(cfg.run_dir / "games.jsonl"), tokenizer)
+    return run_extraction(
+        model, tokenizer, spans, list(find_layout(model).residual_indices), n_splits=cfg["n_splits"], n_test=n_test,
+        n_shuffles=cfg["n_shuffles"], n_random=cfg["n_random_directions"], seed=cfg.seed,
+        keep_construction_activations=cfg["keep_construction_activations"], max_batch_tokens=cfg["max_batch_tokens"],
+        quantization=cfg.quantization,
+    )  # fmt: skip
