@@ -108,10 +108,11 @@ def check_processes(processes, config_file: str | os.PathLike | None = None) -> 
 def use_processes(processes: int = 1, config_file: str | os.PathLike | None = None, min_tokens: int = 0) -> int:
     """Set how many processes the heavy calls of this Python process use when not told otherwise.
 
-    ``processes`` may not exceed this machine's GPUs (CPU cores without a GPU); ``config_file`` is an
-    accelerate config for the launch (a multi-machine config is refused: start those from the shell);
-    a pass of fewer than ``min_tokens`` tokens stays in this process, since every launch loads the
-    model once per process. Returns ``processes``."""
+    ``processes`` may not exceed this machine's GPUs (CPU cores without a GPU) unless ``config_file``, an
+    accelerate config for the launches, names several machines: then each heavy call writes its job folder
+    and stops with the command to start on every machine (:func:`run_job`). A pass of fewer than
+    ``min_tokens`` tokens stays in this process, since every launch loads the model once per process.
+    Returns ``processes``."""
     _defaults.update(processes=check_processes(processes, config_file), config_file=config_file,
                      min_tokens=int(min_tokens))  # fmt: skip
     return processes
