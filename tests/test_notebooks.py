@@ -42,9 +42,11 @@ def test_unknown_notebook_and_profile(tmp_path):
 
 @pytest.mark.slow
 def test_smoke_run_of_all_notebooks(tmp_path):
-    """`python -m vaxis run --profile smoke` executes every notebook and writes their outputs."""
+    """`python -m vaxis run --profile smoke` executes every notebook and writes their outputs. Seed 0, the
+    notebooks' default, so that the nbval run of `make test` (after this one) reads the same passes and adapters
+    from the cache instead of computing them a second time."""
     out = subprocess.run(
-        [sys.executable, "-m", "vaxis", "run", "--profile", "smoke", "--run-dir", str(tmp_path), "-p", "seed", "1"],
+        [sys.executable, "-m", "vaxis", "run", "--profile", "smoke", "--run-dir", str(tmp_path), "-p", "seed", "0"],
         capture_output=True,
         text=True,
         timeout=900,
@@ -56,7 +58,7 @@ def test_smoke_run_of_all_notebooks(tmp_path):
         assert f"{name[:-6]} done in" in out.stdout
         executed = nbformat.read(tmp_path / name, as_version=4)
         injected = [c for c in executed.cells if "injected-parameters" in c.metadata.get("tags", [])]
-        assert injected and "seed = 1" in injected[0].source
+        assert injected and "seed = 0" in injected[0].source
     assert (tmp_path / "games.jsonl").exists() and (tmp_path / "extraction" / "meta.json").exists()
     card = json.loads((tmp_path / "scorecard.json").read_text())
     headline = card["fig2.heldout_auroc_token_replication"]

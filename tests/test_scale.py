@@ -90,6 +90,15 @@ def test_every_scale_key_is_exercised_by_the_smoke_profile():
     assert sorted(missing + retyped + item_types) == sorted(NOT_EXERCISED_BY_SMOKE), (missing, retyped, item_types)
 
 
+def test_the_paper_n_games_table_form_generates_each_split():
+    """n_games, the one key smoke does not exercise in the paper's form: the table, scaled down to a tenth."""
+    from vaxis import icrl
+
+    plan = {split: max(1, n // 10) for split, n in load_profile("scale")["n_games"].items()}
+    games, report = icrl.generate_dataset(plan, seed=0, size=icrl.GameSize(**load_profile("smoke")["game_size"]))
+    assert report["by_split"] == plan and {g.split for g in games} == set(plan)
+
+
 # --------------------------------------------------------------------------- the runner: CUDA refusal and dry run
 
 
