@@ -307,10 +307,14 @@ def extract(
         if not use_cache:
             raise ValueError("processes > 1 merges the processes' batches through the cache: keep use_cache=True")
         start_time = time.perf_counter()
-        job = {"model": distributed.model_source(model), "kwargs": dict(
-            texts=[t for t, _ in items], spans=[sp for _, sp in items], layers=layers, directions=directions, max_batch_tokens=max_batch_tokens,
-            max_batch_size=max_batch_size, add_special_tokens=add_special_tokens, cache_dir=cache_dir,
-            progress=progress, quantization=quantization, token_spans=token_spans, keep_activations=keep_activations)}  # fmt: skip
+        cpu_directions = {k: torch.as_tensor(v).detach().cpu() for k, v in (directions or {}).items()} or None
+        kwargs = dict(
+            texts=[t for t, _ in items], spans=[sp for _, sp in items], layers=layers, directions=cpu_directions,
+            max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size, add_special_tokens=add_special_tokens,
+            cache_dir=cache_dir, progress=progress, quantization=quantization, token_spans=token_spans,
+            keep_activations=keep_activations,
+        )  # fmt: skip
+        job = {"model": distributed.model_source(model), "kwargs": kwargs}
         distributed.run_job("extract", job, key, n_proc, progress=progress)
         if not final_path.exists():
             raise distributed.DistributedError(f"the sharded extraction finished without writing {final_path}")

@@ -267,11 +267,12 @@ def generate(
     batches = _plan_batches([len(ids[i]) + max_new_tokens for i, _ in todo], budget, 1 << 30)
     n_proc = distributed.processes_for(processes, sum(len(ids[i]) + max_new_tokens for i, _ in todo))
     if n_proc > 1 and todo:
-        job = {"model": distributed.model_source(model), "kwargs": dict(
+        kwargs = dict(
             conversations=list(conversations), max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
-            n_samples=n_samples, seed=seed, steer=vectors or None, positions=positions, prefill=prefills,
-            stop=stops, max_batch_tokens=budget, progress=progress, chat_template_kwargs=chat_template_kwargs,
-            score=score)}  # fmt: skip
+            n_samples=n_samples, seed=seed, steer=vectors or None, positions=positions, prefill=prefills, stop=stops,
+            max_batch_tokens=budget, progress=progress, chat_template_kwargs=chat_template_kwargs, score=score,
+        )  # fmt: skip
+        job = {"model": distributed.model_source(model), "kwargs": kwargs}
         start = time.perf_counter()
         distributed.run_job("generate", job, key, n_proc, progress=progress)
         if not final.exists():
