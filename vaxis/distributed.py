@@ -94,9 +94,11 @@ def check_processes(processes, config_file: str | os.PathLike | None = None) -> 
         raise DistributedError(f"processes={processes!r}: give an int >= 1 (1 runs everything in this process)")
     if config_file is not None and machines(config_file) > 1:
         return processes  # the machines named in the config provide them (see run_job)
+    import torch
+
     have = available_processes()
     if processes > have:
-        what = "GPUs" if _cuda() else "CPU cores (no GPU is visible)"
+        what = "GPUs" if torch.cuda.is_available() else "CPU cores (no GPU is visible)"
         raise DistributedError(
             f"processes={processes}, but this machine has {have} {what}: use at most {have}; more processes than one "
             "machine has need several machines, named in an accelerate config file (`accelerate config`; pass it as "
@@ -128,12 +130,6 @@ def processes_for(processes: int | None, tokens: int | None = None) -> int:
     if tokens is not None and tokens < _defaults["min_tokens"]:
         return 1
     return _defaults["processes"]
-
-
-def _cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
 
 
 # ---------------------------------------------------------------- inside a process of a job

@@ -281,9 +281,8 @@ def train_adapters(calls: list[dict], processes: int | None = None) -> list[Adap
 def _maybe_finished(call: dict) -> bool:
     """Whether an adapter of this name, settings and row count is finished under ``root``: then no job is
     launched for it (:func:`train_adapter`, which checks the full key, trains it here if it was another)."""
-    folders = Path(call["root"]).glob(f"{call['name']}-*")
-    return any((read_sidecar(f) or {}).get("settings") == asdict(call["settings"])
-               and (read_sidecar(f) or {}).get("n_rows") == len(call["rows"]) for f in folders)  # fmt: skip
+    sidecars = [read_sidecar(f) or {} for f in Path(call["root"]).glob(f"{call['name']}-*")]
+    return any(s.get("settings") == asdict(call["settings"]) and s.get("n_rows") == len(call["rows"]) for s in sidecars)
 
 
 def _copy_folder(src: Path, dst: Path) -> None:
