@@ -27,6 +27,18 @@ def test_parse_value():
     assert parse_value("3") == 3 and parse_value("0.5") == 0.5 and parse_value("None") is None
     assert parse_value("true") is True and parse_value("smollm2-135m") == "smollm2-135m"
     assert parse_value("[1, 2]") == [1, 2]
+    assert parse_value('{"enable_thinking": false}') == {"enable_thinking": False}
+    assert parse_value("{'enable_thinking': True}") == {"enable_thinking": True}
+
+
+def test_relative_path_parameters_become_absolute(tmp_path):
+    from vaxis.runner import absolute_paths
+
+    (tmp_path / "runs" / "demo" / "controlled_axis").mkdir(parents=True)
+    params = {"axis_path": "runs/demo/controlled_axis", "prompts_file": "shipped", "seed": 1, "other": "runs"}
+    out = absolute_paths(params, cwd=tmp_path)
+    assert out["axis_path"] == str((tmp_path / "runs/demo/controlled_axis").resolve())
+    assert out["prompts_file"] == "shipped" and out["seed"] == 1 and out["other"] == "runs"
 
 
 def test_unknown_notebook_and_profile(tmp_path):
@@ -60,6 +72,12 @@ def test_smoke_run_of_all_notebooks(tmp_path):
         injected = [c for c in executed.cells if "injected-parameters" in c.metadata.get("tags", [])]
         assert injected and "seed = 0" in injected[0].source
     assert (tmp_path / "games.jsonl").exists() and (tmp_path / "extraction" / "meta.json").exists()
+    # `--estimate` planned this run: per notebook as many extraction, generation and training passes, tokens within 5%
+    # (before the rerun of 03 below replaces its timings; the run folder's value_axis names the main layer)
+    from vaxis.estimate import compare, estimate, load_timings
+
+    planned = estimate("smoke", parameters={"seed": 0}, gpu="cpu", run_dir=tmp_path)
+    assert compare(planned, load_timings(tmp_path)) == []
     card = json.loads((tmp_path / "scorecard.json").read_text())
     headline = card["fig2.heldout_auroc_token_replication"]
     assert "tiny-qwen3" in headline["context"]  # every number names its model
@@ -114,6 +132,21 @@ def test_smoke_run_of_all_notebooks(tmp_path):
     assert (tmp_path / "figures" / "auroc_by_layer.png").stat().st_size > 0
     assert (tmp_path / "figures" / "null_distribution.png").stat().st_size > 0
     assert not list((vaxis.config.REPO_ROOT / "figures").glob("smoke_*"))  # nothing published unasked
+    # notebook 09 alone on a user's own prompts file (30 prompts in 3 categories unlike the shipped ones, each longer
+    # than the evaluation-awareness organism's limit): the quartiles read the file, and the organism draws its
+    # prompts from the shipped set, with a note, instead of failing (issue 19)
+    topics = ("gardening", "recipes", "travel")
+    mine = tmp_path / "my_prompts.jsonl"
+    mine.write_text("".join(json.dumps({"id": f"u{i}", "category": topics[i % 3], "prompt": f"Tell me about "
+                    f"{topics[i % 3]}, case {i}. " + "Explain every detail, step by step. " * 12}) + "\n" for i in range(30)))  # fmt: skip
+    alone = subprocess.run(
+        [sys.executable, "-m", "vaxis", "run", "--profile", "smoke", "--run-dir", str(tmp_path), "--only", "09",
+         "-p", "prompts_file", str(mine)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert alone.returncode == 0, alone.stdout[-3000:] + alone.stderr[-3000:]
+    executed = (tmp_path / "09_in_the_wild.ipynb").read_text()
+    assert f"30 prompts from {mine}" in executed and "draws them from the shipped prompts" in executed
 
 
 def test_every_notebook_names_the_vaxis_kernel():

@@ -74,6 +74,8 @@ def test_scale_is_the_paper_profile_with_another_model(tmp_path):
 NOT_EXERCISED_BY_SMOKE = {
     "requires": "read by the runner only (the CUDA refusal), never by a notebook",
     "n_games": "a {construction, held_out} table in paper/scale, an int in smoke; icrl.generate_dataset takes both",
+    "chat_template_kwargs": "unset in smoke (its ChatML template takes none); the paper_ci profile, which .ci/run "
+    "executes, carries the paper's",
 }
 
 
@@ -150,8 +152,8 @@ def test_dry_run_names_each_notebook_without_a_parameter(no_cuda, tmp_path, caps
         runner.run("scale", run_dir=tmp_path, only=["01", "02", "03"], parameters={"axis_path": "x"}, dry_run_only=True)
     message = str(err.value)
     assert "01_synthesize_icrl: no parameter axis_path" in message and "02_extract_activations" in message
-    assert "03_fit_axis:" not in message
-    assert "[dry run] 03_fit_axis: ok" in capsys.readouterr().out
+    assert "03_fit_axis: no parameter" not in message  # 03 takes it, and its own check reads it: "x" is no axis
+    assert "[dry run] 03_fit_axis: FAILED, 1 problem(s) in its parameters" in capsys.readouterr().out
 
 
 def test_dry_run_reports_a_profile_that_does_not_resolve(no_cuda, tmp_path):

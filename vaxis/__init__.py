@@ -15,6 +15,7 @@ __version__ = "0.1.0"
 
 from .axis import Axis
 from .chat import ChatTemplateError, render_chat
+from .checks import ParameterError, check_notebook
 from .config import resolve as resolve_config
 from .distributed import DistributedError, use_processes
 from .extract import CacheError, SpanStats, extract, load_stats, save_stats
@@ -36,9 +37,11 @@ __all__ = [
     "ModelLayout",
     "ModelIdentityError",
     "ModelLoadError",
+    "ParameterError",
     "SpanError",
     "SpanStats",
     "capture",
+    "check_notebook",
     "extract",
     "find_layout",
     "generate",

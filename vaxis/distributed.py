@@ -243,7 +243,8 @@ def load_source(source: dict):
     from .train import load_adapter
 
     model, tokenizer = load_model(source["name"], quantization=source["quantization"],
-                                  dtype=getattr(torch, source["dtype"]), seed=source.get("seed", 0))  # fmt: skip
+                                  dtype=getattr(torch, source["dtype"]), seed=source.get("seed", 0),
+                                  chat_template_kwargs=source.get("chat_template_kwargs"))  # fmt: skip
     for folder in source.get("adapters", []):
         model = load_adapter(model, folder, source["quantization"])
     return model, tokenizer

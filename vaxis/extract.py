@@ -42,7 +42,7 @@ from tqdm import tqdm
 
 from . import distributed
 from .cache import atomic_write, cache_root, stable_hash
-from .chat import render_chat
+from .chat import bound_template_kwargs, render_chat
 from .hooks import StopForward, _register_residual_hook
 from .identity import model_identity
 from .layout import ModelLayout, find_layout
@@ -156,16 +156,25 @@ def _tokenize(tokenizer, text: str, add_special_tokens: bool):
 
 def tokenizer_identity(tokenizer) -> str:
     """Hash of a fast tokenizer's full definition (vocabulary, merges, normaliser, pre- and
-    post-processor: ``backend_tokenizer.to_str()``; ~35 ms for SmolLM2's). Two tokenizers that split
-    the same text differently never share an extraction cache entry."""
+    post-processor: ``backend_tokenizer.to_str()``; ~35 ms for SmolLM2's), with the chat-template arguments
+    bound to it (:func:`vaxis.chat.bound_template_kwargs`) when there are any. Two tokenizers that split
+    the same text differently, or render chats with other arguments, never share a cache entry."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is None:
         raise ValueError("vaxis needs a fast tokenizer (one with a backend_tokenizer): load it with use_fast=True")
-    return hashlib.sha256(backend.to_str().encode()).hexdigest()[:32]
+    definition = backend.to_str()
+    bound = bound_template_kwargs(tokenizer)
+    if bound:  # no arguments: the same hash as before they existed, so earlier caches stay valid
+        definition += "\nchat_template_kwargs=" + json.dumps(bound, sort_keys=True)
+    return hashlib.sha256(definition.encode()).hexdigest()[:32]
 
 
-def _plan_batches(lengths: list[int], max_batch_tokens: int, max_batch_size: int) -> list[list[int]]:
-    """Group text indices (longest first) so that batch_size * longest <= max_batch_tokens."""
+def plan_batches(lengths: list[int], max_batch_tokens: int, max_batch_size: int) -> list[list[int]]:
+    """Group text indices (longest first) so that batch_size * longest <= max_batch_tokens.
+
+    The one batch planner of the engine: :func:`extract`, :func:`vaxis.generate.generate` and the readouts
+    of :mod:`vaxis.readout` batch with it, and :mod:`vaxis.estimate` calls it to plan a run before any
+    model is loaded, so an estimate's batches are the run's."""
     order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
     batches, current = [], []
     for i in order:
@@ -296,11 +305,15 @@ def extract(
             "another model or read other inputs; nothing was merged"
         )
     distributed.same_everywhere(key, "extraction cache keys")
+    runnable = [u for u in range(len(unique)) if needed[u] > 0]
+    batches = plan_batches([needed[u] for u in runnable], max_batch_tokens, max_batch_size)
+    batches = [[runnable[j] for j in b] for b in batches]
+    plan = {"sequences": len(runnable), "batches": len(batches)}  # in every record, cached or not
     if use_cache and final_path.exists():
         stats = load_stats(final_path, key=key)
         stats.info.update(cached=True, cache_key=key)
         if distributed.shard() is None:
-            record_pass("extract", sum(needed), 0.0, cached=True)
+            record_pass("extract", sum(needed), 0.0, cached=True, **plan)
         return stats
     n_proc = distributed.processes_for(processes, sum(needed))
     if n_proc > 1:
@@ -321,7 +334,8 @@ def extract(
         stats = load_stats(final_path, key=key)
         stats.info.update(cached=False, cache_key=key, processes=n_proc, seconds=time.perf_counter() - start_time)
         stats.info["tokens_per_s"] = stats.info["tokens_processed"] / stats.info["seconds"]
-        record_pass("extract", stats.info["tokens_processed"], stats.info["seconds"], cached=False, processes=n_proc)
+        record_pass("extract", stats.info["tokens_processed"], stats.info["seconds"], cached=False, processes=n_proc,
+                    **plan)  # fmt: skip
         return stats
     if distributed.shard() is not None and not use_cache:
         raise ValueError("a process of a sharded job writes its batches to the cache: keep use_cache=True")
@@ -333,9 +347,6 @@ def extract(
             idx = item_tokens[i][name]
             if len(idx):
                 by_text.setdefault(text_ids[text], []).append((i, name, idx, name in tokenwise))
-    runnable = [u for u in range(len(unique)) if needed[u] > 0]
-    batches = _plan_batches([needed[u] for u in runnable], max_batch_tokens, max_batch_size)
-    batches = [[runnable[j] for j in b] for b in batches]
 
     n_layers, d = len(layers), layout.hidden_size
     sums = {n: torch.zeros(len(items), n_layers, d) for n in names}
@@ -422,7 +433,7 @@ def extract(
     if where is not None:
         distributed.barrier()  # the others wait for the merged file
     else:
-        record_pass("extract", processed, seconds, cached=False, processes=1)
+        record_pass("extract", processed, seconds, cached=False, processes=1, **plan)
     return stats
 
 

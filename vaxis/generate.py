@@ -51,7 +51,7 @@ from tqdm import tqdm
 from . import distributed
 from .cache import atomic_write_text, cache_root, stable_hash
 from .chat import render_chat
-from .extract import CacheError, _input_device, _plan_batches, tokenizer_identity
+from .extract import CacheError, _input_device, plan_batches, tokenizer_identity
 from .hooks import steer as steer_context
 from .identity import model_identity
 from .layout import find_layout
@@ -90,6 +90,24 @@ def default_max_batch_tokens(device: torch.device) -> int:
     tokens; a CPU decode step costs about the same for 16 or 64 rows, see benchmarks/RESULTS.md),
     65536 on an accelerator."""
     return 8192 if torch.device(device).type == "cpu" else 65536
+
+
+def generation_plan(
+    tokenizer, texts: Sequence[str], max_new_tokens: int, budget: int, n_samples: int = 1, sampling: bool = False
+) -> dict:
+    """What a generation pass plans before it decodes, the same whether it then runs or is read from the cache
+    (its timing record, and :mod:`vaxis.estimate` before a model is loaded): ``sequences`` (conversations x
+    ``n_samples`` when sampling; greedy samples are computed once), ``planned_tokens`` (each sequence's
+    ``texts`` tokens, i.e. rendered prompt plus prefill, plus ``max_new_tokens``), ``batches``
+    (:func:`vaxis.extract.plan_batches` under ``budget``) and ``decode_steps``, an upper bound: each batch
+    decodes until its longest row stops, at most ``max_new_tokens`` steps, and rows may stop sooner."""
+    per = n_samples if sampling else 1
+    ids = tokenizer(list(texts), add_special_tokens=False)["input_ids"] if len(texts) else []  # one batched call
+    lengths = [len(i) + max_new_tokens for i in ids]
+    lengths = [length for length in lengths for _ in range(per)]
+    n_batches = len(plan_batches(lengths, budget, 1 << 30))
+    return {"sequences": len(lengths), "planned_tokens": sum(lengths), "batches": n_batches,
+            "decode_steps": n_batches * max_new_tokens}  # fmt: skip
 
 
 def _eos_ids(model, tokenizer) -> list[int]:
@@ -228,6 +246,11 @@ def generate(
     device = _input_device(model)
     budget = max_batch_tokens or default_max_batch_tokens(device)
     sampling = temperature > 0
+
+    def plan() -> dict:  # the planned sizes, in every timing record of this pass
+        return generation_plan(tokenizer, [p + f for p, f in zip(prompts, prefills)], max_new_tokens, budget,
+                               n_samples, sampling)  # fmt: skip
+
     cfg = dict(
         max_new_tokens=max_new_tokens,
         temperature=float(temperature),
@@ -255,7 +278,7 @@ def generate(
         if final.exists():
             out = _load_final(final, n * n_samples)
             if where is None:
-                record_pass("generate", sum(g.n_new_tokens for g in out), 0.0, cached=True)
+                record_pass("generate", sum(g.n_new_tokens for g in out), 0.0, cached=True, **plan())
             return out
 
     # Greedy samples are identical: compute sample 0 and copy it.
@@ -264,7 +287,7 @@ def generate(
     todo = [seq for seq in todo if seq not in done]
     texts = {i: prompts[i] + prefills[i] for i in {i for i, _ in todo}}
     ids = {i: tokenizer(t, add_special_tokens=False)["input_ids"] for i, t in texts.items()}
-    batches = _plan_batches([len(ids[i]) + max_new_tokens for i, _ in todo], budget, 1 << 30)
+    batches = plan_batches([len(ids[i]) + max_new_tokens for i, _ in todo], budget, 1 << 30)
     n_proc = distributed.processes_for(processes, sum(len(ids[i]) + max_new_tokens for i, _ in todo))
     if n_proc > 1 and todo:
         kwargs = dict(
@@ -279,7 +302,7 @@ def generate(
             raise distributed.DistributedError(f"the sharded generation finished without writing {final}")
         out = _load_final(final, n * n_samples)
         record_pass("generate", sum(g.n_new_tokens for g in out), time.perf_counter() - start, cached=False,
-                    processes=n_proc)  # fmt: skip
+                    processes=n_proc, **plan())  # fmt: skip
         return out
     if where is not None:  # a process of a sharded job: every process has read the same finished sequences
         distributed.barrier()
@@ -321,7 +344,7 @@ def generate(
     if where is not None:
         distributed.barrier()
     else:
-        record_pass("generate", n_tokens, time.perf_counter() - start, cached=False, processes=1)
+        record_pass("generate", n_tokens, time.perf_counter() - start, cached=False, processes=1, **plan())
     return out
 
 

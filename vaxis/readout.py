@@ -26,7 +26,7 @@ import torch
 
 from .cache import cached_tensors
 from .chat import render_chat
-from .extract import _input_device, _plan_batches
+from .extract import _input_device, plan_batches
 from .generate import _steering_vectors, default_max_batch_tokens, left_padded
 from .hooks import steer as steer_context
 from .layout import find_layout
@@ -109,7 +109,7 @@ def next_token_logprobs(
         budget = max_batch_tokens or default_max_batch_tokens(device)
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         out = {name: torch.zeros(n) for name in answers}
-        for batch in _plan_batches([len(i) for i in ids], budget, 1 << 30):
+        for batch in plan_batches([len(i) for i in ids], budget, 1 << 30):
             input_ids, mask, position_ids, _ = left_padded([ids[i] for i in batch], pad_id, device)
             with steer_context(model, vectors, positions, layout=layout) if vectors else contextlib.nullcontext():
                 logits = model(input_ids=input_ids, attention_mask=mask, position_ids=position_ids,
@@ -257,7 +257,7 @@ def answer_readout(
         budget = max_batch_tokens or default_max_batch_tokens(device)
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         cache_arg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
-        for batch in _plan_batches([len(i) + 8 for i in ids], budget, 1 << 30):
+        for batch in plan_batches([len(i) + 8 for i in ids], budget, 1 << 30):
             input_ids, mask, position_ids, _ = left_padded([ids[i] for i in batch], pad_id, device)
             pre = torch.zeros(len(batch), len(layers), k)
             with steer_context(model, vectors, "all", layout=layout) if vectors else contextlib.nullcontext():

@@ -4,7 +4,8 @@ Each notebook ``notebooks/NN_name.ipynb`` is executed in order with the given
 profile and parameters; the executed copy is written to
 ``<run_dir>/NN_name.ipynb`` next to the data and figures the notebook writes.
 Each notebook's wall time, status and heavy passes (:mod:`vaxis.timings`) go to
-``<run_dir>/timings.json``. ``--dry-run`` checks the parameters without running anything.
+``<run_dir>/timings.json``. ``--dry-run`` checks the parameters without running anything; ``--estimate``
+prints what the run will cost (its passes and hours on a named GPU, :mod:`vaxis.estimate`) without loading a model.
 """
 
 from __future__ import annotations
@@ -80,15 +81,36 @@ def notebooks(only: list[str] | None = None, folder: Path = NOTEBOOK_DIR) -> lis
 
 
 def parse_value(text: str):
-    """Parse a ``-p NAME VALUE`` value: Python/JSON literals (ints, floats, True,
-    None, lists) become those values; anything else stays a string."""
+    """Parse a ``-p NAME VALUE`` value: Python or JSON literals (ints, floats, True/true,
+    None/null, lists, dicts such as ``{"enable_thinking": false}``) become those values; anything else
+    stays a string."""
+    import json
+
     lowered = {"none": None, "null": None, "true": True, "false": False}
     if text.lower() in lowered:
         return lowered[text.lower()]
     try:
         return ast.literal_eval(text)
     except (ValueError, SyntaxError):
+        pass
+    try:
+        return json.loads(text)
+    except ValueError:
         return text
+
+
+def absolute_paths(params: dict, cwd: Path | None = None) -> dict:
+    """``params`` with each path parameter (a name ending in ``_path``, ``_file`` or ``_config``) that names an
+    existing file or folder relative to ``cwd`` (default: the current folder) made absolute: papermill runs each
+    notebook in ``notebooks/``, where a relative path given on the command line would point elsewhere."""
+    base = Path.cwd() if cwd is None else Path(cwd)
+    out = dict(params)
+    for name, value in params.items():
+        if name.endswith(("_path", "_file", "_config")) and isinstance(value, str) and value:
+            path = Path(value).expanduser()
+            if not path.is_absolute() and (base / path).exists():
+                out[name] = str((base / path).resolve())
+    return out
 
 
 def require_profile_device(profile: str) -> None:
@@ -112,11 +134,15 @@ def require_profile_device(profile: str) -> None:
 def dry_run(profile: str, selected: list[Path], params: dict) -> list[str]:
     """Check, running nothing, that every parameter the runner would pass (``params``: ``profile``,
     ``run_dir`` and each ``-p``) is a parameter of each notebook in ``selected`` (its parameters cell, read by
-    ``papermill.inspect_notebook``), and that :func:`vaxis.config.resolve` accepts the profile with the
-    model, quantization and seed given. Prints one line per notebook; returns the problems found."""
+    ``papermill.inspect_notebook``), that :func:`vaxis.config.resolve` accepts the profile with the
+    model, quantization and seed given, and that each notebook's own check (:mod:`vaxis.checks`, the one its setup
+    cell runs before the model loads) accepts its parameters and the data they select, with the profile, the ``-p``
+    values and the defaults of its parameters cell; the outputs of notebooks selected before it need not exist yet.
+    Prints one line per notebook (and its notes); returns the problems found."""
     import papermill as pm
 
     from . import models
+    from .checks import dry_run_check
     from .config import resolve
 
     problems = []
@@ -131,14 +157,21 @@ def dry_run(profile: str, selected: list[Path], params: dict) -> list[str]:
     except (ValueError, TypeError, models.ModelLoadError) as err:
         problems.append(f"profile {profile!r} does not resolve: {err}")
         resolved = "does not resolve"
-    for nb in selected:
+    for i, nb in enumerate(selected):
         accepted = pm.inspect_notebook(str(nb))
         unknown = sorted(k for k in params if k not in accepted)
         if unknown:
             problems.append(f"{nb.stem}: no parameter {', '.join(unknown)} (its parameters: {', '.join(accepted)})")
             print(f"[dry run] {nb.stem}: FAILED, no parameter {', '.join(unknown)}", flush=True)
+            continue
+        found, notes = dry_run_check(nb, profile, params, planned={int(p.name[:2]) for p in selected[:i]})
+        problems.extend(found)
+        if found:
+            print(f"[dry run] {nb.stem}: FAILED, {len(found)} problem(s) in its parameters", flush=True)
         else:
             print(f"[dry run] {nb.stem}: ok, profile {profile}, {resolved}, parameters {sorted(params)}", flush=True)
+        for note in notes:
+            print(f"[dry run]   note: {note}", flush=True)
     return problems
 
 
@@ -165,11 +198,18 @@ def run(
     parameters: dict | None = None,
     log_output: bool = False,
     dry_run_only: bool = False,
+    estimate_only: bool = False,
+    gpu: str = "h200",
+    rates: str | Path | None = None,
+    against: str | Path | None = None,
 ) -> list[Path]:
     """Execute notebooks with papermill; returns the executed notebooks' paths.
 
     A profile with ``requires = "cuda"`` refuses to start without a CUDA GPU. ``dry_run_only``: only
-    check the parameters (:func:`dry_run`) and return ``[]``; problems raise SystemExit. Each notebook's
+    check the parameters (:func:`dry_run`) and return ``[]``; problems raise SystemExit. ``estimate_only``: print
+    the passes and hours of the selected notebooks on ``gpu`` (a row of ``rates``, default ``vaxis/rates.toml``),
+    loading no model (:func:`vaxis.estimate.run_estimate`), and return ``[]``; with ``against`` (a run folder or its
+    timings.json) SystemExit(1) when that run's passes differ from the estimate. Each notebook's
     passes are appended to ``<run_dir>/timings/<notebook>.jsonl`` (``$VAXIS_TIMINGS``) and summed up in
     ``<run_dir>/timings.json``, whether it succeeds, fails or is stopped (SIGTERM)."""
     import papermill as pm
@@ -182,6 +222,13 @@ def run(
     run_path = Path(run_dir) if run_dir else REPO_ROOT / "runs" / profile
     params = {"profile": profile, "run_dir": str(run_path.resolve()), **(parameters or {})}
     selected = notebooks(only)
+    if estimate_only:
+        from .estimate import run_estimate
+
+        run_estimate(profile, only, params, gpu, rates, against, run_dir=run_dir)
+        return []
+    if against is not None:
+        raise SystemExit("--against compares a run with an estimate: use it with --estimate")
     if dry_run_only:
         problems = dry_run(profile, selected, params)
         if problems:
@@ -304,6 +351,21 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="run nothing: check that every notebook accepts the profile and the -p parameters (works on a CPU)",
     )
+    p_run.add_argument(
+        "--estimate",
+        action="store_true",
+        help="run nothing, load no model: print each notebook's passes (sequences, tokens, batches, decode and "
+        "optimizer steps, model loads) and the hours on --gpu (works on a CPU for every profile)",
+    )
+    p_run.add_argument("--gpu", default="h200", help="with --estimate: the device row of the rate table (default h200)")
+    p_run.add_argument("--rates", default=None, help="with --estimate: your own rate table (TOML laid out as vaxis/rates.toml)")
+    p_run.add_argument(
+        "--against",
+        default=None,
+        metavar="RUN_DIR",
+        help="with --estimate: compare with a real run (its folder or timings.json); exit 1 when a notebook's passes "
+        "differ in number or its tokens by more than 5%%",
+    )
     p_job = sub.add_parser("job", help="one process of a sharded job: `accelerate launch -m vaxis job DIR`")
     p_job.add_argument("job_dir", help="a job folder written by a call with processes > 1")
     p_ex = sub.add_parser(
@@ -332,8 +394,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name}: {load_profile(name).get('description', '')}")
         return 0
     only = [s.strip() for s in args.only.split(",")] if args.only else None
-    params = {name: parse_value(value) for name, value in args.parameter}
-    run(args.profile, only, args.run_dir, params, args.log_output, dry_run_only=args.dry_run)
+    # `-p quantization none` means no quantization, not "the profile's" (None), so that value stays a string
+    params = absolute_paths({name: value if name == "quantization" else parse_value(value)
+                             for name, value in args.parameter})  # fmt: skip
+    run(args.profile, only, args.run_dir, params, args.log_output, dry_run_only=args.dry_run,
+        estimate_only=args.estimate, gpu=args.gpu, rates=args.rates, against=args.against)
     return 0
 
 

@@ -18,6 +18,33 @@ CHATML_TEMPLATE = (
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
 
+# ChatML that behaves like Qwen3's template where it matters to vaxis: the generation prompt gets an empty
+# reasoning block when ``enable_thinking`` is false (the model answers at once) and none otherwise (the model
+# would think first); an assistant turn after the last user turn is rendered with its reasoning block (empty if
+# it has none); an earlier assistant turn loses its ``<think>...</think>`` block. The ``tiny-qwen3-think``
+# alias and the ``paper_ci`` profile use it, so CI renders every chat the way Qwen3-8B's non-thinking mode does.
+QWEN3_LIKE_TEMPLATE = (
+    "{%- set ns = namespace(last_user=-1) -%}"
+    "{%- for m in messages -%}{%- if m['role'] == 'user' -%}{%- set ns.last_user = loop.index0 -%}{%- endif -%}"
+    "{%- endfor -%}"
+    "{%- for m in messages -%}"
+    "{%- if m['role'] == 'assistant' -%}"
+    "{%- set content = m['content'] -%}{%- set reasoning = '' -%}"
+    "{%- if '</think>' in content -%}"
+    "{%- set reasoning = content.split('</think>')[0].split('<think>')[-1].strip('\n') -%}"
+    "{%- set content = content.split('</think>')[-1].lstrip('\n') -%}"
+    "{%- endif -%}"
+    "{%- if loop.index0 > ns.last_user -%}"
+    "{{- '<|im_start|>assistant\n<think>\n' + reasoning + '\n</think>\n\n' + content.lstrip('\n') + '<|im_end|>\n' -}}"
+    "{%- else -%}{{- '<|im_start|>assistant\n' + content + '<|im_end|>\n' -}}{%- endif -%}"
+    "{%- else -%}{{- '<|im_start|>' + m['role'] + '\n' + m['content'] + '<|im_end|>\n' -}}{%- endif -%}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\n' -}}"
+    "{%- if enable_thinking is defined and enable_thinking is false -%}{{- '<think>\n\n</think>\n\n' -}}{%- endif -%}"
+    "{%- endif -%}"
+)
+TEMPLATES = {"chatml": CHATML_TEMPLATE, "qwen3-like": QWEN3_LIKE_TEMPLATE}
+
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 
 _CORPUS = """
@@ -34,8 +61,9 @@ In 1969, 3 astronauts flew to the Moon; 2 of them walked on its surface (for hou
 """
 
 
-def tiny_tokenizer(vocab_size: int = 512) -> PreTrainedTokenizerFast:
-    """A byte-level BPE tokenizer with a ChatML template, trained in memory.
+def tiny_tokenizer(vocab_size: int = 512, template: str = "chatml") -> PreTrainedTokenizerFast:
+    """A byte-level BPE tokenizer with a ChatML template (``template="qwen3-like"``:
+    :data:`QWEN3_LIKE_TEMPLATE`), trained in memory.
 
     Returns a fast tokenizer (so ``return_offsets_mapping`` works) with
     ``<|im_start|>``, ``<|im_end|>`` and ``<|endoftext|>`` as special tokens;
@@ -61,7 +89,9 @@ def tiny_tokenizer(vocab_size: int = 512) -> PreTrainedTokenizerFast:
         pad_token="<|endoftext|>",
         additional_special_tokens=["<|im_start|>"],
     )
-    fast.chat_template = CHATML_TEMPLATE
+    if template not in TEMPLATES:
+        raise ValueError(f"template={template!r}: choose one of {sorted(TEMPLATES)}")
+    fast.chat_template = TEMPLATES[template]
     fast.padding_side = "left"
     return fast
 
@@ -112,9 +142,9 @@ def tiny_model(arch: str = "qwen3", seed: int = 0, n_layers: int = 3, vocab_size
     return model.eval()
 
 
-def tiny_model_and_tokenizer(arch: str = "qwen3", seed: int = 0, n_layers: int = 3):
-    """(model, tokenizer) pair: a tiny random ``arch`` model and :func:`tiny_tokenizer`."""
-    tokenizer = tiny_tokenizer()
+def tiny_model_and_tokenizer(arch: str = "qwen3", seed: int = 0, n_layers: int = 3, template: str = "chatml"):
+    """(model, tokenizer) pair: a tiny random ``arch`` model and :func:`tiny_tokenizer` with ``template``."""
+    tokenizer = tiny_tokenizer(template=template)
     model = tiny_model(arch, seed=seed, n_layers=n_layers, vocab_size=len(tokenizer))
     model.config.pad_token_id = tokenizer.pad_token_id
     model.config.eos_token_id = tokenizer.eos_token_id

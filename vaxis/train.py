@@ -24,13 +24,16 @@ TRL's own (a tqdm bar per run); every logged step's loss goes to ``losses.jsonl`
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
+import time
 import warnings
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from .cache import atomic_write_json, atomic_write_jsonl, stable_hash
+from .chat import bound_template_kwargs, render_chat
 
 SIDECAR = "vaxis_adapter.json"
 METHODS = ("dpo", "sft")
@@ -95,9 +98,13 @@ def _base_fingerprint(model, quantization) -> str:
     return stable_hash(model_identity(model, quantization=quantization), 32)
 
 
-def adapter_key(base_fingerprint: str, rows: list[dict], settings: TrainSettings) -> str:
-    """The hash an adapter is stored under: base model, training rows and settings."""
-    return stable_hash({"base": base_fingerprint, "rows": rows, "settings": asdict(settings)}, 16)
+def adapter_key(base_fingerprint: str, rows: list[dict], settings: TrainSettings, chat_template_kwargs=None) -> str:
+    """The hash an adapter is stored under: base model, training rows, settings and the chat-template arguments
+    its rows are rendered with (none: the same key as before they existed)."""
+    parts = {"base": base_fingerprint, "rows": rows, "settings": asdict(settings)}
+    if chat_template_kwargs:
+        parts["chat_template_kwargs"] = chat_template_kwargs
+    return stable_hash(parts, 16)
 
 
 def read_sidecar(folder: str | Path) -> dict | None:
@@ -126,7 +133,9 @@ def _trainer(model, tokenizer, rows, settings: TrainSettings, out: Path):
         target_modules=list(settings.target_modules) if isinstance(settings.target_modules, tuple)
         else settings.target_modules,
     )  # fmt: skip
-    data = Dataset.from_list(rows)
+    bound = bound_template_kwargs(tokenizer)
+    # TRL renders conversational rows itself: its per-row `chat_template_kwargs` column carries the arguments
+    data = Dataset.from_list([{**r, "chat_template_kwargs": bound} for r in rows] if bound else rows)
     if settings.method == "dpo":
         from trl import DPOConfig, DPOTrainer
 
@@ -162,14 +171,49 @@ def _alive(pid: str) -> bool:
     return int(pid) != os.getpid()
 
 
+def optimizer_steps(n_rows: int, settings: TrainSettings) -> int:
+    """The optimizer steps the Trainer under TRL takes on one process: ``ceil(epochs * max(ceil(batches /
+    grad_accum), 1))`` with ``batches = ceil(n_rows / batch_size)`` (the last batch may be short), as
+    transformers' ``Trainer`` computes ``max_steps`` from ``num_train_epochs``."""
+    batches = math.ceil(n_rows / settings.batch_size)
+    return math.ceil(settings.epochs * max(math.ceil(batches / settings.grad_accum), 1))
+
+
+def training_plan(tokenizer, rows: list[dict], settings: TrainSettings) -> dict:
+    """What training ``rows`` costs, counted before any step (an adapter's timing record, and
+    :mod:`vaxis.estimate` before a model is loaded): ``rows``, ``optimizer_steps`` (:func:`optimizer_steps`),
+    ``tokens`` (every sequence the trainer reads over all epochs, each rendered with the chat template and cut
+    at ``max_length``; DPO reads a chosen and a rejected sequence per row) and ``reference_tokens`` (DPO's
+    reference model: one forward pass over every sequence before training when ``precompute_ref``, else
+    one per step; 0 for SFT)."""
+    answers = ("chosen", "rejected") if settings.method == "dpo" else ("completion",)
+    texts = [render_chat(tokenizer, list(row["prompt"]) + list(row[a])).text for row in rows for a in answers]
+    ids = tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []  # one batched call
+    per_epoch = sum(min(len(i), settings.max_length) for i in ids)
+    tokens = round(per_epoch * settings.epochs)
+    reference = 0 if settings.method != "dpo" else per_epoch if settings.precompute_ref else tokens
+    return {"rows": len(rows), "optimizer_steps": optimizer_steps(len(rows), settings), "tokens": tokens,
+            "reference_tokens": reference}  # fmt: skip
+
+
+def _record_training(tokenizer, rows, settings: TrainSettings, name: str, seconds: float, cached: bool) -> None:
+    """One ``train`` line in the run's timings (:func:`vaxis.timings.record_pass`), the same fields whether the
+    adapter was trained now or loaded; nothing is counted when no timings are kept (``$VAXIS_TIMINGS`` unset)."""
+    from .timings import ENV_VAR, record_pass
+
+    if not os.environ.get(ENV_VAR):
+        return
+    plan = training_plan(tokenizer, rows, settings)
+    record_pass("train", plan.pop("tokens"), seconds, cached=cached, adapter=name, method=settings.method, **plan)
+
+
 def _too_long(tokenizer, rows: list[dict], method: str, max_length: int) -> int:
     """How many rows render (prompt and answer, chat template) to more than ``max_length`` tokens."""
     answer = "chosen" if method == "dpo" else "completion"
     n = 0
     for row in rows:
-        ids = tokenizer.apply_chat_template(list(row["prompt"]) + list(row[answer]), tokenize=True)
-        ids = ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids
-        n += len(ids) > max_length
+        text = render_chat(tokenizer, list(row["prompt"]) + list(row[answer])).text
+        n += len(tokenizer(text, add_special_tokens=False)["input_ids"]) > max_length
     return n
 
 
@@ -183,6 +227,7 @@ def train_adapter(
     quantization: str | None = None,
     meta: dict | None = None,
     shared: str | Path | None = None,
+    chat_template_kwargs: dict | None = None,
 ) -> Adapter:
     """Train (or load, when its key matches a finished folder) one LoRA adapter; see the module doc.
 
@@ -191,13 +236,16 @@ def train_adapter(
     key but not the trainer. ``name`` names the folder; ``meta`` is stored in the sidecar.
     ``shared``: an optional second folder (e.g. ``vaxis.cache.cache_root() / "adapters"``) where a
     finished adapter is also kept, so another ``root`` (another run folder) copies it instead of
-    training again; copies are atomic too.
+    training again; copies are atomic too. ``chat_template_kwargs``: bound to the base model's tokenizer
+    (:func:`vaxis.load_model`; ``None``: its default, ``enable_thinking=False`` for Qwen3), so TRL renders
+    the rows as every readout does; they enter the key and the sidecar.
     """
     from .models import load_model
 
     _check_rows(rows, settings.method)
     root = Path(root)
-    model, tokenizer = load_model(model_name, quantization=quantization)
+    model, tokenizer = load_model(model_name, quantization=quantization, chat_template_kwargs=chat_template_kwargs)
+    bound = bound_template_kwargs(tokenizer)
     long = _too_long(tokenizer, rows, settings.method, settings.max_length)
     if long == len(rows):
         raise ValueError(
@@ -209,7 +257,7 @@ def train_adapter(
             f"{long} of {len(rows)} rows exceed max_length={settings.max_length} tokens and are truncated", stacklevel=2
         )
     base = _base_fingerprint(model, quantization)
-    key = adapter_key(base, rows, settings)
+    key = adapter_key(base, rows, settings, bound)
     folder = root / f"{name}-{key}"
     done = read_sidecar(folder)
     cached = Path(shared) / folder.name if shared else None
@@ -223,6 +271,7 @@ def train_adapter(
     if done is not None and done.get("key") == key:
         del model
         losses = [json.loads(x) for x in (folder / "losses.jsonl").read_text().splitlines() if x.strip()]
+        _record_training(tokenizer, rows, settings, name, 0.0, cached=True)
         return Adapter(folder, done, False, losses)
     tmp = root / f".{name}-{key}.tmp-{os.getpid()}"
     for stale in root.glob(f".{name}-{key}.tmp-*"):
@@ -232,7 +281,9 @@ def train_adapter(
     try:
         keep = ("prompt", "chosen", "rejected") if settings.method == "dpo" else ("prompt", "completion")
         trainer = _trainer(model, tokenizer, [{k: r[k] for k in keep} for r in rows], settings, tmp / "trainer")
+        start = time.perf_counter()
         trainer.train()
+        seconds = time.perf_counter() - start
         trainer.model.save_pretrained(tmp)
         shutil.rmtree(tmp / "trainer", ignore_errors=True)
         losses = [
@@ -244,6 +295,7 @@ def train_adapter(
         sidecar = {
             "name": name, "key": key, "base_model": model_name, "base_fingerprint": base, "quantization": quantization,
             "method": settings.method, "settings": asdict(settings), "n_rows": len(rows), "meta": meta or {},
+            "chat_template_kwargs": bound,
         }  # fmt: skip
         atomic_write_json(tmp / SIDECAR, sidecar)  # last: a folder without it is not an adapter
         if folder.exists():
@@ -254,6 +306,7 @@ def train_adapter(
         raise
     if cached is not None:
         _copy_folder(folder, cached)
+    _record_training(tokenizer, rows, settings, name, seconds, cached=False)
     return Adapter(folder, sidecar, True, losses)
 
 
@@ -273,7 +326,7 @@ def train_adapters(calls: list[dict], processes: int | None = None) -> list[Adap
         for c in todo:
             _check_rows(c["rows"], c["settings"].method)
             c["root"] = str(Path(c["root"]).resolve())
-        key = stable_hash([[c["name"], str(c["root"]), adapter_key("", c["rows"], c["settings"])] for c in todo], 24)
+        key = stable_hash([[c["name"], str(c["root"]), adapter_key("", c["rows"], c["settings"], c.get("chat_template_kwargs"))] for c in todo], 24)
         distributed.run_job("train", {"calls": todo}, key, n_proc)
     return [train_adapter(**c) for c in calls]
 

@@ -313,3 +313,39 @@ def steered_rates(model, tokenizer, problems, vectors: dict, **generate_kwargs) 
             "n_answered": len(bt),
         }
     return out
+
+
+def check_backtracking_keys(p, cfg) -> None:
+    """The profile keys notebooks 05 and 10 both read: GSM8K problems (enough ship), sampled rollouts, the window
+    around events. ``p``: a :class:`vaxis.checks.Problems`."""
+    from ..mathdata import load_problems
+
+    n = cfg["backtracking_problems"]
+    if p.integer("backtracking_problems", n, 1):
+        p.enough("backtracking_problems", n, len(load_problems("gsm8k")), "GSM8K problems ship")
+    p.integer("backtracking_samples", cfg["backtracking_samples"], 1)
+    p.integer("backtracking_max_new_tokens", cfg["backtracking_max_new_tokens"], 1)
+    p.integer("backtracking_window", cfg["backtracking_window"], 1)
+
+
+def check_parameters(cfg, *, axis_path=None, strengths=(-16.8, -8.4, 0.0, 8.4, 16.8), n_boot=200,
+                     **common) -> list[str]:  # fmt: skip
+    """Notebook 05's parameters, before the model is loaded (:mod:`vaxis.checks`): ``strengths`` (with 0),
+    ``n_boot``, the axis, :func:`check_backtracking_keys`, the band, and the steering sweep (problems among those
+    read, random strengths among ``strengths``). Raises :class:`vaxis.checks.ParameterError`; returns notes."""
+    from ..checks import Problems
+
+    p = Problems.for_notebook(5, cfg, **common)
+    strengths = p.numbers("strengths", strengths, zero=True)
+    p.integer("n_boot", n_boot, 1)
+    p.axis(axis_path)
+    check_backtracking_keys(p, cfg)
+    p.integer("backtracking_band", cfg["backtracking_band"], 1)
+    n, steer = cfg["backtracking_problems"], cfg["backtracking_steer_problems"]
+    if p.integer("backtracking_steer_problems", steer, 1) and p.whole(n):
+        p.enough("backtracking_steer_problems", steer, n, "problems are read (backtracking_problems)")
+    p.integer("backtracking_steer_tokens", cfg["backtracking_steer_tokens"], 1)
+    p.integer("backtracking_random_directions", cfg["backtracking_random_directions"], 0)
+    key = "backtracking_random_strengths"
+    p.subset(key, p.numbers(key, cfg[key]), strengths, "the steering strengths")
+    return p.done()

@@ -281,3 +281,43 @@ def random_band(table, metric: str, strengths: Sequence[float]) -> tuple[np.ndar
         lo.append(v.min() if len(v) else np.nan)
         hi.append(v.max() if len(v) else np.nan)
     return np.array(lo), np.array(hi)
+
+
+def check_code_keys(p, cfg) -> int | None:
+    """The profile keys notebooks 06 and 10 both read (``code_dataset``, ``code_timeout``); returns how many usable
+    problems the data set has (None when it is unknown). ``p``: a :class:`vaxis.checks.Problems`."""
+    from ..codedata import SOURCES, load_code_problems
+
+    p.number("code_timeout", cfg["code_timeout"], positive=True)
+    if not p.choice("code_dataset", cfg["code_dataset"], (*SOURCES, "both")):
+        return None
+    problems = p.attempt(f"code_dataset={cfg['code_dataset']!r}", load_code_problems, cfg["code_dataset"])
+    return None if problems is None else len(problems[0])
+
+
+def check_parameters(cfg, *, axis_path=None, strengths=(-10.1, -5.0, 0.0, 5.0, 10.1), n_boot=200,
+                     **common) -> list[str]:  # fmt: skip
+    """Notebook 06's parameters, before the model is loaded (:mod:`vaxis.checks`): ``strengths`` (with 0),
+    ``n_boot``, the axis, :func:`check_code_keys`, ``code_problems`` (no more than the set has), the verbosity sweep
+    (problems among those read, random strengths among ``strengths``, slope strengths with 0; slope layers the axis
+    lacks are noted). Raises :class:`vaxis.checks.ParameterError`; returns notes."""
+    from ..checks import Problems
+
+    p = Problems.for_notebook(6, cfg, **common)
+    strengths = p.numbers("strengths", strengths, zero=True)
+    p.integer("n_boot", n_boot, 1)
+    meta = p.axis(axis_path)
+    have, n = check_code_keys(p, cfg), cfg["code_problems"]
+    if p.integer("code_problems", n, 1) and have is not None:
+        p.enough("code_problems", n, have, f"usable problems in {cfg['code_dataset']}")
+    if p.integer("verbosity_problems", cfg["verbosity_problems"], 1) and p.whole(n):
+        p.enough("verbosity_problems", cfg["verbosity_problems"], n, "problems are read (code_problems)")
+    p.integer("code_random_directions", cfg["code_random_directions"], 0)
+    p.integer("verbosity_samples", cfg["verbosity_samples"], 1)
+    p.integer("verbosity_max_new_tokens", cfg["verbosity_max_new_tokens"], 1)
+    p.integer("verbosity_random_directions", cfg["verbosity_random_directions"], 0)
+    key = "verbosity_random_strengths"
+    p.subset(key, p.numbers(key, cfg[key]), strengths, "the steering strengths")
+    p.numbers("verbosity_slope_strengths", cfg["verbosity_slope_strengths"], zero=True)
+    p.layers_in_axis("verbosity_slope_layers", cfg["verbosity_slope_layers"], meta)
+    return p.done()

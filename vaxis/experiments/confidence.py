@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..chat import strip_reasoning
 from ..generate import generate
 from ..mathdata import Problem, is_correct
 from ..readout import answer_readout, next_token_logprobs, yes_no_ids
@@ -55,10 +56,14 @@ def math_chat(problem: Problem) -> list[dict]:
 
 
 def confidence_chat(problem: Problem, rollout: str, framing: str) -> list[dict]:
-    """The rollout as the assistant's turn, then the confidence question (``framing``: correct/incorrect)."""
+    """The rollout as the assistant's turn, then the confidence question (``framing``: correct/incorrect).
+
+    A rollout of Qwen3's thinking mode enters without its ``<think>...</think>`` block, which is what its
+    template keeps of an earlier turn anyway (:func:`vaxis.chat.strip_reasoning`); so the chat renders with
+    exact offsets. In non-thinking mode (the authors' and the default) rollouts have no such block."""
     return [
         *math_chat(problem),
-        {"role": "assistant", "content": rollout},
+        {"role": "assistant", "content": strip_reasoning(rollout)},
         {"role": "user", "content": QUESTIONS[framing]},
     ]
 

@@ -188,3 +188,86 @@ def backtracking_change(projections, starts, texts, li: int, window: int, column
     ev = event_curves(one, starts, texts, li, window, seed=seed)
     change = [ev[n][1][window] - ev[n][1][0] for n in ("backtracking", "matched index, no backtracking")]
     return float(change[0] - change[1]), ev["n_events"]
+
+
+#: the strengths notebook 10 steers each axis at (its confidence sweep)
+EOT_STRENGTHS = (-16.8, -8.4, 0.0, 8.4, 16.8)
+
+
+def check_eot_keys(p, cfg, games) -> None:
+    """Notebook 10's own ``eot_*`` keys, against the data they select (``games``: notebook 01's, or None when they
+    are not written yet). ``p``: a :class:`vaxis.checks.Problems`."""
+    from ..icrl import load_paragraphs
+    from ..prompts import read_prompts
+
+    n_paragraphs = len(load_paragraphs())
+    if p.integer("eot_paragraphs", cfg["eot_paragraphs"], 3):
+        p.enough("eot_paragraphs", cfg["eot_paragraphs"], n_paragraphs, "paragraphs ship (data/paragraphs.jsonl)")
+    p.fraction("eot_fraction", cfg["eot_fraction"], 0.5, closed=True)
+    for key in ("eot_random_directions", "eot_bin_width", "eot_conflict_games", "eot_math_pairs", "eot_heldout_games"):
+        p.integer(key, cfg[key], 1)
+    p.text("eot_tail", cfg["eot_tail"])
+    cuts = cfg["eot_cuts"]
+    if (
+        not isinstance(cuts, (list, tuple))
+        or not all(p.whole(c) or isinstance(c, float) for c in cuts)
+        or any(not 0 < c < 1 for c in cuts)
+    ):
+        p.add(f"eot_cuts={cuts!r}: give a list of relative positions in the rewrite, each in (0, 1)")
+    if games is not None:
+        held = sum(g.split == "held_out" for g in games)
+        if p.whole(cfg["eot_conflict_games"]):
+            p.cap("eot_conflict_games", cfg["eot_conflict_games"], len(games), "games")
+        if p.whole(cfg["eot_heldout_games"]):
+            p.cap("eot_heldout_games", cfg["eot_heldout_games"], held, "held-out games")
+    if p.whole(cfg["eot_math_pairs"]) and p.whole(cfg["confidence_problems"]):
+        p.cap("eot_math_pairs", cfg["eot_math_pairs"], cfg["confidence_problems"], "rollouts (confidence_problems) "
+              "to make pairs from, at most")  # fmt: skip
+    n = cfg["eot_wild_prompts"]
+    if p.integer("eot_wild_prompts", n, 0, fix=" (0: every shipped prompt)") and 0 < n < 4:
+        p.add(f"eot_wild_prompts={n}: the quartile gaps need 4 prompts or more (0: every shipped prompt)")
+    elif p.whole(n):
+        p.cap("eot_wild_prompts", n, len(read_prompts()), "shipped prompts")
+
+
+def check_parameters(cfg, *, axis_path=None, n_boot=200, **common) -> list[str]:
+    """Notebook 10's parameters, before the model is loaded (:mod:`vaxis.checks`): the axis, ``n_boot``,
+    ``max_batch_tokens``, notebooks 01-02's outputs, :func:`check_eot_keys`, and the keys of notebooks 04-07 it
+    reads again, with its own counts among theirs (verbal and steering problems, code problems, DPO prompts).
+    Raises :class:`vaxis.checks.ParameterError`; returns notes."""
+    from ..checks import Problems
+    from ..icrl import load_games
+    from .backtracking import check_backtracking_keys
+    from .coding import check_code_keys
+    from .confidence_checks import check_confidence_keys
+    from .preferences import check_dpo_keys
+
+    p = Problems.for_notebook(10, cfg, **common)
+    p.axis(axis_path)
+    p.integer("n_boot", n_boot, 1)
+    p.integer("max_batch_tokens", cfg["max_batch_tokens"], 1)
+    p.made_by(cfg.run_dir / "extraction" / "meta.json", 2, "the extraction")
+    path, games = cfg.run_dir / "games.jsonl", None
+    if p.made_by(path, 1, "the games") and path.exists():
+        games = p.attempt(str(path), load_games, path)
+    check_eot_keys(p, cfg, games)
+    check_confidence_keys(p, cfg, list(EOT_STRENGTHS))
+    check_backtracking_keys(p, cfg)
+    try:
+        ends = {-16.8, 16.8} <= {float(s) for s in cfg["steer_random_strengths"]}
+    except (TypeError, ValueError):
+        ends = True  # reported by check_confidence_keys
+    if cfg["steer_random_directions"] and not ends:
+        p.note("steer_random_strengths lacks -16.8 or +16.8: the confidence-steering row has no random range")
+    for key, of in (("eot_verbal_problems", "confidence_problems"), ("eot_steer_problems", "steer_problems")):
+        if p.integer(key, cfg[key], 1) and p.whole(cfg[of]):
+            p.enough(key, cfg[key], cfg[of], f"problems are read ({of})")
+    have = check_code_keys(p, cfg)
+    if p.integer("eot_code_problems", cfg["eot_code_problems"], 1) and have is not None:
+        p.enough("eot_code_problems", cfg["eot_code_problems"], have, f"usable problems in {cfg['code_dataset']}")
+    held, targets = check_dpo_keys(p, cfg), cfg["dpo_targets"]
+    first = str(targets[0]).split(":")[0] if isinstance(targets, (list, tuple)) and targets else None
+    if p.integer("eot_dpo_prompts", cfg["eot_dpo_prompts"], 1) and first in held:
+        p.enough("eot_dpo_prompts", cfg["eot_dpo_prompts"], held[first], f"prompts of {first!r} (the first of "
+                 "dpo_targets) are held out (dpo_prompts x dpo_eval_fraction)")  # fmt: skip
+    return p.done()

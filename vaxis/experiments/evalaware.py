@@ -150,3 +150,74 @@ def d_table(results: dict, layers: Sequence[int], layer: int):
                          "random_d_2.5%": np.quantile(rand, 0.025) if rand.size else np.nan,
                          "random_d_97.5%": np.quantile(rand, 0.975) if rand.size else np.nan})  # fmt: skip
     return pd.DataFrame(rows)
+
+
+def organism_prompts(source, n_tokens, max_tokens: int, n_train: int, n_eval: int, seed: int = 0):
+    """``(train, held_out, note)``: the prompts the evaluation-awareness model organism trains on and is read on.
+
+    Its needs do not follow from the prompts under study. ``source`` (notebook 09's ``prompts_file``: ``"shipped"``,
+    ``"arena"``, None or a JSON Lines path) gives them only when it is a file with at least ``n_train + n_eval``
+    prompts of at most ``max_tokens`` tokens (``n_tokens(text)``); otherwise they come from the shipped prompts
+    (:data:`vaxis.prompts.PROMPTS_FILE`), and when even those are too few, both counts shrink in proportion (at
+    least 2 held out). ``note`` says which happened (None when neither did). The short prompts, in file order, are
+    shuffled with ``seed``: the first ``n_train`` train, the next ``n_eval`` are held out. ValueError when fewer
+    than 3 shipped prompts are short enough."""
+    from ..prompts import PROMPTS_FILE, load_prompts
+
+    def short(path):
+        return [p.prompt for p in load_prompts(path) if n_tokens(p.prompt) <= max_tokens]
+
+    asked = f"{n_train} training + {n_eval} held-out prompts of at most {max_tokens} tokens"
+    own = source not in (None, "shipped", "arena")
+    pool, notes = short(source if own else None), []
+    if own and len(pool) < n_train + n_eval:
+        notes.append(f"{source} has {len(pool)} of the {asked} the evaluation-awareness organism needs, so it draws "
+                     f"them from the shipped prompts ({PROMPTS_FILE.name}) instead")  # fmt: skip
+        pool = short(None)
+    if len(pool) < n_train + n_eval:
+        scale = len(pool) / (n_train + n_eval)
+        held = max(2, int(n_eval * scale))
+        train = min(int(n_train * scale), len(pool) - held)
+        if train < 1:
+            raise ValueError(f"only {len(pool)} shipped prompts have at most {max_tokens} tokens: the evaluation-"
+                             "awareness organism needs 3 or more; raise aware_max_length")  # fmt: skip
+        notes.append(f"the shipped prompts have {len(pool)} of the {asked}, so the organism trains on {train} and "
+                     f"holds out {held}")  # fmt: skip
+        n_train, n_eval = train, held
+    order = np.random.default_rng(seed).permutation(len(pool))
+    train_p = [pool[i] for i in order[:n_train]]
+    return train_p, [pool[i] for i in order[n_train : n_train + n_eval]], "; ".join(notes) or None
+
+
+def check_organism_keys(p, cfg, source, contexts_file=None) -> None:
+    """Notebook 09's ``aware_*`` keys and ``contexts_file`` (organisations, distractors and org templates given),
+    and whether :func:`organism_prompts` will take its prompts from the shipped set or fewer (noted).
+    ``source``: the prompts file in use (``"shipped"``, ``"arena"`` or a path); ``p``: a
+    :class:`vaxis.checks.Problems`."""
+    from ..prompts import PROMPTS_FILE, load_contexts, read_prompts
+
+    if contexts_file is not None and p.file("contexts_file", contexts_file) is None:
+        return
+    ctx = p.attempt("contexts_file", load_contexts, None if contexts_file is None else p.path(contexts_file))
+    if ctx is not None:
+        orgs = ctx.get("organisations") or {}
+        if not {"evaluator", "control"} <= set(orgs) or not ctx.get("distractors") or not ctx.get("org_templates"):
+            p.add(f"contexts_file={contexts_file!r}: the evaluation-awareness organism needs 'organisations' "
+                  "(evaluator and control), 'distractors' and 'org_templates' (see data/prompts/contexts.json)")  # fmt: skip
+    p.training("aware", cfg)
+    n_train, n_eval = cfg["aware_train_prompts"], cfg["aware_eval_prompts"]
+    fine = p.integer("aware_train_prompts", n_train, 1) & p.integer("aware_eval_prompts", n_eval, 2)
+    if p.integer("aware_claim_prompts", cfg["aware_claim_prompts"], 1) and p.whole(n_eval):
+        p.cap("aware_claim_prompts", cfg["aware_claim_prompts"], n_eval, "held-out prompts (aware_eval_prompts)")
+    p.integer("aware_claim_tokens", cfg["aware_claim_tokens"], 1)
+    if not fine:
+        return
+    shipped = len(read_prompts(PROMPTS_FILE))
+    if source not in ("shipped", "arena") and p.path(source).is_file():
+        have = len(read_prompts(p.path(source)))
+        if have < n_train + n_eval:
+            p.note(f"prompts_file has {have} prompts, fewer than the {n_train} training + {n_eval} held-out prompts "
+                   "of the evaluation-awareness organism: it draws them from the shipped prompts")  # fmt: skip
+    if n_train + n_eval > shipped:
+        p.note(f"aware_train_prompts + aware_eval_prompts = {n_train + n_eval}, more than the {shipped} shipped "
+               "prompts: the organism scales both down in proportion")  # fmt: skip

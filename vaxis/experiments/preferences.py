@@ -91,12 +91,13 @@ def training_rows(spec: Spec, n_prompts: int, eval_fraction: float, seed: int) -
 
 
 @contextmanager
-def loaded(model_name: str, adapter=None, quantization=None):
-    """A fresh base model (and tokenizer), wrapped with ``adapter`` (a folder) when given; freed after."""
+def loaded(model_name: str, adapter=None, quantization=None, chat_template_kwargs: dict | None = None):
+    """A fresh base model (and tokenizer, with ``chat_template_kwargs`` bound: :func:`vaxis.load_model`),
+    wrapped with ``adapter`` (a folder) when given; freed after."""
     from ..models import load_model
     from ..train import load_adapter
 
-    model, tok = load_model(model_name, quantization=quantization)
+    model, tok = load_model(model_name, quantization=quantization, chat_template_kwargs=chat_template_kwargs)
     if adapter is not None:
         model = load_adapter(model, adapter, quantization)
     try:
@@ -257,3 +258,72 @@ def random_ranking(by_target: dict, li: int, columns: Sequence[int], site: str =
             per.append(np.stack([ranking(readouts[role].options[site][:, :, li, c], t) for c in columns], 1))
         out[role] = np.concatenate(per).mean(0)
     return out
+
+
+def check_dpo_keys(p, cfg) -> dict[str, int]:
+    """The profile keys notebooks 07 and 10 both read: ``dpo_targets`` and ``dpo_control`` (``"set:item"`` of
+    :data:`preference_data.OPTION_SETS`, the control in another set), ``dpo_prompts`` and ``dpo_eval_fraction`` (each
+    set's prompts split with both sides non-empty). Returns ``{set: held-out prompts}`` of the targets' sets that
+    work. ``p``: a :class:`vaxis.checks.Problems`."""
+    targets = p.items("dpo_targets", cfg["dpo_targets"]) or []
+    sets = {}
+    for t in targets:
+        parsed = p.attempt(f"dpo_targets: {t!r}", parse_target, t)
+        if parsed is not None:
+            sets.setdefault(parsed[0], []).append(t)
+    control = p.attempt(f"dpo_control={cfg['dpo_control']!r}", parse_target, str(cfg["dpo_control"]))
+    if control is not None and control[0] in sets:
+        p.add(f"dpo_control={cfg['dpo_control']!r} is in the set {control[0]!r} of dpo_targets {sets[control[0]]}: "
+              "pick a word of another set")  # fmt: skip
+    fraction_ok = p.fraction("dpo_eval_fraction", cfg["dpo_eval_fraction"])
+    if not (p.integer("dpo_prompts", cfg["dpo_prompts"], 2) and fraction_ok):
+        return {}
+    counts = {}
+    for set_name in sorted(sets):
+        split = p.attempt(f"dpo_prompts={cfg['dpo_prompts']}, dpo_eval_fraction={cfg['dpo_eval_fraction']} "
+                          f"({set_name})", prompts_for, set_name, cfg["dpo_prompts"], cfg["dpo_eval_fraction"], cfg.seed)  # fmt: skip
+        if split is not None:
+            counts[set_name] = len(split[1])
+    return counts
+
+
+def check_parameters(cfg, *, axis_path=None, roles=("prefer", "avoid", "control"), n_boot=200,
+                     **common) -> list[str]:  # fmt: skip
+    """Notebook 07's parameters, before any adapter is trained (:mod:`vaxis.checks`): ``roles``, ``n_boot``, the
+    axis, :func:`check_dpo_keys`, ``dpo_eval_prompts`` (no more than each set holds out), the fine-tune, the word
+    sentences and code requests (no more than there are templates), the readouts, and the boundary axis's games
+    (notebook 01's ``games.jsonl``: two or more criteria usable). Raises :class:`vaxis.checks.ParameterError`."""
+    from ..checks import Problems
+    from ..icrl import load_games
+    from .boundary import boundary_items
+
+    p = Problems.for_notebook(7, cfg, **common)
+    got = p.items("roles", roles)
+    if got is not None and (set(got) - {"prefer", "avoid", "control"} or len(set(got)) < len(got)):
+        p.add(f"roles={list(roles)}: give each of 'prefer', 'avoid', 'control' at most once")
+    p.integer("n_boot", n_boot, 1)
+    p.axis(axis_path)
+    held = check_dpo_keys(p, cfg)
+    if p.integer("dpo_eval_prompts", cfg["dpo_eval_prompts"], 1):
+        for set_name, n in held.items():
+            p.enough("dpo_eval_prompts", cfg["dpo_eval_prompts"], n, f"prompts of {set_name!r} are held out "
+                     "(dpo_prompts x dpo_eval_fraction)", "; raise dpo_prompts or dpo_eval_fraction, or ask for fewer")  # fmt: skip
+    p.training("dpo", cfg)
+    lora = cfg["dpo_lora_targets"]
+    if lora != "all-linear" and p.items("dpo_lora_targets", lora) is None:
+        p.add('dpo_lora_targets: give "all-linear" or a list of module names')
+    p.integer("dpo_sentences", cfg["dpo_sentences"], 1, len(pdata.SENTENCE_TEMPLATES),
+              f" (one sentence per template: there are {len(pdata.SENTENCE_TEMPLATES)}, preference_data.SENTENCE_TEMPLATES)")  # fmt: skip
+    p.integer("dpo_code_prompts", cfg["dpo_code_prompts"], 1, len(pdata.CODE_TEMPLATES),
+              f" (one request per template: there are {len(pdata.CODE_TEMPLATES)}, preference_data.CODE_TEMPLATES)")  # fmt: skip
+    for key in ("dpo_answer_tokens", "dpo_code_tokens", "dpo_random_directions"):
+        p.integer(key, cfg[key], 1)
+    n = cfg["dpo_boundary_games"]
+    path = cfg.run_dir / "games.jsonl"
+    if p.integer("dpo_boundary_games", n, 0, fix=" (0: every usable game)") and p.made_by(path, 1, "the games"):
+        games = p.attempt(str(path), load_games, path) if path.exists() else None
+        criteria = boundary_items(games)[2][: n or None] if games is not None else None
+        if criteria is not None and len(set(criteria)) < 2:
+            p.add(f"dpo_boundary_games={n}: the boundary axis needs usable games of two or more criteria, and "
+                  f"{path.name} gives {len(set(criteria))}; ask for more games (0: all), or more in notebook 01")  # fmt: skip
+    return p.done()

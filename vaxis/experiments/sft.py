@@ -145,3 +145,43 @@ def deltas_table(proj: dict, li: int, n_boot: int = 200, seed: int = 0):
                 "random_delta_97.5%": float(np.quantile(rand, 0.975)) if len(rand) else np.nan,
             })  # fmt: skip
     return pd.DataFrame(rows)
+
+
+def check_parameters(cfg, *, axis_path=None, control=True, n_boot=200, **common) -> list[str]:
+    """Notebook 08's parameters, before any adapter is trained (:mod:`vaxis.checks`): ``sft_datasets``, ``control``,
+    ``n_boot``, the axis, ``sft_items`` (0: all; no more than GSM8K and ARC each have, both being read) with
+    ``sft_eval_fraction`` (both sides non-empty), ``sft_other_items`` (MATH-500), the fine-tune, the control rows
+    and accuracy items (caps, noted), the readouts. Raises :class:`vaxis.checks.ParameterError`; returns notes."""
+    from ..arcdata import load_arc, split_indices
+    from ..checks import Problems
+    from ..icrl.paragraphs import load_paragraphs
+    from ..mathdata import load_problems
+
+    p = Problems.for_notebook(8, cfg, **common)
+    names = p.items("sft_datasets", cfg["sft_datasets"])
+    if names is not None and (set(names) - {"gsm8k", "arc"} or len(set(names)) < len(names)):
+        p.add(f"sft_datasets={names}: fine-tune on 'gsm8k' and/or 'arc', each once")
+    p.flag("control", control)
+    p.integer("n_boot", n_boot, 1)
+    p.axis(axis_path)
+    sizes = {"gsm8k": len(load_problems("gsm8k")), "arc": len(load_arc()), "math500": len(load_problems("math500"))}
+    n, fraction = cfg["sft_items"], cfg["sft_eval_fraction"]
+    held = {}
+    if p.integer("sft_items", n, 0, fix=" (0: every item)") and p.fraction("sft_eval_fraction", fraction):
+        for ds in ("gsm8k", "arc"):
+            if p.enough("sft_items", n, sizes[ds], f"{ds} items ship"):
+                split = p.attempt(f"sft_items={n}, sft_eval_fraction={fraction} ({ds})", split_indices,
+                                  n or sizes[ds], fraction, cfg.seed)  # fmt: skip
+                held[ds] = None if split is None else len(split[1])
+    if p.integer("sft_other_items", cfg["sft_other_items"], 0, fix=" (0: every MATH-500 item)"):
+        p.enough("sft_other_items", cfg["sft_other_items"], sizes["math500"], "MATH-500 items ship")
+    p.training("sft", cfg)
+    if p.integer("sft_control_rows", cfg["sft_control_rows"], 1):
+        p.cap("sft_control_rows", cfg["sft_control_rows"], len(load_paragraphs()), "paragraphs for the control task")
+    if p.integer("sft_accuracy_items", cfg["sft_accuracy_items"], 1):
+        for ds, k in held.items():
+            if k is not None:
+                p.cap("sft_accuracy_items", cfg["sft_accuracy_items"], k, f"held-out {ds} items")
+    for key in ("sft_random_directions", "sft_math_tokens", "sft_arc_tokens"):
+        p.integer(key, cfg[key], 0 if key == "sft_random_directions" else 1)
+    return p.done()

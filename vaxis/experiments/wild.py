@@ -15,6 +15,7 @@ items) on the same prompts wrapped in evaluation-style and deployment-style cont
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Sequence
 
 import numpy as np
@@ -209,3 +210,57 @@ def compare_models(scores: dict, categories: Sequence[str], focus: Sequence[str]
         row.update({f"gap {k}": float(gaps[k][0]) for k in focus if k in gaps})
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def check_parameters(cfg, *, axis_path=None, contexts_file=None, base_model=None, base_axis_path=None,
+                     eval_awareness=True, n_boot=200, **common) -> list[str]:  # fmt: skip
+    """Notebook 09's parameters, before the model is loaded (:mod:`vaxis.checks`): ``wild_prompts_file``
+    (``"shipped"``, ``"arena"`` or a file in :func:`vaxis.prompts.read_prompts`'s schema), ``wild_prompts`` (0: all;
+    a cap), the readouts, ``wild_adapters`` (names not found are noted), ``base_model`` / ``base_axis_path``, the axis,
+    ``n_boot`` and, with ``eval_awareness``, :func:`vaxis.experiments.evalaware.check_organism_keys`. Raises
+    :class:`vaxis.checks.ParameterError`; returns notes."""
+    from ..checks import Problems
+    from ..models import hub_offline, resolve
+    from ..prompts import read_prompts
+    from ..train import finished_adapters
+    from .evalaware import check_organism_keys
+
+    p = Problems.for_notebook(9, cfg, **common)
+    p.axis(axis_path)
+    p.integer("n_boot", n_boot, 1)
+    source, prompts = cfg["wild_prompts_file"], None
+    if source == "arena":
+        if hub_offline(("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")) or importlib.util.find_spec("datasets") is None:
+            p.note("wild_prompts_file='arena': Chatbot Arena cannot be read here (offline, or no `datasets`), so the "
+                   "shipped prompts are used")  # fmt: skip
+    elif source == "shipped":
+        prompts = read_prompts()
+    elif not isinstance(source, str) or p.file("wild_prompts_file", source) is None:
+        source = "shipped"
+    else:
+        prompts = p.attempt(f"wild_prompts_file={source!r}", read_prompts, p.path(source))
+        source = source if prompts is not None else "shipped"
+    n = cfg["wild_prompts"]
+    if p.integer("wild_prompts", n, 0, fix=" (0: every prompt)") and 0 < n < 4:
+        p.add(f"wild_prompts={n}: the quartile analysis needs 4 prompts or more (0: every prompt)")
+    elif prompts is not None and p.whole(n):
+        p.cap("wild_prompts", n, len(prompts), "prompts in the file")
+    p.integer("wild_random_directions", cfg["wild_random_directions"], 1)
+    p.integer("wild_context_tokens", cfg["wild_context_tokens"], 16)
+    p.integer("max_batch_tokens", cfg["max_batch_tokens"], 1)
+    wanted = cfg["wild_adapters"]
+    if not isinstance(wanted, (list, tuple)) or not all(isinstance(w, str) for w in wanted):
+        p.add(f'wild_adapters={wanted!r}: give a list of adapter names, ["all"], or [] for none')
+    elif "all" not in wanted and wanted and not {7, 8} & p.planned:
+        found = finished_adapters(cfg.run_dir / "adapters", base_model=cfg.model)
+        absent = [w for w in wanted if w not in found]
+        if absent:
+            p.note(f"wild_adapters: {absent} not found in {cfg.run_dir / 'adapters'} (notebooks 07-08 train them): "
+                   "compared without them")  # fmt: skip
+    if base_model is not None:
+        p.attempt(f"base_model={base_model!r}", resolve, base_model)
+    if base_axis_path is not None:
+        p.axis(base_axis_path, "base_axis_path")
+    if p.flag("eval_awareness", eval_awareness) and eval_awareness:
+        check_organism_keys(p, cfg, source, contexts_file)
+    return p.done()

@@ -159,15 +159,15 @@ def anthropic_client(model: str = "claude-sonnet-4-5", max_tokens: int = 1500, t
 
 def hf_client(model: Any, tokenizer: Any, max_new_tokens: int = 600, **generate_kwargs) -> Client:
     """A client for a local Hugging Face chat model (greedy decoding unless ``generate_kwargs``
-    say otherwise)."""
+    say otherwise); chats render through :func:`vaxis.chat.render_chat`, with the tokenizer's bound
+    chat-template arguments (Qwen3: ``enable_thinking=False`` unless set otherwise)."""
+    from ..chat import render_chat
 
     def client(messages: Sequence[Mapping[str, str]]) -> str:
         import torch
 
-        ids = tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, return_tensors="pt")
-        if not isinstance(ids, torch.Tensor):
-            ids = ids["input_ids"]
-        ids = ids.to(model.device)
+        text = render_chat(tokenizer, [dict(m) for m in messages], add_generation_prompt=True).text
+        ids = tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"].to(model.device)
         with torch.no_grad():
             out = model.generate(ids, max_new_tokens=max_new_tokens, do_sample=False, **generate_kwargs)
         return tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
