@@ -179,42 +179,47 @@ def optimizer_steps(n_rows: int, settings: TrainSettings) -> int:
     return math.ceil(settings.epochs * max(math.ceil(batches / settings.grad_accum), 1))
 
 
-def training_plan(tokenizer, rows: list[dict], settings: TrainSettings) -> dict:
+def rendered_lengths(tokenizer, rows: list[dict], method: str) -> list[list[int]]:
+    """Per row, the token count of each sequence the trainer reads (prompt and answer rendered with the chat
+    template): ``[chosen, rejected]`` for DPO, ``[completion]`` for SFT. One batched tokenizer call."""
+    answers = ("chosen", "rejected") if method == "dpo" else ("completion",)
+    texts = [render_chat(tokenizer, list(row["prompt"]) + list(row[a])).text for row in rows for a in answers]
+    ids = tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
+    k = len(answers)
+    return [[len(i) for i in ids[j : j + k]] for j in range(0, len(ids), k)]
+
+
+def training_plan(tokenizer, rows: list[dict], settings: TrainSettings, lengths: list[list[int]] | None = None) -> dict:
     """What training ``rows`` costs, counted before any step (an adapter's timing record, and
     :mod:`vaxis.estimate` before a model is loaded): ``rows``, ``optimizer_steps`` (:func:`optimizer_steps`),
     ``tokens`` (every sequence the trainer reads over all epochs, each rendered with the chat template and cut
     at ``max_length``; DPO reads a chosen and a rejected sequence per row) and ``reference_tokens`` (DPO's
     reference model: one forward pass over every sequence before training when ``precompute_ref``, else
-    one per step; 0 for SFT)."""
-    answers = ("chosen", "rejected") if settings.method == "dpo" else ("completion",)
-    texts = [render_chat(tokenizer, list(row["prompt"]) + list(row[a])).text for row in rows for a in answers]
-    ids = tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []  # one batched call
-    per_epoch = sum(min(len(i), settings.max_length) for i in ids)
+    one per step; 0 for SFT). ``lengths``: :func:`rendered_lengths` when the caller has them already."""
+    lengths = rendered_lengths(tokenizer, rows, settings.method) if lengths is None else lengths
+    per_epoch = sum(min(n, settings.max_length) for row in lengths for n in row)
     tokens = round(per_epoch * settings.epochs)
     reference = 0 if settings.method != "dpo" else per_epoch if settings.precompute_ref else tokens
     return {"rows": len(rows), "optimizer_steps": optimizer_steps(len(rows), settings), "tokens": tokens,
             "reference_tokens": reference}  # fmt: skip
 
 
-def _record_training(tokenizer, rows, settings: TrainSettings, name: str, seconds: float, cached: bool) -> None:
+def _record_training(tokenizer, rows, settings: TrainSettings, name: str, seconds: float, cached: bool,
+                     lengths: list[list[int]]) -> None:  # fmt: skip
     """One ``train`` line in the run's timings (:func:`vaxis.timings.record_pass`), the same fields whether the
     adapter was trained now or loaded; nothing is counted when no timings are kept (``$VAXIS_TIMINGS`` unset)."""
     from .timings import ENV_VAR, record_pass
 
     if not os.environ.get(ENV_VAR):
         return
-    plan = training_plan(tokenizer, rows, settings)
+    plan = training_plan(tokenizer, rows, settings, lengths)
     record_pass("train", plan.pop("tokens"), seconds, cached=cached, adapter=name, method=settings.method, **plan)
 
 
-def _too_long(tokenizer, rows: list[dict], method: str, max_length: int) -> int:
-    """How many rows render (prompt and answer, chat template) to more than ``max_length`` tokens."""
-    answer = "chosen" if method == "dpo" else "completion"
-    n = 0
-    for row in rows:
-        text = render_chat(tokenizer, list(row["prompt"]) + list(row[answer])).text
-        n += len(tokenizer(text, add_special_tokens=False)["input_ids"]) > max_length
-    return n
+def _too_long(lengths: list[list[int]], max_length: int) -> int:
+    """How many rows render (prompt and chosen answer or completion, chat template) to more than ``max_length``
+    tokens, from :func:`rendered_lengths`."""
+    return sum(row[0] > max_length for row in lengths)
 
 
 def train_adapter(
@@ -246,7 +251,8 @@ def train_adapter(
     root = Path(root)
     model, tokenizer = load_model(model_name, quantization=quantization, chat_template_kwargs=chat_template_kwargs)
     bound = bound_template_kwargs(tokenizer)
-    long = _too_long(tokenizer, rows, settings.method, settings.max_length)
+    lengths = rendered_lengths(tokenizer, rows, settings.method)  # once: the length check and the timing record
+    long = _too_long(lengths, settings.max_length)
     if long == len(rows):
         raise ValueError(
             f"every training row is longer than max_length={settings.max_length} tokens with this tokenizer, so TRL "
@@ -271,7 +277,7 @@ def train_adapter(
     if done is not None and done.get("key") == key:
         del model
         losses = [json.loads(x) for x in (folder / "losses.jsonl").read_text().splitlines() if x.strip()]
-        _record_training(tokenizer, rows, settings, name, 0.0, cached=True)
+        _record_training(tokenizer, rows, settings, name, 0.0, cached=True, lengths=lengths)
         return Adapter(folder, done, False, losses)
     tmp = root / f".{name}-{key}.tmp-{os.getpid()}"
     for stale in root.glob(f".{name}-{key}.tmp-*"):
@@ -306,7 +312,7 @@ def train_adapter(
         raise
     if cached is not None:
         _copy_folder(folder, cached)
-    _record_training(tokenizer, rows, settings, name, seconds, cached=False)
+    _record_training(tokenizer, rows, settings, name, seconds, cached=False, lengths=lengths)
     return Adapter(folder, sidecar, True, losses)
 
 
