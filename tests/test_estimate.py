@@ -81,6 +81,29 @@ def _as_timings(estimate) -> dict:
     return {"schema": timings.SCHEMA, "notebooks": books}
 
 
+def test_a_pass_over_model_made_texts_is_checked_as_a_range(smoke):
+    """Notebook 05's projections over its rollouts run as many tokens as the rollouts have: any count between one
+    generated token per rollout and the rollouts' limit agrees; fewer or more does not."""
+    book = next(b for b in smoke.notebooks if b.name.startswith("05"))
+    ranged = [p for p in book.passes if p.tokens_low is not None]
+    assert len(ranged) == 1 and ranged[0].kind == "extract" and 0 < ranged[0].tokens_low < ranged[0].tokens
+    exact = sum(p.tokens for p in book.passes if p.kind == "extract" and p.tokens_low is None)
+
+    def run_with(tokens: int) -> list[str]:
+        run = _as_timings(smoke)
+        records = [r for r in run["notebooks"][book.name]["passes"] if r["kind"] == "extract"]
+        for r in records:
+            r["tokens"] = 0
+        records[0]["tokens"] = exact + tokens
+        return est.compare(smoke, run)
+
+    low, high = ranged[0].tokens_low, ranged[0].tokens
+    assert run_with(low) == [] and run_with(high) == [] and run_with((low + high) // 2) == []
+    for outside in (int(low * 0.5) - exact, int(high * 1.2) + exact):
+        problems = run_with(outside)
+        assert len(problems) == 1 and book.name in problems[0] and "outside the estimated range" in problems[0]
+
+
 def test_a_run_recorded_before_planned_sizes_is_refused():
     book = NotebookEstimate("04_x", [Pass("generate", "rollouts", 2, 100, 1, 10)])
     estimate = est.Estimate("smoke", est.rate_for(est.load_rates(), "cpu", None), [book])

@@ -208,7 +208,8 @@ def backtracking_rollouts(ctx: Context, plan: Planner, cfg, **extract_kwargs) ->
     texts = [prompt + filler(ctx.tok, n, j) for prompt in prompts for j in range(k)]
     spans = [{"rollout": [(len(prompt), len(t))]} for prompt, t in zip([p for p in prompts for _ in range(k)], texts)]
     tag = extract_kwargs.pop("tag")
-    plan.extract("per-token projections over the rollouts", texts, spans, tag=tag, **extract_kwargs)
+    low = sum(len(i) + 1 for i in ctx.tok(prompts, add_special_tokens=False)["input_ids"]) * k  # one token each
+    plan.extract("per-token projections over the rollouts", texts, spans, tag=tag, tokens_low=low, **extract_kwargs)
 
 
 def presumed_corruptions(problems, seed: int) -> dict:

@@ -46,9 +46,11 @@ class Planner:
         return max_batch_tokens or default_max_batch_tokens(self.device)
 
     def extract(self, what: str, texts, spans, *, tag, max_batch_tokens: int = 8192, max_batch_size: int = 32,
-                token_spans=None, keep: bool = False) -> Pass:  # fmt: skip
+                token_spans=None, keep: bool = False, tokens_low: int | None = None) -> Pass:  # fmt: skip
         """:func:`vaxis.extract.extract`: each distinct text runs up to its last span token, batched by
-        :func:`~vaxis.extract.plan_batches`. ``tag`` names what the texts do not: layers and directions."""
+        :func:`~vaxis.extract.plan_batches`. ``tag`` names what the texts do not: layers and directions.
+        ``tokens_low``: when the texts stand for a model's output at its limit, the tokens they would have at
+        their shortest (the pass's tokens are then an upper bound)."""
         from .extract import _as_items, plan_batches
 
         def lengths() -> list[int]:  # of each distinct text with a span token: up to its last one
@@ -69,7 +71,7 @@ class Planner:
         identity = [inputs, tag, max_batch_tokens, max_batch_size, sorted(token_spans) if token_spans is not None else None,
                     keep]  # fmt: skip
         return self._add("extract", what, identity, sequences=len(lengths), tokens=sum(lengths), batches=len(batches),
-                         forward_tokens=sum(lengths))  # fmt: skip
+                         forward_tokens=sum(lengths), tokens_low=tokens_low)  # fmt: skip
 
     def _memo(self, key, compute):
         """``compute()``, once per ``key``: the same inputs read by several models (the base model and each
