@@ -4,32 +4,34 @@
 assistant ``prefill``), and decodes greedily or by sampling, optionally under
 :func:`vaxis.steer`. Results come back in input order, ``n_samples`` per conversation.
 
-Why a hand-written decode loop instead of Hugging Face ``model.generate``:
+Why a hand-written decode loop instead of Hugging Face ``model.generate`` (the loop is
+:class:`vaxis.engine.Decoder`; its docstring has the details):
 
-* per-sequence stopping: a sequence ends at EOS, at a stop string or at ``max_new_tokens``,
-  and finished rows are dropped from the batch and the KV cache (in groups, so the cache is
-  not copied every step), where ``generate`` keeps computing finished rows until the longest
-  ends;
+* per-sequence stopping and refilling: a sequence ends at EOS, at a stop string or at
+  ``max_new_tokens``; finished rows leave the batch and the KV cache (in groups, so the cache is
+  not copied every step) and waiting sequences take their places (continuous batching), where
+  ``generate`` keeps computing finished rows until the longest ends;
 * per-sequence randomness: each sequence samples from its own ``torch.Generator`` seeded from
   ``(seed, prompt + prefill, sample index)``, so a sample does not depend on the batch it
   landed in, the batch size or the order of the conversations (``generate`` shares one RNG);
 * exact control: left padding with position ids counted over real tokens only (as
-  ``generate`` does), the logits of the last position only, and ``vaxis.steer``'s
-  KV-cache-aware column tracker, so every position is steered, generated tokens included.
+  ``generate`` does), the logits of the last position only, and a steering mask computed per
+  row from its own token index, so every position is steered, generated tokens included.
 
-Batching: sequences are sorted by prompt length (longest first) and grouped so that
-``batch size * (longest prompt + max_new_tokens) <= max_batch_tokens``. With left padding every
-prompt ends at the same column, so ``"prompt"`` and ``"generated"`` positions mean the same for
-every row; an ``int`` position (or a 1-D mask) counts each row's own tokens from its first real
-token. Padded columns may be steered: attention never reads them. Greedy results equal
-one-at-a-time results up to float rounding: padding changes matrix shapes, so in float32 or
-bfloat16 a near-tie argmax can flip (the tests check equality in float64).
+Batching: sequences are sorted by prompt length (longest first); at most
+``rows * (longest prompt + max_new_tokens) <= max_batch_tokens`` rows run at once (on a GPU the
+default budget is sized by free memory: :func:`vaxis.engine.generation_budget`). An ``int``
+position (or a 1-D mask) counts each row's own tokens from its first real token; ``"prompt"``
+is the prompt and prefill of each row, ``"generated"`` its new tokens. Padded columns may be
+steered: attention never reads them. Greedy results equal one-at-a-time results up to float
+rounding: padding changes matrix shapes, so in float32 or bfloat16 a near-tie argmax can flip
+(the tests check equality in float64).
 
 Cache: ``cache_root()/generate/<key>.jsonl``, one :class:`Generation` per line, in input
 order; the key hashes the model and tokenizer identities, the rendered prompts and prefills,
 every sampling parameter, the stop strings, the positions and the steering vectors' bytes.
 While running, finished sequences are appended to ``<key>.jsonl.partial`` (flushed and
-fsynced after each batch); an interrupted run resumes from it (a torn last line is dropped)
+fsynced as they finish); an interrupted run resumes from it (a torn last line is dropped)
 and the complete file is written atomically at the end.
 """
 
@@ -37,7 +39,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import inspect
 import json
 import os
 import time
@@ -51,8 +52,8 @@ from tqdm import tqdm
 from . import distributed
 from .cache import atomic_write_text, cache_root, stable_hash
 from .chat import render_chat
+from .engine import Decoder, Job, default_max_batch_tokens, generation_budget, left_padded  # noqa: F401 (re-exported)
 from .extract import CacheError, _input_device, plan_batches, tokenizer_identity
-from .hooks import steer as steer_context
 from .identity import model_identity
 from .layout import find_layout
 from .timings import record_pass
@@ -83,13 +84,6 @@ class Generation:
     n_new_tokens: int
     finish_reason: str
     scores: dict | None = None
-
-
-def default_max_batch_tokens(device: torch.device) -> int:
-    """``(prompt + new tokens) * batch size`` budget: 8192 on a CPU (about 80 short chats with 64 new
-    tokens; a CPU decode step costs about the same for 16 or 64 rows, see benchmarks/RESULTS.md),
-    65536 on an accelerator."""
-    return 8192 if torch.device(device).type == "cpu" else 65536
 
 
 def generation_plan(
@@ -186,6 +180,7 @@ def generate(
     chat_template_kwargs: dict | None = None,
     score: dict | None = None,
     processes: int | None = None,
+    refill: bool = True,
     expect_key: str | None = None,
 ) -> list[Generation]:
     """Generate ``n_samples`` continuations of each conversation (see the module docstring).
@@ -205,8 +200,8 @@ def generate(
         prefill: assistant prefix after the generation prompt: one string for all, or one per
             conversation. The returned ``text`` excludes it.
         stop: stop strings; the text is cut before the first one and that sequence ends.
-        max_batch_tokens: ``batch size * (longest prompt + max_new_tokens)`` budget per batch
-            (default :func:`default_max_batch_tokens`).
+        max_batch_tokens: ``rows * (longest prompt + max_new_tokens)`` budget of the running batch
+            (default :func:`vaxis.engine.generation_budget`: by free memory on a GPU, 8192 on a CPU).
         cache: read and write the on-disk cache.
         progress: show a tqdm bar (sequences, tokens/s).
         chat_template_kwargs: passed to the chat template (e.g. ``{"enable_thinking": False}``).
@@ -214,6 +209,8 @@ def generate(
             position in ``Generation.scores`` (e.g. :func:`vaxis.readout.yes_no_ids`).
         processes: decode on this many processes with ``accelerate launch`` (:mod:`vaxis.distributed`:
             the same batches, so the same results); ``None``: :func:`vaxis.distributed.use_processes`'s setting.
+        refill: continuous batching: a finished row's place goes to the next waiting sequence
+            (:mod:`vaxis.engine`); ``False`` runs each batch until its longest row ends. Results are the same.
         expect_key: internal (a process of a sharded job): the launching process's cache key.
 
     Returns:
@@ -244,7 +241,7 @@ def generate(
     kwargs = chat_template_kwargs or {}
     prompts = [render_chat(tokenizer, c, add_generation_prompt=True, **kwargs).text for c in conversations]
     device = _input_device(model)
-    budget = max_batch_tokens or default_max_batch_tokens(device)
+    budget = max_batch_tokens or generation_budget(model, device)
     sampling = temperature > 0
 
     def plan() -> dict:  # the planned sizes, in every timing record of this pass
@@ -294,6 +291,7 @@ def generate(
             conversations=list(conversations), max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
             n_samples=n_samples, seed=seed, steer=vectors or None, positions=positions, prefill=prefills, stop=stops,
             max_batch_tokens=budget, progress=progress, chat_template_kwargs=chat_template_kwargs, score=score,
+            refill=refill,
         )  # fmt: skip
         job = {"model": distributed.model_source(model), "kwargs": kwargs}
         start = time.perf_counter()
@@ -310,22 +308,26 @@ def generate(
         batches = [batches[b] for b in distributed.my_batches(len(batches))]
     bar = tqdm(total=len(todo), unit="seq", desc="generate", disable=not progress, mininterval=10)
     start, n_tokens = time.perf_counter(), 0
+    jobs = [Job(todo[j], ids[todo[j][0]], _seed(seed, texts[todo[j][0]], todo[j][1])) for b in batches for j in b]
+    decoder = Decoder(model, tokenizer, layout, cfg, device, budget, refill=refill)
     with open(partial, "a", encoding="utf-8") if cache else contextlib.nullcontext() as handle:
-        for batch in batches:
-            seqs = [todo[j] for j in batch]
-            seeds = [_seed(seed, texts[i], s) for i, s in seqs]
-            results = _run_batch(model, tokenizer, layout, [ids[i] for i, _ in seqs], seeds, cfg, device)
-            for (i, s), (token_ids, text, reason, scores) in zip(seqs, results):
-                done[(i, s)] = Generation(
+
+        def finished(results: list) -> None:  # written (flushed, fsynced) as sequences finish
+            nonlocal n_tokens
+            for job, (token_ids, text, reason, scores) in results:
+                i, s = job.key
+                done[job.key] = Generation(
                     i, s, prompts[i], prefills[i], text, token_ids, len(token_ids), reason, scores
                 )
                 n_tokens += len(token_ids)
             if handle is not None:
-                handle.write("".join(json.dumps(asdict(done[seq])) + "\n" for seq in seqs))
+                handle.write("".join(json.dumps(asdict(done[job.key])) + "\n" for job, _ in results))
                 handle.flush()
                 os.fsync(handle.fileno())
-            bar.update(len(seqs))
+            bar.update(len(results))
             bar.set_postfix_str(f"{n_tokens / (time.perf_counter() - start):.1f} tok/s", refresh=False)
+
+        decoder.run(jobs, finished)
     bar.close()
     if where is not None:  # process 0 merges every process's sequences; the others read its file
         distributed.note_share(sequences_this_process=sum(len(b) for b in batches))
@@ -344,7 +346,8 @@ def generate(
     if where is not None:
         distributed.barrier()
     else:
-        record_pass("generate", n_tokens, time.perf_counter() - start, cached=False, processes=1, **plan())
+        record_pass("generate", n_tokens, time.perf_counter() - start, cached=False, processes=1,
+                    decode_steps_run=decoder.steps, **plan())  # fmt: skip
     return out
 
 
@@ -411,124 +414,3 @@ def _load_final(path: Path, expected: int) -> list[Generation]:
     if len(out) != expected:
         raise CacheError(f"{path} holds {len(out)} generations, not {expected}; delete it to recompute")
     return out
-
-
-def _row_positions(positions, pads: list):
-    """A callable for :func:`vaxis.steer` steering each row's own columns (``pads[0]`` left pads)."""
-
-    def mask(start: int, stop: int, batch: int, device) -> torch.Tensor:
-        real = torch.arange(start, stop, device=device).unsqueeze(0) - pads[0].to(device).unsqueeze(1)
-        if isinstance(positions, int):
-            return real >= positions
-        m = positions.to(device=device, dtype=torch.bool)
-        inside = (real >= 0) & (real < len(m))
-        return inside & m[real.clamp(0, len(m) - 1)]
-
-    return mask
-
-
-def left_padded(prompt_ids: Sequence[Sequence[int]], pad_id: int, device) -> tuple:
-    """A left-padded batch: ``(input_ids, attention_mask, position_ids, pads)``, position ids counted
-    over real tokens only (as Hugging Face ``generate`` does), ``pads`` the number of pads per row."""
-    width = max(len(p) for p in prompt_ids)
-    input_ids = torch.full((len(prompt_ids), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(prompt_ids), width), dtype=torch.long)
-    for r, p in enumerate(prompt_ids):
-        input_ids[r, width - len(p) :] = torch.tensor(list(p), dtype=torch.long)
-        mask[r, width - len(p) :] = 1
-    input_ids, mask = input_ids.to(device), mask.to(device)
-    position_ids = (mask.cumsum(-1) - 1).clamp_min(0)
-    return input_ids, mask, position_ids, torch.tensor([width - len(p) for p in prompt_ids])
-
-
-@torch.no_grad()
-def _run_batch(model, tokenizer, layout, prompt_ids, seeds, cfg, device) -> list[tuple[list[int], str, str]]:
-    """Decode one left-padded batch; returns ``(new token ids, text, finish reason)`` per row."""
-    n, max_new = len(prompt_ids), cfg["max_new_tokens"]
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (cfg["eos"] or [0])[0]
-    input_ids, mask, position_ids, pad_counts = left_padded(prompt_ids, pad_id, device)
-    pads = [pad_counts]
-    positions = cfg["positions"]
-    if not isinstance(positions, str):
-        positions = _row_positions(positions, pads)
-    context = steer_context(model, cfg["vectors"], positions, layout=layout) if cfg["vectors"] else None
-    rows = list(range(n))  # batch row -> sequence
-    out: list[list[int]] = [[] for _ in range(n)]
-    results: list = [None] * n
-    gens = None
-    eos, stops = set(cfg["eos"]), cfg["stop"]
-    window = 4 * max((len(s) for s in stops), default=0) + 8
-    params = inspect.signature(model.forward).parameters
-    kv, cache_arg = None, "cache" if "cache" in params else "past_key_values"  # transformers 5 renamed it
-    extra = {"use_cache": True, **({"logits_to_keep": 1} if "logits_to_keep" in params else {})}
-    # Rows with the same prompt (the samples of one conversation) share one prompt pass: the prompt
-    # runs once per distinct prompt and its KV cache and logits are copied to every row that has it.
-    first = {tuple(p): r for r, p in reversed(list(enumerate(prompt_ids)))}
-    share = isinstance(cfg["positions"], str) and len(first) < n
-    with context or contextlib.nullcontext():
-        for step in range(max_new):
-            if step == 0 and share:
-                distinct = sorted(set(first.values()))
-                expand = torch.tensor([distinct.index(first[tuple(p)]) for p in prompt_ids])
-                output = model(
-                    input_ids=input_ids[distinct], attention_mask=mask[distinct], position_ids=position_ids[distinct],
-                    **{cache_arg: kv}, **extra,
-                )  # fmt: skip
-                kv = output.cache if getattr(output, "cache", None) is not None else output.past_key_values
-                kv.batch_select_indices(expand)
-                logits = output.logits[:, -1][expand.to(output.logits.device)]
-            else:
-                output = model(
-                    input_ids=input_ids, attention_mask=mask, position_ids=position_ids, **{cache_arg: kv}, **extra
-                )
-                kv = output.cache if getattr(output, "cache", None) is not None else output.past_key_values
-                logits = output.logits[:, -1]
-            if step == 0 and cfg["score"]:
-                logp = torch.log_softmax(logits.float(), dim=-1)
-                first_scores = {k: torch.logsumexp(logp[:, ids], dim=-1).tolist() for k, ids in cfg["score"].items()}
-            if cfg["temperature"] > 0:
-                if gens is None:
-                    gens = [torch.Generator(device=logits.device).manual_seed(s) for s in seeds]
-                tokens = _sample(logits, cfg["temperature"], cfg["top_p"], [gens[q] for q in rows])
-            else:
-                tokens = logits.argmax(-1)
-            for q, token in zip(rows, tokens.tolist()):
-                if results[q] is not None:
-                    continue
-                out[q].append(token)
-                if token in eos:
-                    results[q] = (out[q], tokenizer.decode(out[q][:-1], skip_special_tokens=True), "eos")
-                elif stops and any(s in tokenizer.decode(out[q][-window:], skip_special_tokens=True) for s in stops):
-                    text = tokenizer.decode(out[q], skip_special_tokens=True)
-                    cut = min(text.find(s) for s in stops if s in text)
-                    results[q] = (out[q], text[:cut], "stop")
-                elif len(out[q]) == max_new:
-                    results[q] = (out[q], tokenizer.decode(out[q], skip_special_tokens=True), "length")
-            finished = [r for r, q in enumerate(rows) if results[q] is not None]
-            if len(finished) == len(rows):
-                break
-            next_ids = tokens.unsqueeze(-1)
-            if 4 * len(finished) >= len(rows):  # drop finished rows (and their cache) in groups
-                keep = [r for r, q in enumerate(rows) if results[q] is None]
-                index = torch.tensor(keep)  # a CPU index works on any device (and on a split model's cache)
-                kv.batch_select_indices(index)
-                rows, mask, position_ids = [rows[r] for r in keep], mask[index], position_ids[index]
-                next_ids, pads[0] = next_ids[index], pads[0][keep]
-            input_ids = next_ids
-            mask = torch.cat([mask, mask.new_ones(len(rows), 1)], dim=1)
-            position_ids = position_ids[:, -1:] + 1
-    if cfg["score"]:
-        return [(*r, {k: v[q] for k, v in first_scores.items()}) for q, r in enumerate(results)]
-    return [(*r, None) for r in results]
-
-
-def _sample(logits: torch.Tensor, temperature: float, top_p: float, gens: list) -> torch.Tensor:
-    """One token per row: softmax(logits / T), nucleus-filtered, drawn with the row's own generator
-    (exponential race: ``argmax p_i / E_i`` with ``E_i ~ Exp(1)`` draws ``i`` with probability ``p_i``)."""
-    probs = torch.softmax(logits.float() / temperature, dim=-1)
-    if top_p < 1:
-        sorted_probs, order = probs.sort(dim=-1, descending=True)
-        drop = sorted_probs.cumsum(-1) - sorted_probs >= top_p  # mass before this token already reaches top_p
-        probs = probs.scatter(-1, order, sorted_probs.masked_fill(drop, 0.0))
-    noise = torch.stack([torch.empty(probs.shape[-1], device=probs.device).exponential_(generator=g) for g in gens])
-    return (probs / noise).argmax(-1)

@@ -26,8 +26,9 @@ import torch
 
 from .cache import cached_tensors
 from .chat import render_chat
+from .engine import default_max_batch_tokens, left_padded
 from .extract import _input_device, plan_batches
-from .generate import _steering_vectors, default_max_batch_tokens, left_padded
+from .generate import _steering_vectors
 from .hooks import steer as steer_context
 from .layout import find_layout
 

@@ -1,0 +1,186 @@
+"""vaxis.engine: continuous batching (finished rows refilled by waiting sequences) returns exactly what one
+sequence at a time returns, greedy and sampled, under every steering position and with scores; it decodes in
+fewer steps than batches run to their longest row; the KV cache stays within the budget; a cache that cannot be
+merged runs without refilling; the default budget on a GPU follows free memory and KV-cache bytes per token."""
+
+from __future__ import annotations
+
+import copy
+import types
+
+import pytest
+import torch
+from test_generate import _hf_one_at_a_time
+
+from vaxis import engine
+from vaxis.generate import generate
+
+QUESTIONS = [
+    "Why is the sky blue?",
+    "Name three rivers.",
+    "The river flows through the valley, past the old mill and the stone bridge. Where does it go?",
+    "Is this the right answer?",
+    "Mathematics studies numbers, shapes, structures and change. What is a theorem?",
+    "Hi",
+    "What do bees make?",
+    "Count to five, slowly, and then tell me which number came third.",
+]
+CHATS = [[{"role": "user", "content": q}] for q in QUESTIONS]
+FAST = dict(progress=False, cache=False)
+NEW = 14
+BUDGET = 3 * (60 + NEW)  # about three rows at a time: prompts have 15..60 tokens
+
+
+@pytest.fixture(scope="module")
+def tiny64(tiny):
+    model, tokenizer = tiny
+    return copy.deepcopy(model).double(), tokenizer
+
+
+def _varied(model, tokenizer, **kw):
+    """A copy of ``model`` whose EOS ids end the rows of ``generate(model, tokenizer, CHATS, **kw)`` after
+    different numbers of tokens: tokens of its free rows, added one by one while they spread the rows' lengths
+    (a row ends at its first EOS id, and the same settings give the same rows up to there)."""
+    free = [g.token_ids for g in generate(model, tokenizer, CHATS, **{**kw, "max_batch_tokens": 1})]
+
+    def lengths(ids):
+        return [next((k + 1 for k, t in enumerate(row) if t in ids), NEW) for row in free]
+
+    eos: set = set()
+    for k in range(2, NEW):
+        for row in (r for r in free if k < len(r)):
+            trial = eos | {row[k]}
+            if min(lengths(trial)) >= 3 and len(set(lengths(trial))) > len(set(lengths(eos))):
+                eos = trial
+    other = copy.deepcopy(model)
+    other.generation_config.eos_token_id = sorted(eos)
+    return other
+
+
+@pytest.fixture(scope="module")
+def varied(tiny64):
+    model, tokenizer = tiny64
+    return _varied(model, tokenizer, max_new_tokens=NEW, **FAST), tokenizer
+
+
+def _vector(seed=2, scale=0.01):
+    return scale * torch.randn(64, generator=torch.Generator().manual_seed(seed))
+
+
+def _spy(monkeypatch):
+    """Record the decoders that run, their refills (new rows merged into a running batch) and cache widths."""
+    seen = {"decoders": [], "refills": 0, "widths": []}
+    real_merge, real_step = engine.Decoder._merge, engine.Decoder._step
+
+    def merge(self, rows, kv, state, pads):
+        seen["refills"] += bool(self.rows)
+        if self not in seen["decoders"]:
+            seen["decoders"].append(self)
+        return real_merge(self, rows, kv, state, pads)
+
+    def step(self):
+        seen["widths"].append((self.mask.shape[1], max(len(r.job.ids) + len(r.out) for r in self.rows)))
+        return real_step(self)
+
+    monkeypatch.setattr(engine.Decoder, "_merge", merge)
+    monkeypatch.setattr(engine.Decoder, "_step", step)
+    return seen
+
+
+@pytest.mark.parametrize("positions", ["all", "prompt", "generated", 20, "mask"])
+@pytest.mark.parametrize("temperature", [0.0, 0.9])
+def test_refilled_rows_equal_one_at_a_time(tiny64, monkeypatch, positions, temperature):
+    model, tokenizer = tiny64
+    if positions == "mask":
+        positions = torch.zeros(120, dtype=torch.bool)
+        positions[[2, 5, 6, *range(30, 120, 3)]] = True
+    kw = dict(max_new_tokens=NEW, temperature=temperature, steer={1: _vector()}, positions=positions, n_samples=2,
+              seed=5, score={"a": [3], "b": [5, 7]}, **FAST)  # fmt: skip
+    model = _varied(model, tokenizer, **kw)
+    alone = generate(model, tokenizer, CHATS, max_batch_tokens=1, **kw)
+    seen = _spy(monkeypatch)
+    refilled = generate(model, tokenizer, CHATS, max_batch_tokens=BUDGET, **kw)
+    assert refilled == alone
+    if temperature == 0:  # and both are what Hugging Face generate gives one chat at a time
+        assert [g.token_ids for g in alone[::2]] == _hf_one_at_a_time(model, tokenizer, CHATS, NEW, kw["steer"],
+                                                                      positions)  # fmt: skip
+    assert seen["refills"] >= 2  # waiting sequences did join running batches
+    assert len({g.n_new_tokens for g in alone}) >= 4 and any(g.finish_reason == "eos" for g in alone)
+    batches = generate(model, tokenizer, CHATS, max_batch_tokens=BUDGET, refill=False, **kw)
+    assert batches == alone
+    if positions != "all":  # the steering reaches the outputs in these settings
+        plain = generate(model, tokenizer, CHATS, max_batch_tokens=BUDGET, **{**kw, "steer": None})
+        assert [g.token_ids for g in plain] != [g.token_ids for g in refilled]
+
+
+def test_refilling_takes_fewer_steps_and_keeps_the_cache_inside_the_budget(varied, monkeypatch):
+    model, tokenizer = varied
+    seen = _spy(monkeypatch)
+    kw = dict(max_new_tokens=NEW, max_batch_tokens=BUDGET, **FAST)
+    generate(model, tokenizer, CHATS, refill=False, **kw)
+    (grouped,), steps_grouped = seen["decoders"], len(seen["widths"])
+    seen["decoders"].clear()
+    seen["widths"].clear()
+    out = generate(model, tokenizer, CHATS, **kw)
+    (refilling,) = seen["decoders"]
+    assert refilling.steps == len(seen["widths"]) and grouped.steps == steps_grouped
+    assert refilling.steps < grouped.steps
+    # the cache is never wider than its widest row (leading columns no row uses are cut) plus what padding
+    # a refill adds, and never holds more than the budget
+    longest = max(len(tokenizer(g.prompt, add_special_tokens=False)["input_ids"]) for g in out)
+    assert all(width <= longest + NEW for width, _ in seen["widths"])
+    assert max(w - need for w, need in seen["widths"]) < longest  # cut: not just growing
+    rows = [len(d.rows) for d in seen["decoders"]]
+    assert all(r * (longest + NEW) <= BUDGET for r in rows)
+
+
+def test_a_cache_that_cannot_merge_runs_without_refilling(varied, monkeypatch, capsys):
+    model, tokenizer = varied
+    kw = dict(max_new_tokens=NEW, temperature=0.7, seed=1, max_batch_tokens=BUDGET, **FAST)
+    reference = generate(model, tokenizer, CHATS, **kw)
+    monkeypatch.setattr(engine, "_mergeable", lambda kv: False)
+    engine._SAID.clear()
+    seen = _spy(monkeypatch)
+    assert generate(model, tokenizer, CHATS, **kw) == reference
+    assert seen["refills"] == 0
+    generate(model, tokenizer, CHATS[:5], **kw)
+    assert capsys.readouterr().out.count("cannot be merged") == 1  # said once
+
+
+def test_steering_columns_follow_each_rows_own_tokens():
+    own = torch.tensor([[-1, -1, 0, 1, 2], [0, 1, 2, 3, 4]])
+    assert engine.steering_columns("all", own, True) is None
+    assert (
+        engine.steering_columns("prompt", own, True).all() and not engine.steering_columns("prompt", own, False).any()
+    )
+    assert engine.steering_columns("generated", own, False).all()
+    assert not engine.steering_columns("generated", own, True).any()
+    assert engine.steering_columns(2, own, True).tolist() == [[False] * 4 + [True], [False, False, True, True, True]]
+    mask = torch.tensor([True, False, True])
+    assert engine.steering_columns(mask, own, True).tolist() == [
+        [False, False, True, False, True],
+        [True, False, True, False, False],
+    ]
+
+
+def test_the_default_budget_follows_free_gpu_memory(tiny, monkeypatch):
+    model, _ = tiny
+    config = model.config
+    per_token = config.num_hidden_layers * 2 * config.num_key_value_heads * config.head_dim * 4  # float32
+    assert engine.kv_bytes_per_token(model) == per_token
+    assert engine.generation_budget(model, "cpu") == engine.default_max_batch_tokens("cpu") == 8192
+    gib = 1 << 30
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (100 * gib, 140 * gib))
+    expected = (100 * gib - int(0.15 * 140 * gib)) // per_token
+    assert engine.generation_budget(model, "cuda") == expected
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (5 * gib, 140 * gib))
+    assert engine.generation_budget(model, "cuda") == 65536  # never below the old constant
+    bf16 = types.SimpleNamespace(config=config, get_input_embeddings=lambda: types.SimpleNamespace(
+        weight=torch.zeros(1, dtype=torch.bfloat16)))  # fmt: skip
+    assert engine.kv_bytes_per_token(bf16) == per_token // 2
+
+
+def test_steps_bound():
+    assert engine.steps_bound([], 10, 100) == 0
+    assert engine.steps_bound([10, 10, 10, 10, 10], 10, 39) == 5 * 10  # one row at a time
+    assert engine.steps_bound([10, 10, 10, 10, 10], 10, 40) == 3 * 10  # two rows at a time
