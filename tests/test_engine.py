@@ -13,6 +13,7 @@ import torch
 from test_generate import _hf_one_at_a_time
 
 from vaxis import engine
+from vaxis.engine_static import StaticDecoder
 from vaxis.generate import generate
 
 QUESTIONS = [
@@ -70,26 +71,28 @@ def _vector(seed=2, scale=0.01):
 def _spy(monkeypatch):
     """Record the decoders that run, their refills (new rows merged into a running batch) and cache widths."""
     seen = {"decoders": [], "refills": 0, "widths": []}
-    real_merge, real_step = engine.Decoder._merge, engine.Decoder._step
+    for cls in (engine.Decoder, StaticDecoder):
+        real_merge, real_step = cls._merge, cls._step
 
-    def merge(self, rows, kv, state, pads):
-        seen["refills"] += bool(self.rows)
-        if self not in seen["decoders"]:
-            seen["decoders"].append(self)
-        return real_merge(self, rows, kv, state, pads)
+        def merge(self, rows, kv, state, pads, real=real_merge):
+            seen["refills"] += bool(self.rows)
+            if self not in seen["decoders"]:
+                seen["decoders"].append(self)
+            return real(self, rows, kv, state, pads)
 
-    def step(self):
-        seen["widths"].append((self.mask.shape[1], max(len(r.job.ids) + len(r.out) for r in self.rows)))
-        return real_step(self)
+        def step(self, real=real_step):
+            seen["widths"].append((self.mask.shape[1], max(len(r.job.ids) + len(r.out) for r in self.rows)))
+            return real(self)
 
-    monkeypatch.setattr(engine.Decoder, "_merge", merge)
-    monkeypatch.setattr(engine.Decoder, "_step", step)
+        monkeypatch.setattr(cls, "_merge", merge)
+        monkeypatch.setattr(cls, "_step", step)
     return seen
 
 
 @pytest.mark.parametrize("positions", ["all", "prompt", "generated", 20, "mask"])
 @pytest.mark.parametrize("temperature", [0.0, 0.9])
-def test_refilled_rows_equal_one_at_a_time(tiny64, monkeypatch, positions, temperature):
+@pytest.mark.parametrize("kind", ["dynamic", "static"])
+def test_refilled_rows_equal_one_at_a_time(tiny64, monkeypatch, positions, temperature, kind):
     model, tokenizer = tiny64
     if positions == "mask":
         positions = torch.zeros(120, dtype=torch.bool)
@@ -97,17 +100,18 @@ def test_refilled_rows_equal_one_at_a_time(tiny64, monkeypatch, positions, tempe
     kw = dict(max_new_tokens=NEW, temperature=temperature, steer={1: _vector()}, positions=positions, n_samples=2,
               seed=5, score={"a": [3], "b": [5, 7]}, **FAST)  # fmt: skip
     model = _varied(model, tokenizer, **kw)
-    alone = generate(model, tokenizer, CHATS, max_batch_tokens=1, **kw)
+    alone = generate(model, tokenizer, CHATS, max_batch_tokens=1, engine="dynamic", **kw)
     seen = _spy(monkeypatch)
-    refilled = generate(model, tokenizer, CHATS, max_batch_tokens=BUDGET, **kw)
+    refilled = generate(model, tokenizer, CHATS, max_batch_tokens=BUDGET, engine=kind, **kw)
     assert refilled == alone
     if temperature == 0:  # and both are what Hugging Face generate gives one chat at a time
         assert [g.token_ids for g in alone[::2]] == _hf_one_at_a_time(model, tokenizer, CHATS, NEW, kw["steer"],
                                                                       positions)  # fmt: skip
     assert seen["refills"] >= 2  # waiting sequences did join running batches
     assert len({g.n_new_tokens for g in alone}) >= 4 and any(g.finish_reason == "eos" for g in alone)
-    batches = generate(model, tokenizer, CHATS, max_batch_tokens=BUDGET, refill=False, **kw)
-    assert batches == alone
+    if kind == "dynamic":
+        batches = generate(model, tokenizer, CHATS, max_batch_tokens=BUDGET, refill=False, **kw)
+        assert batches == alone
     if positions != "all":  # the steering reaches the outputs in these settings
         plain = generate(model, tokenizer, CHATS, max_batch_tokens=BUDGET, **{**kw, "steer": None})
         assert [g.token_ids for g in plain] != [g.token_ids for g in refilled]
@@ -116,7 +120,7 @@ def test_refilled_rows_equal_one_at_a_time(tiny64, monkeypatch, positions, tempe
 def test_refilling_takes_fewer_steps_and_keeps_the_cache_inside_the_budget(varied, monkeypatch):
     model, tokenizer = varied
     seen = _spy(monkeypatch)
-    kw = dict(max_new_tokens=NEW, max_batch_tokens=BUDGET, **FAST)
+    kw = dict(max_new_tokens=NEW, max_batch_tokens=BUDGET, engine="dynamic", **FAST)
     generate(model, tokenizer, CHATS, refill=False, **kw)
     (grouped,), steps_grouped = seen["decoders"], len(seen["widths"])
     seen["decoders"].clear()
@@ -136,7 +140,7 @@ def test_refilling_takes_fewer_steps_and_keeps_the_cache_inside_the_budget(varie
 
 def test_a_cache_that_cannot_merge_runs_without_refilling(varied, monkeypatch, capsys):
     model, tokenizer = varied
-    kw = dict(max_new_tokens=NEW, temperature=0.7, seed=1, max_batch_tokens=BUDGET, **FAST)
+    kw = dict(max_new_tokens=NEW, temperature=0.7, seed=1, max_batch_tokens=BUDGET, engine="dynamic", **FAST)
     reference = generate(model, tokenizer, CHATS, **kw)
     monkeypatch.setattr(engine, "_mergeable", lambda kv: False)
     engine._SAID.clear()
@@ -184,3 +188,52 @@ def test_steps_bound():
     assert engine.steps_bound([], 10, 100) == 0
     assert engine.steps_bound([10, 10, 10, 10, 10], 10, 39) == 5 * 10  # one row at a time
     assert engine.steps_bound([10, 10, 10, 10, 10], 10, 40) == 3 * 10  # two rows at a time
+
+
+def test_static_slots_move_when_the_cache_is_full_and_free_at_once(varied, monkeypatch):
+    """Many short rows through two slots: the write column reaches the cache's end, every row moves left by the
+    columns none uses, and results stay those of one at a time; each finished row frees its slot at once."""
+    model, tokenizer = varied
+    chats = CHATS * 3
+    kw = dict(max_new_tokens=NEW, temperature=0.8, seed=2, steer={2: _vector(4)}, positions=18, **FAST)
+    alone = generate(model, tokenizer, chats, max_batch_tokens=1, engine="dynamic", **kw)
+    moves, real_move, real_compact = [], StaticDecoder._move, StaticDecoder._compact
+
+    def starts_are_the_first_real_columns(self):
+        for slot in self.row_slots:
+            assert self.starts[slot] == int(self.mask[slot].nonzero()[0]), (slot, self.starts, moves)
+
+    def compact(self):
+        real_compact(self)
+        starts_are_the_first_real_columns(self)
+        assert min(self.starts[s] for s in self.row_slots) == 0  # every column no live row uses was cut
+
+    monkeypatch.setattr(StaticDecoder, "_move", lambda self, shift: (moves.append(shift), real_move(self, shift)))
+    monkeypatch.setattr(StaticDecoder, "_compact", compact)
+    seen = _spy(monkeypatch)
+    spied_step = StaticDecoder._step
+    monkeypatch.setattr(
+        StaticDecoder, "_step", lambda self: (starts_are_the_first_real_columns(self), spied_step(self))
+    )
+    longest = max(len(tokenizer(g.prompt, add_special_tokens=False)["input_ids"]) for g in alone)
+    slots = 2 * (longest + NEW + 16)  # two slots
+    assert generate(model, tokenizer, chats, max_batch_tokens=slots, engine="static", **kw) == alone
+    (decoder,) = seen["decoders"]
+    assert decoder.n_slots == 2 and any(m < 0 for m in moves) and decoder.steps < sum(g.n_new_tokens for g in alone)
+    assert all(width == decoder.width for width, _ in seen["widths"])  # fixed buffers
+
+
+def test_the_engine_is_chosen_by_device(tiny, capsys):
+    from vaxis.generate import _decoder
+
+    model, tokenizer = tiny
+    cfg = dict(max_new_tokens=4, temperature=0.0, top_p=1.0, eos=[2], stop=[], positions="all", vectors={}, score={})
+    engine._SAID.clear()
+    assert type(_decoder(model, tokenizer, None, cfg, "cpu", 100, True, "auto", [[1, 2]])) is engine.Decoder
+    assert "CUDA graphs need a CUDA device" in capsys.readouterr().out
+    static = _decoder(model, tokenizer, None, cfg, "cpu", 100, True, "static", [[1, 2]])
+    assert isinstance(static, StaticDecoder) and not static.graphs
+    cuda = _decoder(model, tokenizer, None, cfg, torch.device("cuda"), 100, True, "auto", [[1, 2]])
+    assert isinstance(cuda, StaticDecoder) and cuda.graphs
+    with pytest.raises(ValueError, match="engine="):
+        _decoder(model, tokenizer, None, cfg, "cpu", 100, True, "fast", [[1, 2]])

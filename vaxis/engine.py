@@ -126,7 +126,7 @@ class Job:
 
 
 @dataclass
-class _Row:
+class Row:
     job: Job
     out: list[int] = field(default_factory=list)
     gen: torch.Generator | None = None
@@ -148,12 +148,12 @@ class Decoder:
         self.extra = {"use_cache": True, **({"logits_to_keep": 1} if "logits_to_keep" in params else {})}
         self.eos, self.stops = set(cfg["eos"]), cfg["stop"]
         self.window = 4 * max((len(s) for s in self.stops), default=0) + 8
-        self.rows: list[_Row] = []
+        self.rows: list[Row] = []
         self.kv = self.mask = self.pos = self.next_ids = None
         self.pads: list[int] = []  # leading padded columns of each row (host copy: no device sync to trim)
         self.columns: torch.Tensor | None = None  # the steering mask of the current call, a device tensor
         self.steps = 0  # forward calls of the decode loop (prefill calls not counted)
-        self.at_once: list[_Row] = []  # rows that finished at their first token (never in the batch)
+        self.at_once: list[Row] = []  # rows that finished at their first token (never in the batch)
 
     def run(self, jobs: Sequence[Job], done: Callable[[list[tuple[Job, tuple]]], None]) -> None:
         """Decode every job; ``done`` receives ``[(job, (token ids, text, finish reason, scores)), ...]`` as
@@ -169,18 +169,25 @@ class Decoder:
                     self._prefill(group)
                 else:
                     self._step()
-                finished = [r for r in self.rows if r.result is not None]
-                news = self.at_once + [r for r in finished if not r.reported]
-                if news:
-                    done([(r.job, r.result) for r in news])
-                for r in news:
-                    r.reported = True
-                self.at_once = []
-                if 4 * len(finished) >= len(self.rows):  # leave the batch in groups (the cache is copied)
-                    self._keep([i for i, r in enumerate(self.rows) if r.result is None])
+                self._reap(done)
+
+    def _reap(self, done) -> None:
+        """Report newly finished rows; they leave the batch in groups (each drop copies the cache)."""
+        finished = [r for r in self.rows if r.result is not None]
+        news = self.at_once + [r for r in finished if not r.reported]
+        if news:
+            done([(r.job, r.result) for r in news])
+        for r in news:
+            r.reported = True
+        self.at_once = []
+        if 4 * len(finished) >= len(self.rows):
+            self._keep([i for i, r in enumerate(self.rows) if r.result is None])
 
     def _steered_columns(self, start, stop, batch, device):
         return self.columns
+
+    def _can_refill(self) -> bool:
+        return _mergeable(self.kv)
 
     def _room(self, queue: deque) -> list[Job]:
         """The next jobs that fit beside the live rows: ``rows * (longest prompt + max_new_tokens) <= budget``."""
@@ -200,7 +207,7 @@ class Decoder:
         the batch (or every waiting job), the jobs that fit; else none."""
         if not queue or (self.rows and not self.refill):
             return []
-        if self.rows and not _mergeable(self.kv):
+        if self.rows and not self._can_refill():
             say_once(f"vaxis.generate: this model's KV cache ({type(self.kv).__name__} of "
                      f"{sorted({type(x).__name__ for x in getattr(self.kv, 'layers', [])})}) cannot be merged, "
                      "so finished rows are not refilled: each batch runs until its longest row ends")  # fmt: skip
@@ -238,7 +245,7 @@ class Decoder:
         self.columns = steering_columns(self.cfg["positions"], mask.cumsum(-1) - 1, True)
         logits, kv = self._forward(input_ids, mask, position_ids, None)
         logits = logits[expand.to(logits.device)]
-        rows = [_Row(j) for j in jobs]
+        rows = [Row(j) for j in jobs]
         if self.cfg["score"]:
             logp = torch.log_softmax(logits.float(), dim=-1)
             scores = {k: torch.logsumexp(logp[:, ids], dim=-1).tolist() for k, ids in self.cfg["score"].items()}
@@ -262,7 +269,7 @@ class Decoder:
         )
         self._merge([rows[q] for q in live], kv, state, [int(pads[i]) for i in index])
 
-    def _merge(self, rows: list[_Row], kv, state: dict, pads: list[int]) -> None:
+    def _merge(self, rows: list[Row], kv, state: dict, pads: list[int]) -> None:
         """Join new rows (their cache ``kv`` and tensors ``state``) to the batch, padding the narrower side."""
         if not self.rows:
             self.rows, self.kv, self.pads = rows, kv, pads
@@ -293,7 +300,7 @@ class Decoder:
         tokens = self._choose(logits, self.rows)
         self.next_ids, self.pos = tokens.unsqueeze(-1), self.pos + 1
 
-    def _choose(self, logits: torch.Tensor, rows: list[_Row]) -> torch.Tensor:
+    def _choose(self, logits: torch.Tensor, rows: list[Row]) -> torch.Tensor:
         """Greedy or sampled next tokens; each unfinished row takes its token and may finish."""
         if self.cfg["temperature"] > 0:
             tokens = sample(logits, self.cfg["temperature"], self.cfg["top_p"], [r.gen for r in rows])
@@ -305,7 +312,7 @@ class Decoder:
                 row.result = self._finish(row)
         return tokens
 
-    def _finish(self, row: _Row) -> tuple | None:
+    def _finish(self, row: Row) -> tuple | None:
         out, decode = row.out, self.tok.decode
         if out[-1] in self.eos:
             return out, decode(out[:-1], skip_special_tokens=True), "eos", row.scores

@@ -52,7 +52,8 @@ from tqdm import tqdm
 from . import distributed
 from .cache import atomic_write_text, cache_root, stable_hash
 from .chat import render_chat
-from .engine import Decoder, Job, default_max_batch_tokens, generation_budget, left_padded  # noqa: F401 (re-exported)
+from .engine import Decoder, Job, default_max_batch_tokens, generation_budget, left_padded, say_once  # noqa: F401
+from .engine_static import StaticDecoder
 from .extract import CacheError, _input_device, plan_batches, tokenizer_identity
 from .identity import model_identity
 from .layout import find_layout
@@ -181,6 +182,7 @@ def generate(
     score: dict | None = None,
     processes: int | None = None,
     refill: bool = True,
+    engine: str = "auto",
     expect_key: str | None = None,
 ) -> list[Generation]:
     """Generate ``n_samples`` continuations of each conversation (see the module docstring).
@@ -211,6 +213,9 @@ def generate(
             the same batches, so the same results); ``None``: :func:`vaxis.distributed.use_processes`'s setting.
         refill: continuous batching: a finished row's place goes to the next waiting sequence
             (:mod:`vaxis.engine`); ``False`` runs each batch until its longest row ends. Results are the same.
+        engine: ``"auto"`` (on a CUDA device, rows in a static cache with the decode step in a CUDA graph,
+            :mod:`vaxis.engine_static`; elsewhere the dynamic cache), ``"static"`` (static slots; a CUDA graph
+            only on a CUDA device) or ``"dynamic"``. Results are the same.
         expect_key: internal (a process of a sharded job): the launching process's cache key.
 
     Returns:
@@ -291,7 +296,7 @@ def generate(
             conversations=list(conversations), max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
             n_samples=n_samples, seed=seed, steer=vectors or None, positions=positions, prefill=prefills, stop=stops,
             max_batch_tokens=budget, progress=progress, chat_template_kwargs=chat_template_kwargs, score=score,
-            refill=refill,
+            refill=refill, engine=engine,
         )  # fmt: skip
         job = {"model": distributed.model_source(model), "kwargs": kwargs}
         start = time.perf_counter()
@@ -309,7 +314,7 @@ def generate(
     bar = tqdm(total=len(todo), unit="seq", desc="generate", disable=not progress, mininterval=10)
     start, n_tokens = time.perf_counter(), 0
     jobs = [Job(todo[j], ids[todo[j][0]], _seed(seed, texts[todo[j][0]], todo[j][1])) for b in batches for j in b]
-    decoder = Decoder(model, tokenizer, layout, cfg, device, budget, refill=refill)
+    decoder = _decoder(model, tokenizer, layout, cfg, device, budget, refill, engine, [j.ids for j in jobs])
     with open(partial, "a", encoding="utf-8") if cache else contextlib.nullcontext() as handle:
 
         def finished(results: list) -> None:  # written (flushed, fsynced) as sequences finish
@@ -349,6 +354,21 @@ def generate(
         record_pass("generate", n_tokens, time.perf_counter() - start, cached=False, processes=1,
                     decode_steps_run=decoder.steps, **plan())  # fmt: skip
     return out
+
+
+def _decoder(model, tokenizer, layout, cfg, device, budget, refill, engine, prompt_ids) -> Decoder:
+    """The decode engine ``engine`` asks for (see :func:`generate`), saying once why a run has no CUDA graph."""
+    if engine not in ("auto", "static", "dynamic"):
+        raise ValueError(f"engine={engine!r}: use 'auto', 'static' or 'dynamic'")
+    cuda = torch.device(device).type == "cuda"
+    if engine == "static" or (engine == "auto" and cuda and refill):
+        longest = max((len(ids) for ids in prompt_ids), default=1)
+        return StaticDecoder(model, tokenizer, layout, cfg, device, budget, longest, graphs=cuda)
+    if engine == "auto":
+        say_once(
+            f"vaxis.generate: decoding eagerly ({'CUDA graphs need a CUDA device, this model runs on ' + str(device) if not cuda else 'refill=False'})"
+        )
+    return Decoder(model, tokenizer, layout, cfg, device, budget, refill=refill)
 
 
 def _cache_key(model, tokenizer, prompts, prefills, cfg, n_samples, seed) -> str:
