@@ -289,7 +289,9 @@ def compare(est: Estimate, timings: dict, tolerance: float = TOLERANCE) -> list[
             problems.append(f"{book.name}: not in the run's timings.json (compare with --only the notebooks it ran)")
             continue
         if entry.get("status") != "ok":
-            problems.append(f"{book.name}: the run's notebook ended {entry.get('status')!r}, so its passes are incomplete")
+            problems.append(
+                f"{book.name}: the run's notebook ended {entry.get('status')!r}, so its passes are incomplete"
+            )
             continue
         for kind in RECORDED:
             mine = [p for p in book.passes if p.kind == kind]

@@ -67,7 +67,9 @@ def prompt_projections(ctx: Context, plan: Planner, what: str, prompts, tag, chu
         for lo in range(0, len(prompts), chunk_size):
             rendered = [render_chat(ctx.tok, [{"role": "user", "content": p}], add_generation_prompt=True)
                         for p in prompts[lo : lo + chunk_size]]  # fmt: skip
-            out.append(([r.text for r in rendered], [{"header": [(r.message_spans[0][1], len(r.text))]} for r in rendered]))
+            out.append(
+                ([r.text for r in rendered], [{"header": [(r.message_spans[0][1], len(r.text))]} for r in rendered])
+            )
         return out
 
     for texts, spans in ctx.once(["header chunks", list(prompts), chunk_size], chunks):
@@ -120,7 +122,11 @@ def nb07(ctx: Context, plan: Planner) -> None:
 
     cfg = ctx.cfg()
     roles = list(ctx.param("roles"))
-    specs = [s for t in cfg["dpo_targets"] for s in pref.model_specs(t, cfg["dpo_control"], [r for r in roles if r != "control"])]
+    specs = [
+        s
+        for t in cfg["dpo_targets"]
+        for s in pref.model_specs(t, cfg["dpo_control"], [r for r in roles if r != "control"])
+    ]
     if "control" in roles:
         specs += pref.model_specs(cfg["dpo_targets"][0], cfg["dpo_control"], ["control"])
     settings = TrainSettings(method="dpo", epochs=cfg["dpo_epochs"], learning_rate=cfg["dpo_learning_rate"],
@@ -233,7 +239,9 @@ def nb09(ctx: Context, plan: Planner) -> None:
         models.append(f"aware-{role}")
     pairs = [ea.generic_pairs(eval_p, contexts, cfg.seed),
              ea.org_pairs(eval_p, contexts["org_templates"], org_eval, org_control, cfg.seed)]  # fmt: skip
-    claims = ea.org_pairs(eval_p[: cfg["aware_claim_prompts"]], contexts["org_templates"], org_eval, org_control, cfg.seed)
+    claims = ea.org_pairs(
+        eval_p[: cfg["aware_claim_prompts"]], contexts["org_templates"], org_eval, org_control, cfg.seed
+    )
     for model in models:
         plan.load()
         plan.model = model

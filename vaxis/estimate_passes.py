@@ -133,7 +133,9 @@ class Context:
     def fit_items(self) -> list:
         """Notebook 02's fit-pass items: construction targets and norms."""
         spans = self.items()
-        return [it for it in spans.items if spans.game_split[it.game] == "construction" and it.kind in ("target", "norm")]
+        return [
+            it for it in spans.items if spans.game_split[it.game] == "construction" and it.kind in ("target", "norm")
+        ]
 
     def axis_name(self) -> str:
         """The axis a notebook reads (``axis_path`` or the run's value axis): part of every steering's identity."""
@@ -177,7 +179,9 @@ def sweep(plan: Planner, axis: str, layer, problems, partials, strengths, *, n_r
     if yes_rates_too and length_problems:
         for (_, s), tag in axis_only.items():
             if length_strengths is None or s in map(float, length_strengths):
-                plan.generate("steered rollout lengths", [math_chat(p) for p in length_problems], length_tokens, tag=tag)
+                plan.generate(
+                    "steered rollout lengths", [math_chat(p) for p in length_problems], length_tokens, tag=tag
+                )
 
 
 def rollouts(ctx: Context, plan: Planner):
@@ -237,7 +241,11 @@ def after_bug(plan: Planner, problems, corruptions: dict, tag, **extract_kwargs)
     for pid, cs in corruptions.items():
         p = by_id[pid]
         for c in cs:
-            start, end, bad_end = len(FENCE) + c.bug_offset, len(FENCE) + len(p.canonical_solution), len(FENCE) + len(c.code)
+            start, end, bad_end = (
+                len(FENCE) + c.bug_offset,
+                len(FENCE) + len(p.canonical_solution),
+                len(FENCE) + len(c.code),
+            )
             if start >= min(end, bad_end):
                 continue
             chats += [prefilled_chat(p, p.canonical_solution), prefilled_chat(p, c.code)]
@@ -267,7 +275,9 @@ def nb02(ctx: Context, plan: Planner) -> None:
                  **kw)  # fmt: skip
     second = [it for it in spans.items if spans.game_split[it.game] == "held_out"] if keep else spans.items
     directions = ("02", cfg["n_splits"], cfg["n_shuffles"], cfg["n_random_directions"], cfg.seed)
-    plan.extract("evaluation pass", [it.text for it in second], [it.spans for it in second], tag=(ALL, directions), **kw)
+    plan.extract(
+        "evaluation pass", [it.text for it in second], [it.spans for it in second], tag=(ALL, directions), **kw
+    )
 
 
 def heldout(ctx: Context, plan: Planner, kind: str, n_games, seed: int, tag, **extract_kwargs) -> None:

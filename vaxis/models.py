@@ -55,7 +55,8 @@ ALIASES: dict[str, Alias] = {
     ),
     "tiny-qwen3": Alias("tiny", "qwen3", "randomly initialised 3-layer Qwen3, hidden size 64; offline, for tests"),
     "tiny-qwen3-think": Alias(
-        "tiny", "qwen3:qwen3-like",
+        "tiny",
+        "qwen3:qwen3-like",
         "tiny-qwen3's weights with a chat template that switches thinking like Qwen3's (enable_thinking); "
         "the paper_ci profile",
     ),

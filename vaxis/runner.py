@@ -358,7 +358,9 @@ def main(argv: list[str] | None = None) -> int:
         "optimizer steps, model loads) and the hours on --gpu (works on a CPU for every profile)",
     )
     p_run.add_argument("--gpu", default="h200", help="with --estimate: the device row of the rate table (default h200)")
-    p_run.add_argument("--rates", default=None, help="with --estimate: your own rate table (TOML laid out as vaxis/rates.toml)")
+    p_run.add_argument(
+        "--rates", default=None, help="with --estimate: your own rate table (TOML laid out as vaxis/rates.toml)"
+    )
     p_run.add_argument(
         "--against",
         default=None,
@@ -397,8 +399,18 @@ def main(argv: list[str] | None = None) -> int:
     # `-p quantization none` means no quantization, not "the profile's" (None), so that value stays a string
     params = absolute_paths({name: value if name == "quantization" else parse_value(value)
                              for name, value in args.parameter})  # fmt: skip
-    run(args.profile, only, args.run_dir, params, args.log_output, dry_run_only=args.dry_run,
-        estimate_only=args.estimate, gpu=args.gpu, rates=args.rates, against=args.against)
+    run(
+        args.profile,
+        only,
+        args.run_dir,
+        params,
+        args.log_output,
+        dry_run_only=args.dry_run,
+        estimate_only=args.estimate,
+        gpu=args.gpu,
+        rates=args.rates,
+        against=args.against,
+    )
     return 0
 
 

@@ -332,7 +332,13 @@ def train_adapters(calls: list[dict], processes: int | None = None) -> list[Adap
         for c in todo:
             _check_rows(c["rows"], c["settings"].method)
             c["root"] = str(Path(c["root"]).resolve())
-        key = stable_hash([[c["name"], str(c["root"]), adapter_key("", c["rows"], c["settings"], c.get("chat_template_kwargs"))] for c in todo], 24)
+        key = stable_hash(
+            [
+                [c["name"], str(c["root"]), adapter_key("", c["rows"], c["settings"], c.get("chat_template_kwargs"))]
+                for c in todo
+            ],
+            24,
+        )
         distributed.run_job("train", {"calls": todo}, key, n_proc)
     return [train_adapter(**c) for c in calls]
 

@@ -213,7 +213,9 @@ def load_run(run_dir, tokenizer=None) -> Run:
     if tokenizer is None:
         from ..models import load_tokenizer
 
-        tokenizer = load_tokenizer(meta["model_name"], chat_template_kwargs=meta.get("chat_template_kwargs"), quiet=True)
+        tokenizer = load_tokenizer(
+            meta["model_name"], chat_template_kwargs=meta.get("chat_template_kwargs"), quiet=True
+        )
     return Run(
         fit_stats=load_stats(out / "fit_pass.safetensors"),
         eval_stats=load_stats(out / "eval_pass.safetensors"),
@@ -480,7 +482,9 @@ def extract_run(cfg, n_test: int = 15, model=None, tokenizer=None, spans: GameIt
     from ..models import load_model
 
     if model is None:
-        model, tokenizer = load_model(cfg.model, quantization=cfg.quantization, chat_template_kwargs=cfg.chat_template_kwargs)
+        model, tokenizer = load_model(
+            cfg.model, quantization=cfg.quantization, chat_template_kwargs=cfg.chat_template_kwargs
+        )
     if spans is None:
         spans = items_from_games(icrl.load_games(cfg.run_dir / "games.jsonl"), tokenizer)
     return run_extraction(
