@@ -5,17 +5,26 @@
 # There:        bash benchmarks/gpu_scale.sh               (device tool: carry [".whl"], timeout_s 600)
 #
 # It installs the carried wheels into /tmp/site, then, each stage under `timeout` so that the whole script ends
-# within GPU_SCALE_BUDGET seconds (default 530) and each stage's log is tee'd to $OUT:
-#   setup           nvidia-smi, versions, the wheels
-#   extract_bf16    benchmarks/extract.py on qwen3-8b-random in bf16, 64 texts x 1024 tokens, naive included
-#   generate_bf16   benchmarks/generate.py in bf16, 64 prompts x 32 new tokens, sequential included
-#   extract_nf4     the same extraction in NF4 (builds the random bf16 weights once and saves them under
-#                   $VAXIS_CACHE, which the later NF4 stages reuse), naive skipped
-#   generate_nf4    generation in NF4, 64 x 64, sequential skipped
-#   scale           python -m vaxis run --profile scale --only 01,02,03,04 with whatever time is left; a notebook
-#                   stopped by the timeout is recorded as "interrupted" in timings.json
+# within GPU_SCALE_BUDGET seconds (default 530) and each stage's log is tee'd to $OUT (caps in seconds):
+#   setup               nvidia-smi, versions, the wheels
+#   extract_bf16        (100) benchmarks/extract.py on qwen3-8b-random in bf16, 64 texts x 1024 tokens, naive included
+#   generate_bf16       (100) benchmarks/generate.py in bf16, 64 prompts x 32 new tokens, sequential included; each
+#                       timed call warmed up at its own shapes; decode steps/s and the share of the H200's floor
+#   generate_long_bf16  (130) benchmarks/generate.py --case long in bf16: 64 sampled rollouts of at most 1024 new
+#                       tokens (random stop set, mean ~340), 32 rows a batch, refill=True then refill=False when
+#                       the engine has refill; appended to generate_bf16.log. Both timed runs together take about
+#                       3,200 decode steps (without refill each batch runs to about the cap), so they fit when the
+#                       engine makes >= 30 steps/s (issue 20 measured 21: then refill=False is cut, its lines
+#                       missing); cap 2048 (--long-max-new-tokens 2048) needs twice that
+#   extract_nf4         (120) the same extraction in NF4 (builds the random bf16 weights once and saves them under
+#                       $VAXIS_CACHE, which the later NF4 stages reuse), naive skipped
+#   generate_nf4        (50) generation in NF4, 64 x 32, sequential skipped
+#   scale               python -m vaxis run --profile scale --only 01,02,03,04 with whatever time is left (none if
+#                       every stage above runs to its cap); a notebook stopped by the timeout is recorded as
+#                       "interrupted" in timings.json
 # and writes timings.json and timings.md (scripts/timings_table.py) beside the logs: 8 files in all, the most
-# the device tool brings back (the scale run's own folder stays in /tmp).
+# the device tool brings back (the scale run's own folder stays in /tmp). A stage that would leave fewer than 30 s
+# is skipped; one cut by its cap keeps the lines it printed (the benchmarks print each result as it comes).
 set -u -o pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-benchmarks/out/gpu}
@@ -27,22 +36,28 @@ export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 export VAXIS_CACHE=${VAXIS_CACHE:-/tmp/vaxis-cache}
 SCALE_DIR=${SCALE_DIR:-/tmp/vaxis-scale}
 
-# stage NAME SECONDS COMMAND...: run COMMAND under timeout (SECONDS, or what is left before the deadline), its
-# output tee'd to $OUT/NAME.log
+# stage [--into LOG] NAME SECONDS COMMAND...: run COMMAND under timeout (SECONDS, or what is left before the
+# deadline), its output tee'd to $OUT/NAME.log, or appended to $OUT/LOG.log with --into (fewer files to bring back)
 stage() {
+  local log="" append=""
+  if [ "$1" = --into ]; then
+    log=$2 append=-a
+    shift 2
+  fi
   local name=$1 secs=$2 left t0 rc
   shift 2
+  log="$OUT/${log:-$name}.log"
   left=$((DEADLINE - $(date +%s)))
   ((secs > left)) && secs=$left
   if ((left < 30)); then
-    echo "== $name: skipped, ${left} s left of the ${BUDGET} s budget" | tee "$OUT/$name.log"
+    echo "== $name: skipped, ${left} s left of the ${BUDGET} s budget" | tee $append "$log"
     return 0
   fi
-  echo "== $name (at most ${secs} s): $*"
+  echo "== $name (at most ${secs} s): $*" | tee $append "$log"
   t0=$(date +%s)
-  timeout -k 20 "$secs" "$@" 2>&1 | tee "$OUT/$name.log"
+  timeout -k 20 "$secs" "$@" 2>&1 | tee -a "$log"
   rc=${PIPESTATUS[0]}
-  echo "== $name: exit $rc after $(($(date +%s) - t0)) s$( ((rc == 124)) && echo ' (timed out)')" | tee -a "$OUT/$name.log"
+  echo "== $name: exit $rc after $(($(date +%s) - t0)) s$( ((rc == 124)) && echo ' (timed out)')" | tee -a "$log"
 }
 
 {
@@ -68,11 +83,13 @@ print("vaxis from", vaxis.__file__, "tokenizer", vaxis.models.random_tokenizer_d
 PY
 
 M=(--model qwen3-8b-random)
-stage extract_bf16 110 python3 benchmarks/extract.py "${M[@]}" --games paragraphs --n-texts 64 --tokens 1024
+stage extract_bf16 100 python3 benchmarks/extract.py "${M[@]}" --games paragraphs --n-texts 64 --tokens 1024
 stage generate_bf16 100 python3 benchmarks/generate.py "${M[@]}" --n-prompts 64 --max-new-tokens 32
-stage extract_nf4 130 python3 benchmarks/extract.py "${M[@]}" --quantization 4bit --games paragraphs \
+stage --into generate_bf16 generate_long_bf16 130 python3 benchmarks/generate.py "${M[@]}" --case long --n-prompts 64 \
+  --long-max-new-tokens 1024
+stage extract_nf4 120 python3 benchmarks/extract.py "${M[@]}" --quantization 4bit --games paragraphs \
   --n-texts 64 --tokens 1024 --skip-naive
-stage generate_nf4 60 python3 benchmarks/generate.py "${M[@]}" --quantization 4bit --skip-sequential
+stage generate_nf4 50 python3 benchmarks/generate.py "${M[@]}" --quantization 4bit --max-new-tokens 32 --skip-sequential
 stage scale $((DEADLINE - $(date +%s) - 10)) python3 -m vaxis run --profile scale --only 01,02,03,04 \
   --run-dir "$SCALE_DIR"
 
@@ -81,6 +98,6 @@ if [ -f "$SCALE_DIR/timings.json" ]; then
   python3 scripts/timings_table.py "$SCALE_DIR" | tee "$OUT/timings.md"
 fi
 echo "== summary ($(($(date +%s) - START)) s in all)"
-grep -h -E "^(model=|extract:|generate:|vaxis:|forward:|naive:|sequential:|parity:|exact match:|gpu peak)" \
+grep -h -E "^(model=|extract:|generate:|generate_long:|vaxis[ a-z]*:|vaxis\.generate:|floor|long[ :]|forward:|naive:|sequential:|parity:|exact match:|gpu peak)" \
   "$OUT"/extract_bf16.log "$OUT"/generate_bf16.log "$OUT"/extract_nf4.log "$OUT"/generate_nf4.log 2>/dev/null
 grep -h -E "^\[[0-9]+/[0-9]+\]|^== scale" "$OUT/scale.log" 2>/dev/null
