@@ -184,10 +184,12 @@ def test_the_default_budget_follows_free_gpu_memory(tiny, monkeypatch):
     assert engine.kv_bytes_per_token(bf16) == per_token // 2
 
 
-def test_steps_bound():
-    assert engine.steps_bound([], 10, 100) == 0
-    assert engine.steps_bound([10, 10, 10, 10, 10], 10, 39) == 5 * 10  # one row at a time
-    assert engine.steps_bound([10, 10, 10, 10, 10], 10, 40) == 3 * 10  # two rows at a time
+def test_rows_and_width_of_a_batch():
+    assert engine.plan_rows([10] * 5, 10, 39) == (1, 20)  # one row at a time
+    assert engine.plan_rows([10] * 5, 10, 40) == (2, 20)
+    assert engine.plan_rows([10] * 5, 10, 10_000) == (500, 20)  # the dynamic engine sizes by the budget only...
+    assert engine.plan_rows([10] * 5, 10, 10_000, static=True) == (5, 36)  # ...static slots no more than sequences
+    assert engine.plan_rows([10] * 5, 100, 10_000, static=True) == (5, 135)  # margin: a quarter of the new tokens
 
 
 def test_static_slots_move_when_the_cache_is_full_and_free_at_once(varied, monkeypatch):

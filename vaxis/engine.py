@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-import math
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -359,10 +358,11 @@ def _pad_left(kv, n: int) -> None:
         layer.values = torch.nn.functional.pad(layer.values, (0, 0, n, 0))
 
 
-def steps_bound(lengths: Sequence[int], max_new_tokens: int, budget: int) -> int:
-    """Decode steps when every sequence (``lengths``: prompt plus prefill tokens) runs to ``max_new_tokens``:
-    rows of the first batch that fits, refilled in full as they finish together (an upper bound)."""
-    if not lengths:
-        return 0
-    rows = max(1, budget // (max(lengths) + max_new_tokens))
-    return math.ceil(len(lengths) / rows) * max_new_tokens
+def plan_rows(lengths: Sequence[int], max_new_tokens: int, budget: int, static: bool = False) -> tuple[int, int]:
+    """``(rows, width)`` of a batch of sequences with ``lengths`` prompt (and prefill) tokens: the width of its
+    KV cache (the longest prompt plus ``max_new_tokens``; the static engine adds a margin of a quarter of
+    ``max_new_tokens``, at least 16, so that it moves its rows once per that many steps) and the rows that fit
+    ``rows * width <= budget`` (at least 1; the static engine takes no more slots than sequences)."""
+    width = max(lengths, default=0) + max_new_tokens + (max(16, max_new_tokens // 4) if static else 0)
+    rows = max(1, budget // width)
+    return (max(1, min(rows, len(lengths))), width) if static else (rows, width)

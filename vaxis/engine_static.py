@@ -23,17 +23,16 @@ from __future__ import annotations
 
 import torch
 
-from .engine import Decoder, Job, say_once, steering_columns
+from .engine import Decoder, Job, plan_rows, say_once, steering_columns
 
 
 class StaticDecoder(Decoder):
-    """See the module docstring. ``longest``: the most prompt tokens of any job it will run."""
+    """See the module docstring. ``lengths``: the prompt tokens of every job it will run (slots and width:
+    :func:`vaxis.engine.plan_rows`)."""
 
-    def __init__(self, model, tokenizer, layout, cfg, device, budget, longest: int, graphs: bool):
+    def __init__(self, model, tokenizer, layout, cfg, device, budget, lengths: list[int], graphs: bool):
         super().__init__(model, tokenizer, layout, cfg, device, budget, refill=True)
-        new = cfg["max_new_tokens"]
-        self.width = longest + new + max(16, new // 4)
-        self.n_slots = max(1, budget // self.width)
+        self.n_slots, self.width = plan_rows(lengths, cfg["max_new_tokens"], budget, static=True)
         self.graphs, self.graph, self.graph_logits = graphs, None, None
         self.cache = None
         self.column = 0  # the column the next step writes, in every slot

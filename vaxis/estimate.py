@@ -57,6 +57,7 @@ class Pass:
     key: str = ""
     cached: bool = False
     tokens_low: int | None = None  # a lower bound when ``tokens`` is an upper one (texts a model makes)
+    kv_read_tokens: int = 0  # generation: KV-cache columns attention reads over all decode steps
 
 
 @dataclass
@@ -81,6 +82,9 @@ class Rate:
     train_tokens_per_s: float
     model_load_s: float
     source: str = ""
+    generation_budget_tokens: int | None = None  # the KV-cache tokens a generation batch may hold there
+    kv_bytes_per_token: int = 0  # of the model the rates were measured with
+    bandwidth_gbs: float = 0.0  # memory bandwidth: reading the KV cache adds kv_read_tokens * bytes / bandwidth
 
     def seconds(self, p: Pass) -> float:
         """Seconds of pass ``p`` at these rates (0 for a pass read from the cache)."""
@@ -89,7 +93,8 @@ class Rate:
         if p.kind in ("extract", "readout"):
             return p.tokens / self.extract_tokens_per_s
         if p.kind == "generate":
-            return p.forward_tokens / self.extract_tokens_per_s + p.decode_steps / self.decode_steps_per_s
+            kv = p.kv_read_tokens * self.kv_bytes_per_token / (self.bandwidth_gbs * 1e9) if self.bandwidth_gbs else 0.0
+            return p.forward_tokens / self.extract_tokens_per_s + p.decode_steps / self.decode_steps_per_s + kv
         if p.kind == "train":
             return p.tokens / self.train_tokens_per_s + p.forward_tokens / self.extract_tokens_per_s
         raise ValueError(f"unknown pass kind {p.kind!r}")
@@ -129,7 +134,9 @@ def rate_for(table: dict, gpu: str, quantization: str | None) -> Rate:
     numbers = {k: float(row[k]) for k in _KEYS[1:]}
     if any(v <= 0 for v in numbers.values()):
         raise SystemExit(f"rates [{gpu}.{precision}]: every rate must be positive, got {numbers}")
-    return Rate(gpu, precision, str(row["device"]), **numbers, source=str(row.get("source", "")))
+    extras = {k: type_(row[k]) for k, type_ in (("generation_budget_tokens", int), ("kv_bytes_per_token", int),
+                                                ("bandwidth_gbs", float)) if k in row}  # fmt: skip
+    return Rate(gpu, precision, str(row["device"]), **numbers, source=str(row.get("source", "")), **extras)
 
 
 # ------------------------------------------------------------------------------------------ the estimate
@@ -200,7 +207,7 @@ def estimate(profile: str, only: list[str] | None = None, parameters: dict | Non
     cfg = ctx.cfg("01")
     rate = rate_for(load_rates(rates), gpu, cfg.quantization)
     ctx.tok, note = _tokenizer(cfg)
-    plan, books = Planner(ctx.tok, rate.device), []
+    plan, books = Planner(ctx.tok, rate.device, rate.generation_budget_tokens), []
     last = max(p.name[:2] for p in every if p.stem in selected)
     for path in every:
         number = path.name[:2]

@@ -17,8 +17,8 @@ class Planner:
     notebook (:attr:`book`); ``model`` names the weights a pass runs on (``"base"`` or an adapter), part of
     every pass's cache identity."""
 
-    def __init__(self, tokenizer, device: str):
-        self.tok, self.device = tokenizer, device
+    def __init__(self, tokenizer, device: str, generation_budget: int | None = None):
+        self.tok, self.device, self.generation_budget = tokenizer, device, generation_budget
         self.book = NotebookEstimate("")
         self.model = "base"
         self._seen: set[str] = set()
@@ -94,12 +94,13 @@ class Planner:
         from .generate import generation_plan
 
         inputs = stable_hash([chats, prefill], 32)
-        budget, sampling = self.budget(max_batch_tokens), temperature > 0
-        plan = self._memo((inputs, max_new_tokens, budget, n_samples, sampling), lambda: generation_plan(
-            self.tok, self._texts(chats, prefill), max_new_tokens, budget, n_samples, sampling))  # fmt: skip
+        budget, sampling = max_batch_tokens or self.generation_budget or self.budget(None), temperature > 0
+        static = self.device == "cuda"  # vaxis.generate's engine="auto": static slots on a CUDA device
+        plan = self._memo((inputs, max_new_tokens, budget, n_samples, sampling, static), lambda: generation_plan(
+            self.tok, self._texts(chats, prefill), max_new_tokens, budget, n_samples, sampling, static))  # fmt: skip
         identity = [inputs, max_new_tokens, float(temperature), n_samples, seed, tag]
         return self._add("generate", what, identity, sequences=plan["sequences"], tokens=plan["planned_tokens"],
-                         batches=plan["batches"], decode_steps=plan["decode_steps"],
+                         batches=plan["batches"], decode_steps=plan["decode_steps"], kv_read_tokens=plan["kv_read_tokens"],
                          forward_tokens=plan["planned_tokens"] - plan["sequences"] * max_new_tokens)  # fmt: skip
 
     def readout(self, what: str, chats, *, tag=None, prefill=None, answers=None,

@@ -52,7 +52,7 @@ from tqdm import tqdm
 from . import distributed
 from .cache import atomic_write_text, cache_root, stable_hash
 from .chat import render_chat
-from .engine import Decoder, Job, default_max_batch_tokens, generation_budget, left_padded, say_once  # noqa: F401
+from .engine import Decoder, Job, default_max_batch_tokens, generation_budget, left_padded, plan_rows, say_once  # noqa: F401
 from .engine_static import StaticDecoder
 from .extract import CacheError, _input_device, plan_batches, tokenizer_identity
 from .identity import model_identity
@@ -88,21 +88,34 @@ class Generation:
 
 
 def generation_plan(
-    tokenizer, texts: Sequence[str], max_new_tokens: int, budget: int, n_samples: int = 1, sampling: bool = False
+    tokenizer,
+    texts: Sequence[str],
+    max_new_tokens: int,
+    budget: int,
+    n_samples: int = 1,
+    sampling: bool = False,
+    static: bool = False,
 ) -> dict:
     """What a generation pass plans before it decodes, the same whether it then runs or is read from the cache
     (its timing record, and :mod:`vaxis.estimate` before a model is loaded): ``sequences`` (conversations x
     ``n_samples`` when sampling; greedy samples are computed once), ``planned_tokens`` (each sequence's
-    ``texts`` tokens, i.e. rendered prompt plus prefill, plus ``max_new_tokens``), ``batches``
-    (:func:`vaxis.extract.plan_batches` under ``budget``) and ``decode_steps``, an upper bound: each batch
-    decodes until its longest row stops, at most ``max_new_tokens`` steps, and rows may stop sooner."""
+    ``texts`` tokens, i.e. rendered prompt plus prefill, plus ``max_new_tokens``), ``rows`` and ``width`` of the
+    running batch (:func:`vaxis.engine.plan_rows`; ``static``: the static-slot engine), ``batches`` (batches of
+    :func:`vaxis.extract.plan_batches` under ``budget``; static: sequences / rows) and ``decode_steps`` and
+    ``kv_read_tokens`` (cache columns that attention reads over all steps, rows x width a step), upper bounds:
+    every sequence is taken to run to ``max_new_tokens``, where rows that stop sooner make room for others."""
     per = n_samples if sampling else 1
     ids = tokenizer(list(texts), add_special_tokens=False)["input_ids"] if len(texts) else []  # one batched call
-    lengths = [len(i) + max_new_tokens for i in ids]
-    lengths = [length for length in lengths for _ in range(per)]
-    n_batches = len(plan_batches(lengths, budget, 1 << 30))
-    return {"sequences": len(lengths), "planned_tokens": sum(lengths), "batches": n_batches,
-            "decode_steps": n_batches * max_new_tokens}  # fmt: skip
+    prompts = [len(i) for i in ids for _ in range(per)]
+    rows, width = plan_rows(prompts, max_new_tokens, budget, static)
+    if static:
+        n_batches = -(-len(prompts) // rows)
+    else:
+        n_batches = len(plan_batches([n + max_new_tokens for n in prompts], budget, 1 << 30))
+    steps = n_batches * max_new_tokens
+    return {"sequences": len(prompts), "planned_tokens": sum(prompts) + len(prompts) * max_new_tokens,
+            "batches": n_batches, "rows": rows, "width": width, "decode_steps": steps,
+            "kv_read_tokens": steps * min(rows, len(prompts)) * width}  # fmt: skip
 
 
 def _eos_ids(model, tokenizer) -> list[int]:
@@ -246,12 +259,13 @@ def generate(
     kwargs = chat_template_kwargs or {}
     prompts = [render_chat(tokenizer, c, add_generation_prompt=True, **kwargs).text for c in conversations]
     device = _input_device(model)
+    _static(engine, device, refill)  # validates
     budget = max_batch_tokens or generation_budget(model, device)
     sampling = temperature > 0
 
     def plan() -> dict:  # the planned sizes, in every timing record of this pass
         return generation_plan(tokenizer, [p + f for p, f in zip(prompts, prefills)], max_new_tokens, budget,
-                               n_samples, sampling)  # fmt: skip
+                               n_samples, sampling, _static(engine, device, refill))  # fmt: skip
 
     cfg = dict(
         max_new_tokens=max_new_tokens,
@@ -356,14 +370,18 @@ def generate(
     return out
 
 
-def _decoder(model, tokenizer, layout, cfg, device, budget, refill, engine, prompt_ids) -> Decoder:
-    """The decode engine ``engine`` asks for (see :func:`generate`), saying once why a run has no CUDA graph."""
+def _static(engine: str, device, refill: bool) -> bool:
+    """Whether ``generate(engine=...)`` runs the static-slot engine on ``device``."""
     if engine not in ("auto", "static", "dynamic"):
         raise ValueError(f"engine={engine!r}: use 'auto', 'static' or 'dynamic'")
+    return engine == "static" or (engine == "auto" and refill and torch.device(device).type == "cuda")
+
+
+def _decoder(model, tokenizer, layout, cfg, device, budget, refill, engine, prompt_ids) -> Decoder:
+    """The decode engine ``engine`` asks for (see :func:`generate`), saying once why a run has no CUDA graph."""
     cuda = torch.device(device).type == "cuda"
-    if engine == "static" or (engine == "auto" and cuda and refill):
-        longest = max((len(ids) for ids in prompt_ids), default=1)
-        return StaticDecoder(model, tokenizer, layout, cfg, device, budget, longest, graphs=cuda)
+    if _static(engine, device, refill):
+        return StaticDecoder(model, tokenizer, layout, cfg, device, budget, [len(i) for i in prompt_ids], graphs=cuda)
     if engine == "auto":
         say_once(
             f"vaxis.generate: decoding eagerly ({'CUDA graphs need a CUDA device, this model runs on ' + str(device) if not cuda else 'refill=False'})"
