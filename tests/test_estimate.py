@@ -181,7 +181,10 @@ def test_optimizer_steps_follow_the_trainer():
 
 
 def test_the_runner_prints_an_estimate_and_runs_nothing(tmp_path, capsys):
-    assert main(["run", "--profile", "smoke", "--only", "02", "--estimate", "--gpu", "cpu", "--run-dir", str(tmp_path)]) == 0
+    assert (
+        main(["run", "--profile", "smoke", "--only", "02", "--estimate", "--gpu", "cpu", "--run-dir", str(tmp_path)])
+        == 0
+    )
     out = capsys.readouterr().out
     assert "02_extract_activations" in out and "01_synthesize_icrl" not in out and "| all |" in out
     assert not list(tmp_path.iterdir())  # nothing ran, nothing written

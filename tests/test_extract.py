@@ -376,3 +376,115 @@ def test_kept_activations_survive_the_cache(tiny, tmp_cache):
     assert again.info["cached"] and again.projections is None
     for a, b in zip(first.activations["before"], again.activations["before"]):
         assert torch.equal(a, b)
+
+
+def test_pieces_cut_padding_where_it_pays():
+    """``_pieces`` splits a planned batch (rows longest first) into consecutive runs that cut padded tokens, each
+    run keeping ``min_tokens``; small or even batches run whole. Guards against a split that loses or repeats
+    rows, leaves a run under the minimum, or never splits."""
+    pieces = extract_mod._pieces
+    assert pieces([50, 40, 30], 1000) == [(0, 3)]  # under 2 * min_tokens: whole
+    assert pieces([500] * 8, 1000) == [(0, 8)]  # no padding to cut: an extra forward only costs
+    widths = [1000] * 4 + [100] * 40
+    assert pieces(widths, 1000) == [(0, 4), (4, 44)]  # 8,000 padded tokens instead of 44,000
+    widths = sorted(range(200, 1000, 7), reverse=True)
+    runs = pieces(widths, 2000)
+    assert runs[0][0] == 0 and runs[-1][1] == len(widths) and len(runs) > 1
+    assert all(a[1] == b[0] for a, b in zip(runs, runs[1:]))  # consecutive, every row once
+    assert all((stop - first) * widths[first] >= 2000 for first, stop in runs)
+    assert sum((stop - first) * widths[first] for first, stop in runs) < len(widths) * widths[0]
+    assert len(pieces(list(range(5000, 0, -1)), 100_000)) > 1  # thousands of rows: a bounded number of runs
+
+
+def test_split_batches_equal_one_at_a_time(tiny, monkeypatch):
+    """A planned batch run as several forward passes (forced here with a tiny minimum) gives every item what one
+    text at a time gives, per-token outputs included (they are placed by an offset per piece), and computes fewer
+    padded tokens. Guards against a piece reading another piece's rows or writing its cosines or kept activations
+    at the wrong rows."""
+    model, tokenizer = tiny
+    texts = [TEXTS[1] * 3, TEXTS[2], TEXTS[0] * 2, TEXTS[3], TEXTS[2] + " " + TEXTS[0]]
+    spans = [{"before": [(0, 11)], "after": [(150, 200)]}, SPANS[2], {"before": [(0, 5)], "after": [(80, 100)]},
+             SPANS[3], {"before": [(0, 5)], "after": [(20, 40)]}]  # fmt: skip
+    dirs = {layer: torch.randn(2, 64, generator=torch.Generator().manual_seed(layer)) for layer in range(4)}
+    kw = dict(directions=dirs, keep_activations=True, token_spans=["after"], use_cache=False, progress=False)
+    single = extract(model, tokenizer, texts, spans, max_batch_size=1, **kw)
+    whole = extract(model, tokenizer, texts, spans, **kw)
+    forwards = []
+    handle = model.get_input_embeddings().register_forward_pre_hook(lambda m, args: forwards.append(args[0].shape))
+    monkeypatch.setitem(extract_mod._PIECE_MIN_TOKENS, "cpu", 1)
+    try:
+        split = extract(model, tokenizer, texts, spans, **kw)
+    finally:
+        handle.remove()
+    assert len(forwards) > 1  # one planned batch, run as several forwards
+    assert split.info["tokens_padded"] == sum(rows * width for rows, width in forwards) < whole.info["tokens_padded"]
+    assert split.info["tokens_processed"] == whole.info["tokens_processed"]
+    for name in ("before", "after"):
+        torch.testing.assert_close(split.sums[name], single.sums[name], atol=1e-4, rtol=1e-5)
+        torch.testing.assert_close(split.norm_sums[name], single.norm_sums[name], atol=1e-4, rtol=1e-5)
+    for a, b in zip(split.projections["after"], single.projections["after"]):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+    for a, b in zip(split.activations["after"], single.activations["after"]):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+def test_forward_runs_causal_attention_without_a_mask(tiny, monkeypatch):
+    """A padded batch reaches SDPA with no mask and ``is_causal=True`` (its fast causal kernel; with a mask it
+    computes every score, on a GPU with the slower masked kernel and grouped-query heads repeated). Guards against
+    passing the padding mask again."""
+    model, tokenizer = tiny
+    seen = []
+    real = torch.nn.functional.scaled_dot_product_attention
+
+    def spy(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, **kwargs):
+        seen.append((attn_mask is None, is_causal, query.shape[0]))
+        return real(query, key, value, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", spy)
+    stats = extract(model, tokenizer, TEXTS, SPANS, use_cache=False, progress=False)
+    assert stats.info["tokens_padded"] > stats.info["tokens_processed"]  # the batch was padded
+    assert seen and all(s[:2] == (True, True) for s in seen) and max(s[2] for s in seen) == len(TEXTS)
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2", "mistral", "gemma3_text", "gpt2"])
+def test_unmasked_padded_batches_are_exact_for_each_architecture(arch):
+    """Without a mask, right-padded batches equal one text at a time on every architecture vaxis supports
+    (Gemma 3's sliding window of 8 tokens included: the texts are longer). Guards against pads that real tokens
+    can see (e.g. left padding without a mask, or a model that is not causal)."""
+    from vaxis.tiny import tiny_model_and_tokenizer
+
+    model, tokenizer = tiny_model_and_tokenizer(arch, seed=1)
+    kw = dict(use_cache=False, progress=False)
+    batched = extract(model, tokenizer, TEXTS, SPANS, **kw)
+    single = extract(model, tokenizer, TEXTS, SPANS, max_batch_size=1, **kw)
+    assert batched.info["tokens_padded"] > batched.info["tokens_processed"]
+    for name in ("before", "after"):
+        torch.testing.assert_close(batched.sums[name], single.sums[name], atol=1e-4, rtol=1e-5)
+
+
+def test_part_files_are_written_off_the_main_thread_and_failures_surface(tiny, tmp_cache, monkeypatch):
+    """Batches are written to the cache by a background thread (the device runs the next batch meanwhile), and a
+    write that fails fails the extraction. Guards against writes that block the loop or errors that vanish."""
+    import threading
+
+    model, tokenizer = tiny
+    real_save, threads = extract_mod.save_file, []
+
+    def save(tensors, path, **kwargs):
+        threads.append(threading.current_thread() is threading.main_thread())
+        return real_save(tensors, path, **kwargs)
+
+    monkeypatch.setattr(extract_mod, "save_file", save)
+    kw = dict(progress=False, max_batch_size=1)
+    extract(model, tokenizer, TEXTS, SPANS, cache_dir=tmp_cache / "w", **kw)
+    assert threads == [False] * len(TEXTS) + [True]  # the parts, then the merged file
+
+    def broken(tensors, path, **kwargs):
+        if ".parts" in str(path):  # the batches' files only: the merged file would fail on its own
+            raise OSError("disk full")
+        return real_save(tensors, path, **kwargs)
+
+    monkeypatch.setattr(extract_mod, "save_file", broken)
+    with pytest.raises(OSError, match="disk full"):
+        extract(model, tokenizer, TEXTS, SPANS, cache_dir=tmp_cache / "f", **kw)
+    assert not list((tmp_cache / "f").glob("*.safetensors"))

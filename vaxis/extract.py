@@ -14,8 +14,13 @@ How it is fast (and why the result is exact):
   is causal, so later tokens cannot change earlier activations.
 * The forward pass stops after the deepest requested block (no final norm, no
   unembedding), via an exception raised from the hook.
-* Texts are sorted by length and batched with right padding under a token budget;
-  activations are reduced on the device (float32) inside the hook, so full hidden
+* Texts are sorted by length and batched with right padding under a token budget
+  (:func:`plan_batches`); a batch whose rows differ much in length runs as a few
+  forward passes, each padded to its own longest row (:func:`_pieces`).
+* No attention mask is passed: attention is causal and the pads come after every
+  real token, so no real token sees them, and SDPA runs its causal kernel (flash
+  attention on a GPU), which skips the masked-out half of the scores.
+* Activations are reduced on the device (float32) inside the hook, so full hidden
   states of all layers are never held, and memory does not grow with the
   number of texts beyond the small per-span results.
 * Several items may share a text (e.g. one game with many failed attempts):
@@ -23,8 +28,8 @@ How it is fast (and why the result is exact):
 
 Results are cached on disk under a key hashing the model identity, the texts,
 the spans, the layers, the directions and the options; batches are written
-atomically as they finish, so an interrupted run resumes where it stopped and
-gives identical results.
+atomically as they finish (in a background thread, while the next batch runs), so
+an interrupted run resumes where it stopped and gives identical results.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ import hashlib
 import json
 import time
 from collections.abc import Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -249,22 +255,109 @@ def extract(
     unknown_names = tokenwise - set(names)
     if unknown_names:
         raise ValueError(f"token_spans names {sorted(unknown_names)} are not span names ({names})")
+    dir_matrix = _direction_matrix(directions, layers, layout.hidden_size)
+    prepared = _prepare_texts(tokenizer, items, names, add_special_tokens)
+    key = _cache_key(model, tokenizer, quantization, prepared, items, layers, dir_matrix, add_special_tokens,
+                     [max_batch_tokens, max_batch_size], tokenwise, keep_activations)  # fmt: skip
+    folder = Path(cache_dir) if cache_dir is not None else cache_root() / "extract"
+    final_path = folder / f"{key}.safetensors"
+    if expect_key is not None and expect_key != key:
+        raise distributed.DistributedError(
+            f"this process's extraction inputs hash to {key}, the launching process's to {expect_key}: it loaded "
+            "another model or read other inputs; nothing was merged"
+        )
+    distributed.same_everywhere(key, "extraction cache keys")
+    needed = prepared.needed
+    runnable = [u for u in range(len(needed)) if needed[u] > 0]
+    batches = plan_batches([needed[u] for u in runnable], max_batch_tokens, max_batch_size)
+    batches = [[runnable[j] for j in b] for b in batches]
+    plan = {"sequences": len(runnable), "batches": len(batches)}  # in every record, cached or not
+    if use_cache and final_path.exists():
+        return _read_cached(final_path, key, sum(needed), plan)
+    n_proc = distributed.processes_for(processes, sum(needed))
+    if n_proc > 1:
+        if not use_cache:
+            raise ValueError("processes > 1 merges the processes' batches through the cache: keep use_cache=True")
+        kwargs = dict(
+            texts=[t for t, _ in items], spans=[sp for _, sp in items], layers=layers,
+            directions={k: torch.as_tensor(v).detach().cpu() for k, v in (directions or {}).items()} or None,
+            max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size, add_special_tokens=add_special_tokens,
+            cache_dir=cache_dir, progress=progress, quantization=quantization, token_spans=token_spans,
+            keep_activations=keep_activations,
+        )  # fmt: skip
+        return _extract_sharded(model, kwargs, key, final_path, n_proc, plan, progress)
+    if distributed.shard() is not None and not use_cache:
+        raise ValueError("a process of a sharded job writes its batches to the cache: keep use_cache=True")
+    job = _Job(model, layout, layers, names, tokenwise, dir_matrix, keep_activations, _input_device(model), prepared,
+               _groups_by_text(items, names, prepared, tokenwise), batches)  # fmt: skip
+    return _extract_here(job, items, key, final_path, use_cache, progress, plan)
 
-    dir_matrix = None
-    if directions:
-        ks = {torch.as_tensor(v).reshape(-1, layout.hidden_size).shape[0] for v in directions.values()}
-        if len(ks) != 1:
-            raise ValueError(f"every layer needs the same number of directions, got {sorted(ks)}")
-        unknown = sorted(set(directions) - set(layers))
-        if unknown:
-            raise ValueError(f"directions given for layers {unknown} that are not extracted ({layers})")
-        k = ks.pop()
-        dir_matrix = torch.full((len(layers), k, layout.hidden_size), torch.nan)
-        for layer, value in directions.items():
-            value = torch.as_tensor(value, dtype=torch.float32).reshape(k, layout.hidden_size)
-            dir_matrix[layers.index(layer)] = value / value.norm(dim=-1, keepdim=True)
 
-    # Distinct texts, tokenized once.
+@dataclass
+class _Texts:
+    """The distinct texts of one call, each tokenized once, and what the items need of them."""
+
+    ids: dict[str, int]  # text -> index of the distinct text
+    unique: list[str]
+    tokenized: list[tuple[list[int], list[tuple[int, int]]]]  # (token ids, character offsets) per distinct text
+    item_tokens: list[dict[str, torch.Tensor]]  # per item: span name -> token indices
+    needed: list[int]  # per distinct text: tokens up to its last span token (0: no span token at all)
+
+
+@dataclass
+class _Job:
+    """Everything the forward passes of one extraction need."""
+
+    model: object
+    layout: ModelLayout
+    layers: list[int]
+    names: list[str]
+    tokenwise: set[str]
+    dir_matrix: torch.Tensor | None
+    keep: bool
+    device: torch.device
+    texts: _Texts
+    by_text: dict[int, list[tuple[int, str, torch.Tensor, bool]]]
+    batches: list[list[int]]
+
+    def run(self, b: int) -> dict[str, torch.Tensor]:
+        """The reduced results of batch ``b`` (through the module's ``_run_batch``, which tests replace)."""
+        t = self.texts
+        return _run_batch(self.model, self.layout, self.layers, t.tokenized, t.needed, self.batches[b], self.by_text,
+                          self.dir_matrix, self.device, self.keep)  # fmt: skip
+
+    def tokens(self, b: int) -> int:
+        return sum(self.texts.needed[u] for u in self.batches[b])
+
+    def padded_tokens(self) -> int:
+        """Tokens the forward passes compute, padding included (the pieces of :func:`_pieces`)."""
+        total, minimum = 0, _piece_min_tokens(self.device)
+        for batch in self.batches:
+            widths = [self.texts.needed[u] for u in batch]
+            total += sum((stop - first) * max(widths[first:stop]) for first, stop in _pieces(widths, minimum))
+        return total
+
+
+def _direction_matrix(directions, layers: list[int], d: int) -> torch.Tensor | None:
+    """``(n_layers, K, d)`` unit directions on the CPU (NaN rows for layers without any), or None."""
+    if not directions:
+        return None
+    ks = {torch.as_tensor(v).reshape(-1, d).shape[0] for v in directions.values()}
+    if len(ks) != 1:
+        raise ValueError(f"every layer needs the same number of directions, got {sorted(ks)}")
+    unknown = sorted(set(directions) - set(layers))
+    if unknown:
+        raise ValueError(f"directions given for layers {unknown} that are not extracted ({layers})")
+    k = ks.pop()
+    dir_matrix = torch.full((len(layers), k, d), torch.nan)
+    for layer, value in directions.items():
+        value = torch.as_tensor(value, dtype=torch.float32).reshape(k, d)
+        dir_matrix[layers.index(layer)] = value / value.norm(dim=-1, keepdim=True)
+    return dir_matrix
+
+
+def _prepare_texts(tokenizer, items, names: list[str], add_special_tokens: bool) -> _Texts:
+    """Tokenize the distinct texts once and map every item's spans to token indices."""
     text_ids: dict[str, int] = {}
     for text, _ in items:
         text_ids.setdefault(text, len(text_ids))
@@ -280,146 +373,140 @@ def extract(
         for v in idx.values():
             if len(v):
                 needed[u] = max(needed[u], int(v.max()) + 1)
+    return _Texts(text_ids, unique, tokenized, item_tokens, needed)
 
-    key = stable_hash(
+
+def _cache_key(model, tokenizer, quantization, texts: _Texts, items, layers, dir_matrix, add_special_tokens: bool,
+               batching: list[int], tokenwise: set[str], keep: bool) -> str:  # fmt: skip
+    """The cache key of an extraction (unchanged since ``EXTRACT_VERSION`` 2: existing caches stay valid)."""
+    return stable_hash(
         {
             "v": EXTRACT_VERSION,
             "model": model_identity(model, quantization),
             "tokenizer": tokenizer_identity(tokenizer),
-            "texts": stable_hash(unique, 32),
-            "items": stable_hash([[text_ids[t], s] for t, s in items], 32),
+            "texts": stable_hash(texts.unique, 32),
+            "items": stable_hash([[texts.ids[t], s] for t, s in items], 32),
             "layers": layers,
             "directions": None if dir_matrix is None else hashlib.sha256(dir_matrix.numpy().tobytes()).hexdigest(),
             "special": add_special_tokens,
-            "batching": [max_batch_tokens, max_batch_size],
+            "batching": batching,
             "tokenwise": sorted(tokenwise),
-            "keep": keep_activations,
+            "keep": keep,
         },
         24,
     )
-    folder = Path(cache_dir) if cache_dir is not None else cache_root() / "extract"
-    final_path = folder / f"{key}.safetensors"
-    if expect_key is not None and expect_key != key:
-        raise distributed.DistributedError(
-            f"this process's extraction inputs hash to {key}, the launching process's to {expect_key}: it loaded "
-            "another model or read other inputs; nothing was merged"
-        )
-    distributed.same_everywhere(key, "extraction cache keys")
-    runnable = [u for u in range(len(unique)) if needed[u] > 0]
-    batches = plan_batches([needed[u] for u in runnable], max_batch_tokens, max_batch_size)
-    batches = [[runnable[j] for j in b] for b in batches]
-    plan = {"sequences": len(runnable), "batches": len(batches)}  # in every record, cached or not
-    if use_cache and final_path.exists():
-        stats = load_stats(final_path, key=key)
-        stats.info.update(cached=True, cache_key=key)
-        if distributed.shard() is None:
-            record_pass("extract", sum(needed), 0.0, cached=True, **plan)
-        return stats
-    n_proc = distributed.processes_for(processes, sum(needed))
-    if n_proc > 1:
-        if not use_cache:
-            raise ValueError("processes > 1 merges the processes' batches through the cache: keep use_cache=True")
-        start_time = time.perf_counter()
-        cpu_directions = {k: torch.as_tensor(v).detach().cpu() for k, v in (directions or {}).items()} or None
-        kwargs = dict(
-            texts=[t for t, _ in items], spans=[sp for _, sp in items], layers=layers, directions=cpu_directions,
-            max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size, add_special_tokens=add_special_tokens,
-            cache_dir=cache_dir, progress=progress, quantization=quantization, token_spans=token_spans,
-            keep_activations=keep_activations,
-        )  # fmt: skip
-        job = {"model": distributed.model_source(model), "kwargs": kwargs}
-        distributed.run_job("extract", job, key, n_proc, progress=progress)
-        if not final_path.exists():
-            raise distributed.DistributedError(f"the sharded extraction finished without writing {final_path}")
-        stats = load_stats(final_path, key=key)
-        stats.info.update(cached=False, cache_key=key, processes=n_proc, seconds=time.perf_counter() - start_time)
-        stats.info["tokens_per_s"] = stats.info["tokens_processed"] / stats.info["seconds"]
-        record_pass("extract", stats.info["tokens_processed"], stats.info["seconds"], cached=False, processes=n_proc,
-                    **plan)  # fmt: skip
-        return stats
-    if distributed.shard() is not None and not use_cache:
-        raise ValueError("a process of a sharded job writes its batches to the cache: keep use_cache=True")
 
-    # Groups: (item, name, token indices, per-token outputs?) with at least one token, per distinct text.
+
+def _groups_by_text(items, names: list[str], texts: _Texts, tokenwise: set[str]):
+    """Per distinct text: its groups ``(item, name, token indices, per-token outputs?)`` with at least one token."""
     by_text: dict[int, list[tuple[int, str, torch.Tensor, bool]]] = {}
     for i, (text, _) in enumerate(items):
         for name in names:
-            idx = item_tokens[i][name]
+            idx = texts.item_tokens[i][name]
             if len(idx):
-                by_text.setdefault(text_ids[text], []).append((i, name, idx, name in tokenwise))
+                by_text.setdefault(texts.ids[text], []).append((i, name, idx, name in tokenwise))
+    return by_text
 
-    n_layers, d = len(layers), layout.hidden_size
-    sums = {n: torch.zeros(len(items), n_layers, d) for n in names}
-    norm_sums = {n: torch.zeros(len(items), n_layers) for n in names}
-    flat_proj: dict[tuple[int, str], torch.Tensor] = {}
-    flat_act: dict[tuple[int, str], torch.Tensor] = {}
-    device = _input_device(model)
-    part_dir = folder / f"{key}.parts"
+
+def _read_cached(final_path: Path, key: str, tokens: int, plan: dict) -> SpanStats:
+    stats = load_stats(final_path, key=key)
+    stats.info.update(cached=True, cache_key=key)
+    if distributed.shard() is None:
+        record_pass("extract", tokens, 0.0, cached=True, **plan)
+    return stats
+
+
+def _extract_sharded(model, kwargs: dict, key: str, final_path: Path, n_proc: int, plan: dict, progress: bool):
+    """Run the extraction on ``n_proc`` processes (:mod:`vaxis.distributed`) and read the merged file."""
+    start_time = time.perf_counter()
+    job = {"model": distributed.model_source(model), "kwargs": kwargs}
+    distributed.run_job("extract", job, key, n_proc, progress=progress)
+    if not final_path.exists():
+        raise distributed.DistributedError(f"the sharded extraction finished without writing {final_path}")
+    stats = load_stats(final_path, key=key)
+    stats.info.update(cached=False, cache_key=key, processes=n_proc, seconds=time.perf_counter() - start_time)
+    stats.info["tokens_per_s"] = stats.info["tokens_processed"] / stats.info["seconds"]
+    record_pass("extract", stats.info["tokens_processed"], stats.info["seconds"], cached=False, processes=n_proc,
+                **plan)  # fmt: skip
+    return stats
+
+
+class _PartWriter:
+    """Writes finished batches to the cache in a background thread, so that the device runs the next batch
+    meanwhile instead of waiting for the disk. One write is pending at most (memory stays bounded); a failed
+    write is raised at the next write or on leaving; on leaving, even through an exception (an interrupted
+    run), the pending write is finished first, so every batch that was computed is kept for the resume."""
+
+    def __init__(self):
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vaxis-extract-parts")
+        self._pending: Future | None = None
+
+    def write(self, path: Path, result: dict[str, torch.Tensor]) -> None:
+        self.wait()
+        self._pending = self._pool.submit(atomic_write, path, lambda tmp: save_file(result, tmp))
+
+    def wait(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    def __enter__(self) -> _PartWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            if exc_type is None:
+                self.wait()
+            elif self._pending is not None:  # keep what was computed; the exception in flight is the one to report
+                self._pending.exception()
+        finally:
+            self._pool.shutdown(wait=True)
+
+
+def _extract_here(job: _Job, items, key: str, final_path: Path, use_cache: bool, progress: bool, plan: dict):
+    """Run (or, batch by batch, read from the cache) this process's part of an extraction."""
+    part_dir = final_path.parent / f"{key}.parts"
+    device = job.device
     start_time, processed = time.perf_counter(), 0
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     where = distributed.shard()
     if where is not None:  # a process of a sharded job: run this process's batches into the cache first
-        for b in distributed.my_batches(len(batches)):
-            part = part_dir / f"{b:06d}.safetensors"
-            if not part.exists():
-                result = _run_batch(model, layout, layers, tokenized, needed, batches[b], by_text, dir_matrix,
-                                    device, keep_activations)  # fmt: skip
-                atomic_write(part, lambda tmp, r=result: save_file(r, tmp))
-                processed += sum(needed[u] for u in batches[b])
+        with _PartWriter() as writer:
+            for b in distributed.my_batches(len(job.batches)):
+                part = part_dir / f"{b:06d}.safetensors"
+                if not part.exists():
+                    writer.write(part, job.run(b))
+                    processed += job.tokens(b)
         distributed.note_share(tokens_this_process=processed)
         processed = 0  # the merged file counts every process's tokens
         distributed.barrier()
         if where[0] != 0:  # process 0 merges every batch into the final file, then everyone reads it
             distributed.barrier()
             return load_stats(final_path, key=key)
-    bar = tqdm(total=sum(needed[u] for u in runnable), unit="tok", desc="extract", disable=not progress or where is not None,
-               mininterval=10)  # fmt: skip
-    for b, batch in enumerate(batches):
-        part = part_dir / f"{b:06d}.safetensors"
-        result = _load_part(part) if use_cache and part.exists() else None
-        if result is None:
-            result = _run_batch(
-                model, layout, layers, tokenized, needed, batch, by_text, dir_matrix, device, keep_activations
-            )
-            if use_cache:
-                atomic_write(part, lambda tmp, r=result: save_file(r, tmp))
-        groups = [g for u in batch for g in by_text.get(u, [])]
-        for g, (i, name, _, per_token) in enumerate(groups):
-            sums[name][i] = result["sums"][g]
-            norm_sums[name][i] = result["norms"][g]
-            if per_token and dir_matrix is not None:
-                flat_proj[(i, name)] = result[f"proj{g}"]
-            if per_token and keep_activations:
-                flat_act[(i, name)] = result[f"act{g}"]
-        tokens = sum(needed[u] for u in batch)
-        processed += tokens
-        bar.update(tokens)
+    collect = _Collector(job, len(items))
+    bar = tqdm(total=sum(job.tokens(b) for b in range(len(job.batches))), unit="tok", desc="extract",
+               disable=not progress or where is not None, mininterval=10)  # fmt: skip
+    with _PartWriter() as writer:
+        for b, batch in enumerate(job.batches):
+            part = part_dir / f"{b:06d}.safetensors"
+            result = _load_part(part) if use_cache and part.exists() else None
+            if result is None:
+                result = job.run(b)
+                if use_cache:
+                    writer.write(part, result)
+            collect.take(batch, result)
+            processed += job.tokens(b)
+            bar.update(job.tokens(b))
     bar.close()
     seconds = time.perf_counter() - start_time
-    stats = SpanStats(
-        layers=layers,
-        names=names,
-        sums=sums,
-        counts={n: torch.tensor([len(t[n]) for t in item_tokens]) for n in names},
-        norm_sums=norm_sums,
-        token_indices={n: [t[n] for t in item_tokens] for n in names},
-        text_lengths=torch.tensor([len(tokenized[text_ids[t]][0]) for t, _ in items]),
-        projections=None,
-        info={},
-    )
-    kept_names = [n for n in names if n in tokenwise]
-    if dir_matrix is not None:
-        empty = torch.zeros(0, n_layers, dir_matrix.shape[1])
-        stats.projections = {n: [flat_proj.get((i, n), empty) for i in range(len(items))] for n in kept_names}
-    if keep_activations:
-        empty = torch.zeros(0, n_layers, d)
-        stats.activations = {n: [flat_act.get((i, n), empty) for i in range(len(items))] for n in kept_names}
+    stats = collect.stats(items)
     stats.info = {
         "cached": False,
         "cache_key": key,
         "tokens_processed": processed,
-        "tokens_total": sum(len(t[0]) for t in tokenized),
+        "tokens_padded": job.padded_tokens(),
+        "tokens_total": sum(len(t[0]) for t in job.texts.tokenized),
         "seconds": seconds,
         "tokens_per_s": processed / seconds if seconds > 0 else float("nan"),
         "peak_gpu_mb": torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None,
@@ -437,35 +524,152 @@ def extract(
     return stats
 
 
+class _Collector:
+    """Gathers the batches' reduced results into per-item tensors and builds the :class:`SpanStats`."""
+
+    def __init__(self, job: _Job, n_items: int):
+        self.job = job
+        n_layers, d = len(job.layers), job.layout.hidden_size
+        self.sums = {n: torch.zeros(n_items, n_layers, d) for n in job.names}
+        self.norm_sums = {n: torch.zeros(n_items, n_layers) for n in job.names}
+        self.proj: dict[tuple[int, str], torch.Tensor] = {}
+        self.act: dict[tuple[int, str], torch.Tensor] = {}
+
+    def take(self, batch: list[int], result: dict[str, torch.Tensor]) -> None:
+        groups = [g for u in batch for g in self.job.by_text.get(u, [])]
+        for g, (i, name, _, per_token) in enumerate(groups):
+            self.sums[name][i] = result["sums"][g]
+            self.norm_sums[name][i] = result["norms"][g]
+            if per_token and self.job.dir_matrix is not None:
+                self.proj[(i, name)] = result[f"proj{g}"]
+            if per_token and self.job.keep:
+                self.act[(i, name)] = result[f"act{g}"]
+
+    def stats(self, items) -> SpanStats:
+        job, texts, names = self.job, self.job.texts, self.job.names
+        n_layers = len(job.layers)
+        stats = SpanStats(
+            layers=job.layers,
+            names=names,
+            sums=self.sums,
+            counts={n: torch.tensor([len(t[n]) for t in texts.item_tokens]) for n in names},
+            norm_sums=self.norm_sums,
+            token_indices={n: [t[n] for t in texts.item_tokens] for n in names},
+            text_lengths=torch.tensor([len(texts.tokenized[texts.ids[t]][0]) for t, _ in items]),
+            projections=None,
+            info={},
+        )
+        kept_names = [n for n in names if n in job.tokenwise]
+        if job.dir_matrix is not None:
+            empty = torch.zeros(0, n_layers, job.dir_matrix.shape[1])
+            stats.projections = {n: [self.proj.get((i, n), empty) for i in range(len(items))] for n in kept_names}
+        if job.keep:
+            empty = torch.zeros(0, n_layers, job.layout.hidden_size)
+            stats.activations = {n: [self.act.get((i, n), empty) for i in range(len(items))] for n in kept_names}
+        return stats
+
+
+# Fewest padded tokens a forward pass of a split batch keeps (see _pieces), by device type; 8192 elsewhere: on a
+# GPU a forward of a few thousand tokens of a large model runs near the speed of a larger one, on a CPU even one
+# text at a time does.
+_PIECE_MIN_TOKENS = {"cpu": 1024}
+
+
+def _piece_min_tokens(device: torch.device) -> int:
+    return _PIECE_MIN_TOKENS.get(device.type, 8192)
+
+
+def _pieces(widths: list[int], min_tokens: int) -> list[tuple[int, int]]:
+    """Split one planned batch, rows sorted longest first with ``widths`` tokens each, into runs of consecutive
+    rows ``[(first, stop), ...]``, each one forward pass padded to its own longest row.
+
+    The split minimises the padded tokens computed plus ``min_tokens // 8`` for each extra forward, with every run
+    keeping at least ``min_tokens`` padded tokens (so that it still fills the device); a batch of fewer than
+    ``2 * min_tokens`` padded tokens runs whole. The planned batches (:func:`plan_batches`) stay what they are, so
+    cache files, keys and estimates do not change; only the padding is cut (the rows' values are independent of
+    their neighbours in a batch up to rounding, as in any batching)."""
+    n = len(widths)
+    if n < 2 or n * widths[0] < 2 * min_tokens:
+        return [(0, n)]
+    bounds = sorted({round(k * n / min(n, 64)) for k in range(min(n, 64) + 1)})  # at most 64 runs: O(64^2)
+    extra = min_tokens // 8
+    best = {n: (0, n)}  # start bound -> (cost of the rows from it on, end of its first run)
+    for a in reversed(bounds[:-1]):
+        options = [
+            ((b - a) * widths[a] + extra + best[b][0], b)
+            for b in bounds
+            if b > a and b in best and ((b - a) * widths[a] >= min_tokens or (a == 0 and b == n))
+        ]
+        if options:
+            best[a] = min(options)
+    runs, a = [], 0
+    while a < n:
+        runs.append((a, best[a][1]))
+        a = best[a][1]
+    return runs
+
+
 @torch.no_grad()
 def _run_batch(model, layout, layers, tokenized, needed, batch, by_text, dir_matrix, device, keep=False):
-    """One forward pass over ``batch`` (distinct-text indices); returns reduced tensors."""
-    width = max(needed[u] for u in batch)
-    pad_id = 0
-    input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(batch), width), dtype=torch.long)
-    for r, u in enumerate(batch):
-        ids = tokenized[u][0][: needed[u]]
-        input_ids[r, : len(ids)] = torch.tensor(ids)
-        mask[r, : len(ids)] = 1
+    """The forward passes over ``batch`` (distinct-text indices, longest first); returns reduced tensors on the CPU.
+
+    The batch runs as one forward pass, or as a few where that cuts padding (:func:`_pieces`). Rows are
+    right-padded and get no attention mask: attention is causal, so no real token attends to the pads after it
+    (their values are never read), and without a mask SDPA runs its causal kernel, which skips the masked-out half
+    of the scores (on a GPU: flash attention, grouped-query heads not repeated, no mask built, no host sync)."""
     groups = [(r, g) for r, u in enumerate(batch) for g in by_text.get(u, [])]
-    rows = torch.cat([torch.full((len(g[2]),), r) for r, g in groups]).to(device)
-    cols = torch.cat([g[2] for _, g in groups]).to(device)
-    group_of = torch.cat([torch.full((len(g[2]),), j) for j, (_, g) in enumerate(groups)]).to(device)
-    per_token = torch.cat([torch.full((len(g[2]),), g[3]) for _, g in groups]).to(device)
-    tokenwise_rows = per_token.nonzero().squeeze(-1)
-    n_groups = len(groups)
-    d = layout.hidden_size
-    out_sums = torch.zeros(n_groups, len(layers), d, device=device)
-    out_norms = torch.zeros(n_groups, len(layers), device=device)
-    proj = acts = None
+    sizes = [len(g[2]) for _, g in groups]
+    owners = [j for j, (_, g) in enumerate(groups) if g[3]]
+    n_tokenwise, n_layers, d = sum(sizes[j] for j in owners), len(layers), layout.hidden_size
+    out = {"sums": torch.zeros(len(groups), n_layers, d, device=device),
+           "norms": torch.zeros(len(groups), n_layers, device=device)}  # fmt: skip
+    dirs, has_dirs = None, []
     if dir_matrix is not None:
-        dirs = dir_matrix.to(device)
-        proj = torch.full((len(tokenwise_rows), len(layers), dirs.shape[1]), torch.nan, device=device)
+        dirs, has_dirs = dir_matrix.to(device), [not bool(torch.isnan(m).any()) for m in dir_matrix]
+        out["proj"] = torch.full((n_tokenwise, n_layers, dirs.shape[1]), torch.nan, device=device)
     if keep:
-        acts = torch.zeros(len(tokenwise_rows), len(layers), d, device=device)
+        out["act"] = torch.zeros(n_tokenwise, n_layers, d, device=device)
+    for first, stop in _pieces([needed[u] for u in batch], _piece_min_tokens(device)):
+        inputs, offset = _piece_inputs(tokenized, needed, batch, groups, first, stop, device)
+        _forward_piece(model, layout, layers, inputs, offset, out, dirs, has_dirs)
+    result = {"sums": out["sums"].cpu().contiguous(), "norms": out["norms"].cpu().contiguous()}
+    for prefix in ("proj", "act"):
+        if prefix in out:
+            for j, chunk in zip(owners, torch.split(out[prefix].cpu(), [sizes[j] for j in owners])):
+                result[f"{prefix}{j}"] = chunk.contiguous()
+    return result
+
+
+def _piece_inputs(tokenized, needed, batch, groups, first: int, stop: int, device):
+    """The tensors of one forward over rows ``first..stop-1`` of ``batch``, on ``device``: right-padded
+    ``input_ids`` and, per span token, its row, column and group; ``tokenwise``: the positions of the
+    per-token outputs among the piece's span tokens. Also the number of per-token outputs of earlier rows."""
+    width = max(needed[u] for u in batch[first:stop])
+    input_ids = torch.zeros((stop - first, width), dtype=torch.long)  # pad id 0: pads are never attended to
+    for r, u in enumerate(batch[first:stop]):
+        input_ids[r, : needed[u]] = torch.tensor(tokenized[u][0][: needed[u]])
+    mine = [(j, r, g) for j, (r, g) in enumerate(groups) if first <= r < stop]
+    offset = sum(len(g[2]) for r, g in groups if r < first and g[3])
+    per_token = torch.cat([torch.full((len(g[2]),), g[3]) for _, _, g in mine])
+    inputs = {
+        "input_ids": input_ids,
+        "rows": torch.cat([torch.full((len(g[2]),), r - first) for _, r, g in mine]),
+        "cols": torch.cat([g[2] for _, _, g in mine]),
+        "group_of": torch.cat([torch.full((len(g[2]),), j) for j, _, g in mine]),
+        "tokenwise": per_token.nonzero().squeeze(-1),  # on the CPU: no device sync
+    }
+    if device.type == "cuda":  # pinned and asynchronous: the copy does not wait for the forward before it
+        return {k: v.pin_memory().to(device, non_blocking=True) for k, v in inputs.items()}, offset
+    return {k: v.to(device) for k, v in inputs.items()}, offset
+
+
+def _forward_piece(model, layout, layers, inputs, offset: int, out, dirs, has_dirs) -> None:
+    """One forward pass over ``inputs`` (:func:`_piece_inputs`), adding the span tokens' statistics at each of
+    ``layers`` into ``out`` (float32, on the device) from a hook, and stopping after the deepest of them (no later
+    block, no final norm, no unembedding)."""
+    rows, cols, group_of, tokenwise = inputs["rows"], inputs["cols"], inputs["group_of"], inputs["tokenwise"]
+    lo, hi = offset, offset + len(tokenwise)
     last = max(layers)
-    has_dirs = [] if dir_matrix is None else [not bool(torch.isnan(m).any()) for m in dir_matrix]
 
     def reducer(li, layer):
         def fn(hidden):
@@ -473,14 +677,14 @@ def _run_batch(model, layout, layers, tokenized, needed, batch, by_text, dir_mat
                 h = hidden[rows.to(hidden.device), cols.to(hidden.device)].to(rows.device).float()
             else:
                 h = hidden[rows, cols].float()
-            out_sums[:, li].index_add_(0, group_of, h)
+            out["sums"][:, li].index_add_(0, group_of, h)
             norms = h.norm(dim=-1)
-            out_norms[:, li].index_add_(0, group_of, norms)
-            if proj is not None and has_dirs[li]:
-                sel = h[tokenwise_rows]
-                proj[:, li] = (sel @ dirs[li].T) / norms[tokenwise_rows].clamp_min(1e-12).unsqueeze(-1)
-            if acts is not None:
-                acts[:, li] = h[tokenwise_rows]
+            out["norms"][:, li].index_add_(0, group_of, norms)
+            if dirs is not None and has_dirs[li]:
+                sel = h[tokenwise]
+                out["proj"][lo:hi, li] = (sel @ dirs[li].T) / norms[tokenwise].clamp_min(1e-12).unsqueeze(-1)
+            if "act" in out:
+                out["act"][lo:hi, li] = h[tokenwise]
             if layer == last:
                 raise StopForward
             return None
@@ -489,20 +693,12 @@ def _run_batch(model, layout, layers, tokenized, needed, batch, by_text, dir_mat
 
     handles = [_register_residual_hook(layout, layer, reducer(li, layer)) for li, layer in enumerate(layers)]
     try:
-        model(input_ids=input_ids.to(device), attention_mask=mask.to(device), use_cache=False)
+        model(input_ids=inputs["input_ids"], use_cache=False)
     except StopForward:
         pass
     finally:
         for h in handles:
             h.remove()
-    result = {"sums": out_sums.cpu().contiguous(), "norms": out_norms.cpu().contiguous()}
-    sizes = [len(g[2]) for _, g in groups if g[3]]
-    owners = [j for j, (_, g) in enumerate(groups) if g[3]]
-    for prefix, values in (("proj", proj), ("act", acts)):
-        if values is not None:
-            for j, chunk in zip(owners, torch.split(values.cpu(), sizes)):
-                result[f"{prefix}{j}"] = chunk.contiguous()
-    return result
 
 
 def _load_part(path: Path):
