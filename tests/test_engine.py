@@ -239,3 +239,29 @@ def test_the_engine_is_chosen_by_device(tiny, capsys):
     assert isinstance(cuda, StaticDecoder) and cuda.graphs
     with pytest.raises(ValueError, match="engine="):
         _decoder(model, tokenizer, None, cfg, "cpu", 100, True, "fast", [[1, 2]])
+
+
+def test_a_decode_step_that_cannot_be_captured_runs_eagerly_and_says_why(varied, monkeypatch, capsys):
+    """On this CPU a CUDA graph cannot be captured: the static engine asked for one says why once, decodes
+    eagerly, and gives the same results."""
+    import sys
+
+    gen = sys.modules["vaxis.generate"]  # the module (vaxis.generate is also the function)
+    model, tokenizer = varied
+    kw = dict(max_new_tokens=NEW, temperature=0.7, seed=3, steer={1: _vector()}, max_batch_tokens=BUDGET, **FAST)
+    reference = generate(model, tokenizer, CHATS, engine="dynamic", **kw)
+    real = gen._decoder
+
+    def wants_graphs(*args):
+        decoder = real(*args)
+        decoder.graphs = True
+        return decoder
+
+    monkeypatch.setattr(gen, "_decoder", wants_graphs)
+    tries, real_capture = [], StaticDecoder._capture
+    monkeypatch.setattr(StaticDecoder, "_capture", lambda self: (tries.append(1), real_capture(self)))
+    engine._SAID.clear()
+    assert generate(model, tokenizer, CHATS, engine="static", **kw) == reference
+    out = capsys.readouterr().out
+    assert out.count("could not be captured in a CUDA graph") == 1 and "decoding eagerly" in out
+    assert len(tries) == 1  # tried once, not at every step

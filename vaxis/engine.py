@@ -159,8 +159,9 @@ class Decoder:
         they finish (each job once)."""
         queue = deque(jobs)
         context = None
-        if self.cfg["vectors"]:
-            context = steer_context(self.model, self.cfg["vectors"], self._steered_columns, layout=self.layout)
+        if self.cfg["vectors"]:  # on the device already: no host-to-device copy in a step (nor in a CUDA graph)
+            vectors = {layer: v.to(self.device) for layer, v in self.cfg["vectors"].items()}
+            context = steer_context(self.model, vectors, self._steered_columns, layout=self.layout)
         with torch.no_grad(), context or contextlib.nullcontext():
             while queue or self.rows:
                 group = self._admit(queue)
