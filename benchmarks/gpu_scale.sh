@@ -7,6 +7,8 @@
 # It installs the carried wheels into /tmp/site, then, each stage under `timeout` so that the whole script ends
 # within GPU_SCALE_BUDGET seconds (default 530) and each stage's log is tee'd to $OUT (caps in seconds):
 #   setup               nvidia-smi, versions, the wheels
+#   engine_check        (60) benchmarks/gpu_engine_check.py: the CUDA-graph engine equals the dynamic one exactly
+#                       (tiny Qwen3 in float64 on the GPU; every position, greedy and sampled, refills); into setup.log
 #   extract_bf16        (100) benchmarks/extract.py on qwen3-8b-random in bf16, 64 texts x 1024 tokens, naive included
 #   generate_bf16       (100) benchmarks/generate.py in bf16, 64 prompts x 32 new tokens, sequential included; each
 #                       timed call warmed up at its own shapes; decode steps/s and the share of the H200's floor
@@ -82,6 +84,7 @@ import vaxis
 print("vaxis from", vaxis.__file__, "tokenizer", vaxis.models.random_tokenizer_dir())
 PY
 
+stage --into setup engine_check 60 python3 benchmarks/gpu_engine_check.py
 M=(--model qwen3-8b-random)
 stage extract_bf16 100 python3 benchmarks/extract.py "${M[@]}" --games paragraphs --n-texts 64 --tokens 1024
 stage generate_bf16 100 python3 benchmarks/generate.py "${M[@]}" --n-prompts 64 --max-new-tokens 32
@@ -98,6 +101,6 @@ if [ -f "$SCALE_DIR/timings.json" ]; then
   python3 scripts/timings_table.py "$SCALE_DIR" | tee "$OUT/timings.md"
 fi
 echo "== summary ($(($(date +%s) - START)) s in all)"
-grep -h -E "^(model=|extract:|generate:|generate_long:|vaxis[ a-z]*:|vaxis\.generate:|floor|long[ :]|forward:|naive:|sequential:|parity:|exact match:|gpu peak)" \
-  "$OUT"/extract_bf16.log "$OUT"/generate_bf16.log "$OUT"/extract_nf4.log "$OUT"/generate_nf4.log 2>/dev/null
+grep -h -E "^(engine check|differs|model=|extract:|generate:|generate_long:|vaxis[ a-z]*:|vaxis\.generate:|floor|long[ :]|forward:|naive:|sequential:|parity:|exact match:|gpu peak)" \
+  "$OUT"/setup.log "$OUT"/extract_bf16.log "$OUT"/generate_bf16.log "$OUT"/extract_nf4.log "$OUT"/generate_nf4.log 2>/dev/null
 grep -h -E "^\[[0-9]+/[0-9]+\]|^== scale" "$OUT/scale.log" 2>/dev/null
