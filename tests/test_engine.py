@@ -10,19 +10,15 @@ import types
 
 import pytest
 import torch
-from test_generate import _hf_one_at_a_time
+from test_generate import QUESTIONS as GENERATE_QUESTIONS
+from test_generate import hf_one_at_a_time
 
 from vaxis import engine
 from vaxis.engine_static import StaticDecoder
 from vaxis.generate import generate
 
 QUESTIONS = [
-    "Why is the sky blue?",
-    "Name three rivers.",
-    "The river flows through the valley, past the old mill and the stone bridge. Where does it go?",
-    "Is this the right answer?",
-    "Mathematics studies numbers, shapes, structures and change. What is a theorem?",
-    "Hi",
+    *GENERATE_QUESTIONS,
     "What do bees make?",
     "Count to five, slowly, and then tell me which number came third.",
 ]
@@ -105,7 +101,7 @@ def test_refilled_rows_equal_one_at_a_time(tiny64, monkeypatch, positions, tempe
     refilled = generate(model, tokenizer, CHATS, max_batch_tokens=BUDGET, engine=kind, **kw)
     assert refilled == alone
     if temperature == 0:  # and both are what Hugging Face generate gives one chat at a time
-        assert [g.token_ids for g in alone[::2]] == _hf_one_at_a_time(model, tokenizer, CHATS, NEW, kw["steer"],
+        assert [g.token_ids for g in alone[::2]] == hf_one_at_a_time(model, tokenizer, CHATS, NEW, kw["steer"],
                                                                       positions)  # fmt: skip
     assert seen["refills"] >= 2  # waiting sequences did join running batches
     assert len({g.n_new_tokens for g in alone}) >= 4 and any(g.finish_reason == "eos" for g in alone)

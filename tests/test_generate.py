@@ -53,7 +53,7 @@ def _count_forwards(model):
     return counts, model.register_forward_pre_hook(hook, with_kwargs=True)
 
 
-def _hf_one_at_a_time(model, tokenizer, chats, max_new_tokens, vectors=None, positions="all", prefill=""):
+def hf_one_at_a_time(model, tokenizer, chats, max_new_tokens, vectors=None, positions="all", prefill=""):
     """The authors' way: Hugging Face generate on one prompt at a time, under vaxis.steer."""
     out = []
     for chat in chats:
@@ -80,7 +80,7 @@ def test_greedy_batched_equals_one_at_a_time_and_hf(tiny64, gpt2_64, arch, steer
     single = generate(model, tokenizer, CHATS, max_new_tokens=10, steer=steer, max_batch_tokens=1, **FAST)
     assert [g.token_ids for g in batched] == [g.token_ids for g in single]
     assert [g.text for g in batched] == [g.text for g in single]
-    assert [g.token_ids for g in batched] == _hf_one_at_a_time(model, tokenizer, CHATS, 10, steer)
+    assert [g.token_ids for g in batched] == hf_one_at_a_time(model, tokenizer, CHATS, 10, steer)
     g = batched[2]
     assert (g.conversation, g.sample, g.n_new_tokens, g.finish_reason) == (2, 0, 10, "length")
     assert g.prompt == vaxis.render_chat(tokenizer, CHATS[2], add_generation_prompt=True).text
@@ -101,7 +101,7 @@ def test_steering_positions_under_left_padding(tiny64, positions):
         positions[[2, 5, 6, *range(40, 200, 3)]] = True
         hf_positions = positions
     batched = generate(model, tokenizer, CHATS, max_new_tokens=8, steer=vectors, positions=positions, **FAST)
-    expected = _hf_one_at_a_time(model, tokenizer, CHATS, 8, vectors, positions=hf_positions)
+    expected = hf_one_at_a_time(model, tokenizer, CHATS, 8, vectors, positions=hf_positions)
     assert [g.token_ids for g in batched] == expected
 
 
@@ -188,7 +188,7 @@ def test_stop_strings_eos_and_prefill(tiny64):
     assert ended.text == tokenizer.decode(ended.token_ids[:-1], skip_special_tokens=True)
 
     filled = generate(model, tokenizer, CHATS, max_new_tokens=6, prefill="The river", **FAST)
-    assert [g.token_ids for g in filled] == _hf_one_at_a_time(model, tokenizer, CHATS, 6, prefill="The river")
+    assert [g.token_ids for g in filled] == hf_one_at_a_time(model, tokenizer, CHATS, 6, prefill="The river")
     assert all(g.prefill == "The river" and not g.prompt.endswith("The river") for g in filled)
     per_chat = generate(model, tokenizer, CHATS[:2], max_new_tokens=6, prefill=["The river", "A"], **FAST)
     assert per_chat[0].token_ids == filled[0].token_ids and per_chat[1].prefill == "A"
@@ -325,5 +325,5 @@ def test_smollm2_batched_greedy_matches_sequential_with_steering(smol):
     direction = torch.randn(576, generator=torch.Generator().manual_seed(0))
     vectors = {15: 4.0 * direction / direction.norm()}
     batched = generate(model, tokenizer, chats, max_new_tokens=8, steer=vectors, **FAST)
-    assert [g.token_ids for g in batched] == _hf_one_at_a_time(model, tokenizer, chats, 8, vectors)
+    assert [g.token_ids for g in batched] == hf_one_at_a_time(model, tokenizer, chats, 8, vectors)
     assert "Paris" in batched[0].text
