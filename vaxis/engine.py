@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .extract import plan_batches
 from .hooks import steer as steer_context
 
 PREFILL_TOKENS = 32768  # rows x width of one prefill call: bounds its activations (MLP, attention scores)
@@ -229,18 +230,13 @@ class Decoder:
     def _prefill(self, group: list[Job]) -> None:
         """Run the group's prompts (in chunks of at most :data:`PREFILL_TOKENS`; the jobs of one prompt share one
         pass), choose each one's first token and merge the live ones into the batch."""
-        chunks, chunk = [], []
-        for job in group:
-            if chunk and (len(chunk) + 1) * max(len(j.ids) for j in [*chunk, job]) > PREFILL_TOKENS:
-                chunks.append(chunk)
-                chunk = []
-            chunk.append(job)
-        for jobs in [*chunks, chunk]:
-            self._prefill_chunk(jobs)
+        for chunk in plan_batches([len(j.ids) for j in group], PREFILL_TOKENS, 1 << 30):
+            self._prefill_chunk([group[i] for i in chunk])
 
     def _prefill_chunk(self, jobs: list[Job]) -> None:
-        distinct = list(dict.fromkeys(tuple(j.ids) for j in jobs))
-        expand = torch.tensor([distinct.index(tuple(j.ids)) for j in jobs])
+        index = {ids: k for k, ids in enumerate(dict.fromkeys(tuple(j.ids) for j in jobs))}
+        distinct = list(index)
+        expand = torch.tensor([index[tuple(j.ids)] for j in jobs])
         input_ids, mask, position_ids, pads = left_padded(distinct, self.pad_id, self.device)
         self.columns = steering_columns(self.cfg["positions"], mask.cumsum(-1) - 1, True)
         logits, kv = self._forward(input_ids, mask, position_ids, None)

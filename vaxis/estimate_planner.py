@@ -41,7 +41,7 @@ class Planner:
         self.book.loads += n
 
     def budget(self, max_batch_tokens: int | None) -> int:
-        from .generate import default_max_batch_tokens
+        from .engine import default_max_batch_tokens
 
         return max_batch_tokens or default_max_batch_tokens(self.device)
 

@@ -52,7 +52,7 @@ from tqdm import tqdm
 from . import distributed
 from .cache import atomic_write_text, cache_root, stable_hash
 from .chat import render_chat
-from .engine import Decoder, Job, default_max_batch_tokens, generation_budget, left_padded, plan_rows, say_once  # noqa: F401
+from .engine import Decoder, Job, generation_budget, plan_rows, say_once
 from .engine_static import StaticDecoder
 from .extract import CacheError, _input_device, plan_batches, tokenizer_identity
 from .identity import model_identity
@@ -259,13 +259,13 @@ def generate(
     kwargs = chat_template_kwargs or {}
     prompts = [render_chat(tokenizer, c, add_generation_prompt=True, **kwargs).text for c in conversations]
     device = _input_device(model)
-    _static(engine, device, refill)  # validates
+    static = _static(engine, device, refill)  # validates engine=
     budget = max_batch_tokens or generation_budget(model, device)
     sampling = temperature > 0
 
     def plan() -> dict:  # the planned sizes, in every timing record of this pass
         return generation_plan(tokenizer, [p + f for p, f in zip(prompts, prefills)], max_new_tokens, budget,
-                               n_samples, sampling, _static(engine, device, refill))  # fmt: skip
+                               n_samples, sampling, static)  # fmt: skip
 
     cfg = dict(
         max_new_tokens=max_new_tokens,
@@ -378,14 +378,14 @@ def _static(engine: str, device, refill: bool) -> bool:
 
 
 def _decoder(model, tokenizer, layout, cfg, device, budget, refill, engine, prompt_ids) -> Decoder:
-    """The decode engine ``engine`` asks for (see :func:`generate`), saying once why a run has no CUDA graph."""
+    """The decode engine ``engine`` asks for (see :func:`generate`), saying once why an "auto" run has no CUDA
+    graph."""
     cuda = torch.device(device).type == "cuda"
     if _static(engine, device, refill):
         return StaticDecoder(model, tokenizer, layout, cfg, device, budget, [len(i) for i in prompt_ids], graphs=cuda)
     if engine == "auto":
-        say_once(
-            f"vaxis.generate: decoding eagerly ({'CUDA graphs need a CUDA device, this model runs on ' + str(device) if not cuda else 'refill=False'})"
-        )
+        why = f"CUDA graphs need a CUDA device, this model runs on {device}" if not cuda else "refill=False"
+        say_once(f"vaxis.generate: decoding eagerly ({why})")
     return Decoder(model, tokenizer, layout, cfg, device, budget, refill=refill)
 
 
