@@ -31,6 +31,7 @@ def test_beyond_on_the_claims_side():
     assert nulls.beyond(50.0, null, 1) is False
     assert nulls.beyond(99.5, null, -1) is False
     assert nulls.beyond(-1.0, null, -1) is True
+    assert nulls.beyond(50.0, null, -1) is False
     assert nulls.beyond(1.0, [], 1) is None
 
 
