@@ -233,6 +233,24 @@ def test_the_runner_gives_each_notebook_its_timings_file_and_restores_the_variab
     assert entries["01_synthesize_icrl"]["tokens"] == 100 and entries["01_synthesize_icrl"]["model"] == "tiny-qwen3"
 
 
+def test_a_relative_run_dir_gives_the_kernel_an_absolute_timings_path(tmp_path, monkeypatch, no_cuda):
+    """The kernel runs in notebooks/: a relative run folder must still collect its passes (not notebooks/runs/...)."""
+    import papermill
+
+    seen = []
+
+    def fake_execute(path, out, **kwargs):
+        seen.append((os.environ[timings.ENV_VAR], kwargs["parameters"]["run_dir"]))
+        timings.record_pass("extract", 100, 0.5, False)
+
+    monkeypatch.setattr(papermill, "execute_notebook", fake_execute)
+    monkeypatch.chdir(tmp_path)
+    runner.run("smoke", only=["01"], run_dir="rel-run")
+    assert seen == [(str(tmp_path / "rel-run" / "timings" / "01_synthesize_icrl.jsonl"), str(tmp_path / "rel-run"))]
+    entry = json.loads((tmp_path / "rel-run" / "timings.json").read_text())["notebooks"]["01_synthesize_icrl"]
+    assert entry["tokens"] == 100
+
+
 def test_a_run_stopped_by_sigterm_keeps_the_notebook_timings(tmp_path, monkeypatch, no_cuda):
     """`timeout` (benchmarks/gpu_scale.sh) stops a run with SIGTERM: the notebook is recorded as interrupted."""
     import signal

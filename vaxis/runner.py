@@ -219,7 +219,8 @@ def run(
 
     if profile not in available_profiles():
         raise SystemExit(f"unknown profile {profile!r}: choose one of {available_profiles()}")
-    run_path = Path(run_dir) if run_dir else REPO_ROOT / "runs" / profile
+    # absolute: the kernel runs in notebooks/, so a relative timings path would land under notebooks/
+    run_path = (Path(run_dir) if run_dir else REPO_ROOT / "runs" / profile).resolve()
     params = {"profile": profile, "run_dir": str(run_path.resolve()), **(parameters or {})}
     selected = notebooks(only)
     if estimate_only:
