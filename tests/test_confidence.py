@@ -7,26 +7,31 @@ import pytest
 import torch
 
 from vaxis.experiments import confidence as conf
+from vaxis.experiments import confidence_answers as answers
 from vaxis.experiments import confidence_report as report
+from vaxis.experiments import confidence_stats as stats
 from vaxis.mathdata import Problem
 
 
 @pytest.mark.parametrize(
-    ("text", "expected"),
+    ("text", "strict", "authors"),
     [
-        ("Yes", "yes"),
-        (" yes.", "yes"),
-        ("**No**, because", "no"),
-        ("NO", "no"),
-        ("Yesterday", None),
-        ("Nope", None),
-        ("I think yes", None),
-        ("", None),
-        ("Not sure", None),
+        ("Yes", "yes", "yes"),
+        (" yes.", "yes", "yes"),
+        ("**No**, because", "no", "no"),
+        ("NO", "no", "no"),
+        ("Yesterday", None, None),
+        ("Nope", None, None),
+        ("I think yes", None, "yes"),
+        ("I would say no, not yes", None, "no"),
+        ("", None, None),
+        ("Not sure", None, None),
+        ("The partial response is on track, so my answer is yes", None, None),  # past the first 50 characters
     ],
 )
-def test_parse_yes_no(text, expected):
-    assert conf.parse_yes_no(text) == expected
+def test_parse_yes_no(text, strict, authors):
+    assert answers.parse_yes_no(text, strict=True) == strict
+    assert answers.parse_yes_no(text) == authors
 
 
 def test_prompts_follow_the_authors():
@@ -67,12 +72,12 @@ def test_slope_ci_recovers_a_planted_slope():
 def test_spearman_and_auroc_cis():
     rng = np.random.default_rng(1)
     x = rng.normal(size=200)
-    rho, lo, hi, n = conf.spearman_ci(x, x + rng.normal(0, 0.3, 200))
+    rho, lo, hi, n = stats.spearman_ci(x, x + rng.normal(0, 0.3, 200))
     assert rho > 0.9 and lo < rho < hi and n == 200
-    assert np.isnan(conf.spearman_ci(x, np.ones(200))[0])  # no variation: not measurable
-    a, lo, hi, n_pos, n_neg = conf.binary_auroc_ci(x, x > 0)
+    assert np.isnan(stats.spearman_ci(x, np.ones(200))[0])  # no variation: not measurable
+    a, lo, hi, n_pos, n_neg = stats.binary_auroc_ci(x, x > 0)
     assert a == 1.0 and n_pos + n_neg == 200
-    assert np.isnan(conf.binary_auroc_ci(x, np.ones(200, bool))[0])
+    assert np.isnan(stats.binary_auroc_ci(x, np.ones(200, bool))[0])
 
 
 def _sweep():
@@ -135,20 +140,3 @@ def test_random_directions_only_at_the_asked_strengths(tiny):
     lo, hi = sweep.random_band("correct")
     assert np.isnan(lo[0]) and np.isnan(sweep.distance_from_band("correct")[0])
     assert sweep.distance_from_band("correct")[2] == pytest.approx(0.9)
-
-
-def test_verdict_calls_a_flip_only_beyond_random_directions_and_ci():
-    import pandas as pd
-
-    table = pd.DataFrame({"strength_%": [0.0], "yes_rate[correct]": [0.5], "yes_rate[incorrect]": [0.5],
-                          "length_fold_vs_0": [np.nan], "cut_at_limit": [np.nan]})  # fmt: skip
-    s = {"layer": 1, "n_problems": 10, "accuracy": 0.1, "no_answer": 0, "mean_rollout_tokens": 5.0,
-         "verbalized": {"correct": (0.01, 0.0, 0.02), "incorrect": (0.006, 0.0, 0.016)},
-         "verbalized_random": {"correct": (0.0, 1.0), "incorrect": (0.0, 1.0)}, "flip": 0.004,
-         "flip_random_max": 0.0, "n_random": 3, "sampled_valid": 10, "confident": (0.6, 0.4, 0.8, 5, 5),
-         "vs_correct": (0.5, 0.3, 0.7, 1, 9), "spearman_logit": (0.1, -0.2, 0.4, 10), "sweep": table,
-         "distance_from_band": {"correct": np.array([np.nan]), "incorrect": np.array([np.nan])}}  # fmt: skip
-    assert "no flip" in report.verdict(s, "m", "demo")
-    s["verbalized"] = {"correct": (0.99, 0.97, 1.0), "incorrect": (0.02, 0.0, 0.05)}
-    s["flip"] = 0.97
-    assert "flips with the question" in report.verdict(s, "m", "demo")

@@ -21,7 +21,6 @@ Math rollouts, then three questions about them:
 
 from __future__ import annotations
 
-import re
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -33,6 +32,14 @@ from ..chat import strip_reasoning
 from ..generate import generate
 from ..mathdata import Problem, is_correct
 from ..readout import answer_readout, next_token_logprobs, yes_no_ids
+from .confidence_answers import (
+    CONFIDENCE_ANSWER_TOKENS,
+    STEER_ANSWER_TOKENS,
+    STEER_TOP_P,
+    TEMPERATURE,
+    answer_rates,
+    count_answers,
+)
 
 #: The authors' prompts (METHOD.md section 8).
 MATH_SYSTEM = (
@@ -74,16 +81,6 @@ def partial_chat(problem: Problem, partial: str, framing: str) -> list[dict]:
     return [{"role": "system", "content": EVAL_SYSTEM}, {"role": "user", "content": text}]
 
 
-_YES_NO = re.compile(r"^\W*(yes|no)\b", re.IGNORECASE)
-
-
-def parse_yes_no(text: str) -> str | None:
-    """``"yes"`` / ``"no"`` when the answer starts with that word (case-insensitive, after any
-    punctuation or space), else ``None``: an unparseable answer is invalid, never a "No"."""
-    m = _YES_NO.match(text)
-    return m.group(1).lower() if m else None
-
-
 @dataclass
 class Rollouts:
     """Answers to the problems: ``texts``, ``n_tokens``, ``finish`` and ``correct`` (True / False /
@@ -98,6 +95,16 @@ class Rollouts:
     def accuracy(self) -> float:
         """Fraction correct among all problems (no answer counts as wrong)."""
         return float(np.mean([c is True for c in self.correct]))
+
+
+def answered(ro: Rollouts, min_kept: int = 2) -> tuple[list[int], str]:
+    """The rollouts with an extractable final answer, which the authors keep for every confidence readout (the
+    others are dropped and reported): ``(indices, note)``; all of them, with a note, when fewer than ``min_kept``
+    have one (a tiny model's rollouts, where there would be nothing to compare)."""
+    kept = [i for i, c in enumerate(ro.correct) if c is not None]
+    if len(kept) >= min_kept:
+        return kept, f"{len(ro.correct) - len(kept)} rollouts without an extractable answer dropped, as the authors do"
+    return list(range(len(ro.correct))), f"only {len(kept)} rollouts have an extractable answer: all kept"
 
 
 def rollouts(model, tokenizer, problems: Sequence[Problem], **generate_kwargs) -> Rollouts:
@@ -118,6 +125,14 @@ def partial_responses(texts: Sequence[str], fraction: float = 0.5) -> list[str]:
         cut = t[: max(1, int(len(t) * fraction))]
         out.append(cut.rsplit(" ", 1)[0] if " " in cut else cut)
     return out
+
+
+def steer_inputs(problems: Sequence[Problem], texts: Sequence[str], fractions: Sequence[float] = (0.5,)):
+    """The steering sweep's inputs: each rollout cut at each of ``fractions`` (the authors ask about partial
+    responses at several points of a rollout): ``(problems, partials, groups)``, problem-major, ``groups`` the
+    problem index of each partial (the unit every bootstrap and sign-flip test resamples)."""
+    rows = [(i, p, partial_responses([t], f)[0]) for i, (p, t) in enumerate(zip(problems, texts)) for f in fractions]
+    return [p for _, p, _ in rows], [c for _, _, c in rows], np.array([i for i, _, _ in rows], dtype=int)
 
 
 def pairs_auroc(yes: np.ndarray, no: np.ndarray, n_boot: int, seed: int):
@@ -172,63 +187,20 @@ def verbalized_confidence(model, tokenizer, problems, rollout_texts, directions,
                       rand["correct"] - rand["incorrect"], readouts)  # fmt: skip
 
 
-def sampled_confidence(model, tokenizer, problems, rollout_texts, n_samples: int, seed: int = 0, **kw) -> dict:
-    """K answers sampled at temperature 1 to the "correct?" question: per problem ``yes``, ``no``,
-    ``invalid`` counts and ``confidence`` = yes / (yes + no) (NaN when none parses)."""
+def sampled_confidence(model, tokenizer, problems, rollout_texts, n_samples: int, seed: int = 0, *,
+                       max_new_tokens: int = CONFIDENCE_ANSWER_TOKENS, temperature: float = TEMPERATURE,
+                       keep=None, **kw) -> dict:  # fmt: skip
+    """K answers sampled to the "correct?" question (the authors' 5 tokens at temperature 0.7): per problem
+    ``yes``, ``no``, ``invalid`` counts and ``confidence`` = yes / (yes + no) (NaN when none parses), by the
+    authors' parser; ``strict``: the same from the strict parser (answer must start with yes/no). ``keep``: the
+    rows returned (e.g. :func:`answered`); every rollout is sampled, so the pass is the same whichever are kept."""
     chats = [confidence_chat(p, t, "correct") for p, t in zip(problems, rollout_texts)]
-    gens = generate(model, tokenizer, chats, max_new_tokens=4, temperature=1.0, n_samples=n_samples, seed=seed, **kw)
-    counts = np.zeros((len(problems), 3))
-    for g in gens:
-        answer = parse_yes_no(g.text)
-        counts[g.conversation, {"yes": 0, "no": 1, None: 2}[answer]] += 1
-    with np.errstate(invalid="ignore", divide="ignore"):
-        confidence = counts[:, 0] / (counts[:, 0] + counts[:, 1])
-    return {"yes": counts[:, 0], "no": counts[:, 1], "invalid": counts[:, 2], "confidence": confidence}
-
-
-def logit_confidence(readout) -> np.ndarray:
-    """The model's own length-free confidence ``P(Yes) / (P(Yes) + P(No))`` at the answer position."""
-    yes, no = readout.logprobs["yes"].numpy(), readout.logprobs["no"].numpy()
-    return 1.0 / (1.0 + np.exp(no - yes))
-
-
-def spearman_ci(x: np.ndarray, y: np.ndarray, n_boot: int = 200, seed: int = 0) -> tuple[float, float, float, int]:
-    """Spearman correlation of the finite pairs with a bootstrap CI: ``(rho, low, high, n)``."""
-    from scipy.stats import spearmanr
-
-    keep = np.isfinite(x) & np.isfinite(y)
-    x, y = np.asarray(x, dtype=float)[keep], np.asarray(y, dtype=float)[keep]
-    if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
-        return float("nan"), float("nan"), float("nan"), len(x)
-    rng = np.random.default_rng(seed)
-    draws = []
-    for _ in range(n_boot):
-        i = rng.integers(0, len(x), len(x))
-        if np.ptp(x[i]) and np.ptp(y[i]):
-            draws.append(spearmanr(x[i], y[i]).statistic)
-    lo, hi = np.quantile(draws, [0.025, 0.975])
-    return float(spearmanr(x, y).statistic), float(lo), float(hi), len(x)
-
-
-def binary_auroc_ci(scores: np.ndarray, labels: np.ndarray, n_boot: int = 200, seed: int = 0):
-    """AUROC of ``scores`` (``(n, ...)``) for boolean ``labels`` with a bootstrap over items:
-    ``(auroc, low, high, n_pos, n_neg)``; NaN when a class is missing."""
-    from ..evaluate import auroc_columns
-
-    labels = np.asarray(labels, dtype=bool)
-    scores = np.asarray(scores, dtype=float)
-    n_pos, n_neg = int(labels.sum()), int((~labels).sum())
-    nan = np.full(scores.shape[1:], np.nan)
-    if min(n_pos, n_neg) == 0:
-        return nan, nan, nan, n_pos, n_neg
-    rng = np.random.default_rng(seed)
-    draws = []
-    for _ in range(n_boot):
-        i = rng.integers(0, len(labels), len(labels))
-        if 0 < labels[i].sum() < len(i):
-            draws.append(auroc_columns(scores[i], labels[i]))
-    low, high = np.quantile(np.array(draws), [0.025, 0.975], axis=0)
-    return auroc_columns(scores, labels), low, high, n_pos, n_neg
+    gens = generate(model, tokenizer, chats, max_new_tokens=max_new_tokens, temperature=temperature,
+                    n_samples=n_samples, seed=seed, **kw)  # fmt: skip
+    rows = np.arange(len(chats)) if keep is None else np.asarray(keep, dtype=int)
+    out, strict = ({k: v[rows] for k, v in count_answers(gens, len(chats), s).items()} for s in (False, True))
+    return {**{k: out[k] for k in ("yes", "no", "invalid")}, "confidence": out["rate"],
+            "strict": {**{k: strict[k] for k in ("yes", "no", "invalid")}, "confidence": strict["rate"]}}  # fmt: skip
 
 
 def steering_vectors(
@@ -267,23 +239,23 @@ def steered_log_odds(model, tokenizer, chats, vectors: dict, **kw) -> dict:
     return out
 
 
-def yes_rates(model, tokenizer, chats, vectors: dict, n_samples: int, seed: int = 0, **kw) -> tuple[dict, dict]:
-    """Sampled answers (temperature 0.7, the authors') under each steering of ``vectors``: the yes-rate
-    over parseable answers, ``{key: {"yes_rate", "valid", "n"}}`` (``valid``: the parseable fraction),
-    and from the same prompt pass the length-free ``log P(Yes) - log P(No)`` per chat, ``{key: (n,)}``."""
+def yes_rates(model, tokenizer, chats, vectors: dict, n_samples: int, seed: int = 0, *,
+              max_new_tokens: int = STEER_ANSWER_TOKENS, temperature: float = TEMPERATURE, top_p: float = STEER_TOP_P,
+              **kw) -> tuple[dict, dict]:  # fmt: skip
+    """Sampled answers (the authors' recipe: 20 tokens, temperature 0.7, top-p 0.9) under each steering of
+    ``vectors``: ``{key: {"yes_rate", "valid", "n", "per_chat", "strict"}}``: the yes-rate of each chat over its
+    parseable answers (``per_chat``, NaN when none parses) averaged over chats, as the authors average per
+    completion; ``valid`` the parseable fraction of all answers; ``strict`` the same by the strict parser. From
+    the same prompt pass, the length-free ``log P(Yes) - log P(No)`` per chat, ``{key: (n,)}`` (the first sample
+    of each chat carries the scores of the shared prompt)."""
     ids = yes_no_ids(tokenizer)
     rates, log_odds = {}, {}
     for key, steer in vectors.items():
-        gens = generate(model, tokenizer, chats, max_new_tokens=4, temperature=0.7, n_samples=n_samples, seed=seed,
-                        steer=steer, score=ids, **kw)  # fmt: skip
-        answers = [parse_yes_no(g.text) for g in gens]
-        valid = [a for a in answers if a is not None]
-        rates[key] = {
-            "yes_rate": float(np.mean([a == "yes" for a in valid])) if valid else float("nan"),
-            "valid": len(valid) / len(answers),
-            "n": len(answers),
-        }
-        log_odds[key] = np.array([g.scores["yes"] - g.scores["no"] for g in gens[::n_samples]])
+        gens = generate(model, tokenizer, chats, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+                        n_samples=n_samples, seed=seed, steer=steer, score=ids, **kw)  # fmt: skip
+        rates[key] = {**answer_rates(gens, len(chats)), "strict": answer_rates(gens, len(chats), strict=True)}
+        first = {g.conversation: g for g in gens if g.sample == 0}
+        log_odds[key] = np.array([first[i].scores["yes"] - first[i].scores["no"] for i in range(len(chats))])
     return rates, log_odds
 
 
@@ -336,13 +308,15 @@ class Sweep:
     """The steering sweep at one layer (Fig 4). ``log_odds[framing][(direction, strength)]``: ``(n,)``
     ``log P(Yes) - log P(No)`` per problem (``("none", 0.0)`` is unsteered; directions ``axis`` and
     ``random{j}``); ``yes[framing][strength]``: sampled yes-rate along the axis; ``lengths[strength]``:
-    mean new tokens of steered rollouts and the fraction cut at the limit."""
+    mean new tokens of steered rollouts and the fraction cut at the limit; ``groups``: the problem of each
+    chat (several partial responses of one problem share it; None: one chat per problem)."""
 
     layer: int
     strengths: list[float]
     log_odds: dict
     yes: dict
     lengths: dict
+    groups: np.ndarray | None = None
 
     def mean_log_odds(self, framing: str, direction: str = "axis") -> np.ndarray:
         """Mean log-odds per strength along ``direction`` (0 % is the unsteered run)."""
@@ -386,6 +360,11 @@ class Sweep:
                 dropped = y.get("valid", 1.0) < 0.5
                 row[f"yes_rate[{framing}]"] = np.nan if dropped else y.get("yes_rate", np.nan)
                 row[f"valid[{framing}]"] = y.get("valid", np.nan)
+                strict = y.get("strict", {})
+                row[f"yes_rate_strict[{framing}]"] = (
+                    np.nan if strict.get("valid", 1.0) < 0.5 else strict.get("yes_rate", np.nan)
+                )
+                row[f"valid_strict[{framing}]"] = strict.get("valid", np.nan)
                 row[f"log_odds[{framing}]"] = self.mean_log_odds(framing)[i]
                 lo, hi = self.random_band(framing)
                 row[f"random_band[{framing}]"] = f"{lo[i]:+.3f}..{hi[i]:+.3f}"
@@ -399,13 +378,15 @@ class Sweep:
 def steering_sweep(
     model, tokenizer, axis, layer: int, problems, partials, strengths, *, n_random: int, n_samples: int,
     length_problems, length_tokens: int, seed: int = 0, random_strengths=None, length_strengths=None,
-    framings: Sequence[str] = tuple(QUESTIONS), yes_rates_too: bool = True, **kw,
+    framings: Sequence[str] = tuple(QUESTIONS), yes_rates_too: bool = True, groups=None,
+    answer_tokens: int = STEER_ANSWER_TOKENS, temperature: float = TEMPERATURE, top_p: float = STEER_TOP_P, **kw,
 ) -> Sweep:  # fmt: skip
     """Fig 4 at ``layer``: length-free log-odds along the axis (every strength) and ``n_random`` random
     directions of the same norm (at ``random_strengths``, default all); sampled yes-rates along the axis;
     rollout lengths along the axis at ``length_strengths`` (default all). ``yes_rates_too=False`` skips
     yes-rates and lengths, e.g. for the Fig 11 slopes at other layers. Every readout is cached, so the
-    unsteered one is computed once for all layers."""
+    unsteered one is computed once for all layers. ``groups``: the problem of each partial (:func:`steer_inputs`);
+    ``answer_tokens``, ``temperature``, ``top_p``: the sampled answers (default: the authors' recipe)."""
     strengths = [float(s) for s in strengths]
     if 0.0 not in strengths:
         raise ValueError(f"strengths {strengths} must include 0 (the unsteered reference)")
@@ -416,7 +397,18 @@ def steering_sweep(
         chats = [partial_chat(p, t, framing) for p, t in zip(problems, partials)]
         yes[framing] = {}
         if yes_rates_too:  # the axis's yes-rates and log-odds come from the same prompt passes
-            rates, axis_odds = yes_rates(model, tokenizer, chats, axis_only, n_samples, seed, progress=False)
+            rates, axis_odds = yes_rates(
+                model,
+                tokenizer,
+                chats,
+                axis_only,
+                n_samples,
+                seed,
+                progress=False,
+                max_new_tokens=answer_tokens,
+                temperature=temperature,
+                top_p=top_p,
+            )
             yes[framing] = {k[1]: v for k, v in rates.items()}
             rest = {k: v for k, v in vectors.items() if k not in axis_only}
             log_odds[framing] = {**axis_odds, **steered_log_odds(model, tokenizer, chats, rest, **kw)}
@@ -428,4 +420,4 @@ def steering_sweep(
         got = rollout_lengths(model, tokenizer, length_problems, keep, max_new_tokens=length_tokens,
                               temperature=0.0, progress=False)  # fmt: skip
         lengths = {k[1]: v for k, v in got.items()}
-    return Sweep(layer, strengths, log_odds, yes, lengths)
+    return Sweep(layer, strengths, log_odds, yes, lengths, None if groups is None else np.asarray(groups))

@@ -44,16 +44,32 @@ def check_confidence_keys(p, cfg, strengths) -> None:
         if p.integer(key, cfg[key], 1) and p.whole(n):
             p.enough(key, cfg[key], n, "problems are read (confidence_problems)", f"; ask for at most {n}")
     p.integer("steer_samples", cfg["steer_samples"], 1)
-    p.integer("steer_random_directions", cfg["steer_random_directions"], 0)
+    if p.integer("steer_random_directions", cfg["steer_random_directions"], 0):
+        draws_note(p, "steer_random_directions", 2 * cfg["steer_random_directions"],
+                   " (each random direction read at +-s also gives its negation: 2 draws of the +s minus -s contrast)")  # fmt: skip
+    fractions = p.items("steer_fractions", cfg["steer_fractions"], (int, float))
+    for f in fractions or []:
+        p.fraction("steer_fractions", f, closed=True)
     p.integer("steer_length_tokens", cfg["steer_length_tokens"], 1)
     for key in ("steer_random_strengths", "steer_length_strengths"):
         p.subset(key, p.numbers(key, cfg[key]), strengths, "the steering strengths")
 
 
+def draws_note(p, name: str, draws: int, how: str = "") -> None:
+    """A note (not an error: the smoke and CI profiles run on purpose with few) when ``draws`` null draws cannot
+    give a one-sided p <= 0.05 (:func:`vaxis.nulls.min_draws`)."""
+    from ..nulls import min_draws
+
+    if 0 < draws < min_draws(0.05):
+        p.note(f"{name}: {draws} null draws{how}; a 5% test needs at least {min_draws(0.05)}: its p-values cannot "
+               "reach 0.05, read them as descriptive")  # fmt: skip
+
+
 def check_parameters(cfg, *, axis_path=None, strengths=(-16.8, -8.4, 0.0, 8.4, 16.8), n_boot=200,
                      **common) -> list[str]:  # fmt: skip
     """Notebook 04: ``strengths`` (numbers, with 0), ``n_boot``, the axis (``axis_path``, or notebook 03's),
-    ``confidence_samples``, the Fig 11 slopes (``slope_layers``: those the axis lacks are noted; ``slope_strengths``
+    ``confidence_samples``, ``confidence_random_directions`` (read in the same pass as the axis: the nulls of the
+    prefilled AUROCs, the flip and the sampled-confidence AUROC), the Fig 11 slopes (``slope_layers``: those the axis lacks are noted; ``slope_strengths``
     with 0; ``slope_framings``) and every key of :func:`check_confidence_keys`. Raises
     :class:`vaxis.checks.ParameterError`; returns notes."""
     from ..checks import Problems
@@ -65,6 +81,8 @@ def check_parameters(cfg, *, axis_path=None, strengths=(-16.8, -8.4, 0.0, 8.4, 1
     meta = p.axis(axis_path)
     check_confidence_keys(p, cfg, strengths)
     p.integer("confidence_samples", cfg["confidence_samples"], 1, fix=" (sampled answers per problem)")
+    if p.integer("confidence_random_directions", cfg["confidence_random_directions"], 0):
+        draws_note(p, "confidence_random_directions", cfg["confidence_random_directions"])
     p.numbers("slope_strengths", cfg["slope_strengths"], zero=True)
     framings = p.items("slope_framings", cfg["slope_framings"])
     if framings is not None and set(framings) - set(QUESTIONS):

@@ -5,42 +5,65 @@ from __future__ import annotations
 
 import numpy as np
 
-from .confidence import QUESTIONS, Rollouts, Sweep, Verbalized, binary_auroc_ci, logit_confidence, spearman_ci
+from ..evaluate import auroc_columns
+from ..nulls import claim_p, min_draws, null_range
+from .confidence import QUESTIONS, Rollouts, Sweep, Verbalized
+from .confidence_answers import logit_confidence
+from .confidence_stats import (
+    SIDE,
+    auroc_p,
+    binary_auroc_ci,
+    framing_flip,
+    log_odds_effects,
+    spearman_ci,
+    yes_rate_effects,
+)
+
+
+def _confident(pre: np.ndarray, conf: np.ndarray, n_boot: int, seed: int) -> dict:
+    """AUROC of the axis's pre-response projection (column 0 of ``pre``) for confident (> 0.5) vs not, with CI,
+    and the random directions' AUROCs (columns 1+) as its null (p on the paper's side: higher when confident)."""
+    valid = np.isfinite(conf)
+    a = binary_auroc_ci(pre[valid, 0], conf[valid] > 0.5, n_boot, seed)
+    labels = conf[valid] > 0.5
+    null = auroc_columns(pre[valid, 1:], labels) if 0 < labels.sum() < len(labels) else np.array([])
+    return {"auroc": tuple(float(x) for x in a[:3]), "n_pos": a[3], "n_neg": a[4], "n_valid": int(valid.sum()),
+            "null": null, "p": claim_p(float(a[0]), null, 1)}  # fmt: skip
 
 
 def summarize(
-    ro: Rollouts, ver: Verbalized, sampled: dict, sweep: Sweep, main_layer: int, n_boot: int = 200, seed: int = 0
-) -> dict:
-    """Every headline number of notebook 04 at the axis's main layer, with CIs and nulls."""
+    ro: Rollouts, ver: Verbalized, sampled: dict, sweep: Sweep, main_layer: int, n_boot: int = 200, seed: int = 0,
+    kept=None,
+) -> dict:  # fmt: skip
+    """Every headline number of notebook 04 at the axis's main layer, with CIs, nulls and p-values on the
+    paper's side. ``kept``: the rollouts ``ver`` and ``sampled`` were read on (those with an extractable answer,
+    as the authors keep; default all)."""
+    kept = np.arange(len(ro.texts)) if kept is None else np.asarray(kept, dtype=int)
     li = ver.layers.index(main_layer)
-    pre = ver.readouts["correct"].pre[:, li, 0].numpy()
+    pre = ver.readouts["correct"].pre[:, li].numpy()  # (n_kept, K): the axis, then random directions
     conf = sampled["confidence"]
-    valid = np.isfinite(conf)
-    confident = binary_auroc_ci(pre[valid], conf[valid] > 0.5, n_boot, seed)
-    correct_known = np.array([c is not None for c in ro.correct])
-    correct = np.array([c is True for c in ro.correct])
-    vs_correct = binary_auroc_ci(pre[correct_known], correct[correct_known], n_boot, seed)
+    correct = np.array([ro.correct[i] is True for i in kept])
+    vs_correct = binary_auroc_ci(pre[:, 0], correct, n_boot, seed)
     p_yes = logit_confidence(ver.readouts["correct"])
-    rand_flip = ver.flip_random[:, li] if len(ver.flip_random) else np.array([])
     out = {
         "layer": main_layer,
         "n_problems": len(ro.texts),
+        "n_kept": len(kept),
         "accuracy": ro.accuracy,
-        "no_answer": int((~correct_known).sum()),
+        "no_answer": int(sum(c is None for c in ro.correct)),
         "mean_rollout_tokens": float(ro.n_tokens.mean()),
         "verbalized": {f: (float(ver.auroc[f][li]), float(ver.low[f][li]), float(ver.high[f][li])) for f in QUESTIONS},
-        "verbalized_random": {
-            f: (float(ver.random[f][:, li].min()), float(ver.random[f][:, li].max())) if len(ver.random[f]) else None
-            for f in QUESTIONS
-        },
-        "flip": float(ver.flip[li]),
-        "flip_random_max": float(np.abs(rand_flip).max()) if len(rand_flip) else float("nan"),
-        "n_random": len(rand_flip),
-        "sampled_valid": int(valid.sum()),
-        "confident": (float(confident[0]), float(confident[1]), float(confident[2]), confident[3], confident[4]),
+        "verbalized_random": {f: null_range(ver.random[f][:, li]) if len(ver.random[f]) else None for f in QUESTIONS},
+        "verbalized_p": auroc_p(ver, li),
+        "flip": framing_flip(ver, li, n_boot, seed),
+        "n_random": len(ver.random["correct"]),
+        "confident": _confident(pre, conf, n_boot, seed),
+        "confident_strict": _confident(pre, sampled["strict"]["confidence"], n_boot, seed),
+        "sampled_counts": {k: int(sampled[k].sum()) for k in ("yes", "no", "invalid")},
+        "sampled_counts_strict": {k: int(sampled["strict"][k].sum()) for k in ("yes", "no", "invalid")},
         "vs_correct": (float(vs_correct[0]), float(vs_correct[1]), float(vs_correct[2]), vs_correct[3], vs_correct[4]),
-        "spearman_sampled": spearman_ci(pre, conf, n_boot, seed),
-        "spearman_logit": spearman_ci(pre, p_yes, n_boot, seed),
+        "spearman_sampled": spearman_ci(pre[:, 0], conf, n_boot, seed),
+        "spearman_logit": spearman_ci(pre[:, 0], p_yes, n_boot, seed),
         "sampled_vs_logit": spearman_ci(conf, p_yes, n_boot, seed),
     }
     table = sweep.table()
@@ -49,61 +72,95 @@ def summarize(
         f: [s for s, v in zip(table["strength_%"], table[f"valid[{f}]"]) if np.isfinite(v) and v < 0.5]
         for f in QUESTIONS
     }
-    dist = {f: sweep.distance_from_band(f) for f in QUESTIONS}
-    out["distance_from_band"] = dist
+    out["log_odds"] = {f: log_odds_effects(sweep, f) for f in QUESTIONS}
+    out["yes_effects"] = {f: yes_rate_effects(sweep, f, seed=seed) for f in QUESTIONS}
+    out["yes_effects_strict"] = {f: yes_rate_effects(sweep, f, "strict", seed=seed) for f in QUESTIONS}
+    out["n_steer_chats"] = len(sweep.log_odds_at(next(iter(QUESTIONS)), "none", 0.0))
+    out["n_steer_problems"] = len(np.unique(sweep.groups)) if sweep.groups is not None else out["n_steer_chats"]
     return out
+
+
+def _p(p) -> str:
+    return "p n/a" if not np.isfinite(p) else f"p = {p:.3f}"
+
+
+def _null_text(null, p, what: str = "random directions") -> str:
+    """``"<what>: median m (95% a..b), n draws, p = x"`` plus a flag when fewer draws than a 5% test needs."""
+    null = np.asarray(null, dtype=float)
+    if not len(null):
+        return f"no {what} read"
+    med, lo, hi = null_range(null)
+    flag = "" if len(null) >= min_draws(0.05) else f" (fewer than {min_draws(0.05)} draws: not a 5% test)"
+    return f"{what}: median {med:+.3f} (95% {lo:+.3f}..{hi:+.3f}), {len(null)} draws, {_p(p)}{flag}"
 
 
 def _fmt_ci(t) -> str:
     return f"{t[0]:.3f} (95% CI {t[1]:.3f}-{t[2]:.3f})" if np.isfinite(t[0]) else "not measurable"
 
 
+def _rates(table, col: str) -> str:
+    return " / ".join("dropped" if not np.isfinite(v) else f"{v:.3f}" for v in table[col])
+
+
+def _steering_line(s: dict, f: str) -> str:
+    table, lo, ye = s["sweep"], s["log_odds"][f], s["yes_effects"][f]
+    c, yc = lo["contrast"], ye["contrast"]
+    want = "rise" if SIDE[f] > 0 else "fall"
+    per = ", ".join(f"{r['strength']:+g}%: {r['effect']:+.2f} ({_p(r['p'])}, {r['null_n']} directions)"
+                    for r in lo["per_strength"] if r["null_n"])  # fmt: skip
+    return (
+        f'- Steering, "{f}?" on {s["n_steer_chats"]} partial responses of {s["n_steer_problems"]} problems '
+        f"(the paper: Yes should {want} with positive steering): yes-rate {_rates(table, f'yes_rate[{f}]')} over "
+        f"{', '.join(f'{x:+g}' for x in table['strength_%'])}% (strict parser: {_rates(table, f'yes_rate_strict[{f}]')}); "
+        f"+{yc['strength']:g}% minus -{yc['strength']:g}%: {yc['effect']:+.3f}, per-problem sign-flip {_p(yc['p'])} "
+        f"(n={yc['n']}; it asks whether steering moves the yes-rate at all, not whether the axis moves it more than a "
+        f"random direction would). Length-free log-odds, +{c['strength']:g}% minus -{c['strength']:g}%: "
+        f"{c['value']:+.3f} against {_null_text(c['null'], c['p'])}"
+        + (f"; per strength against unsteered: {per}" if per else "")
+        + "."
+    )
+
+
 def verdict(s: dict, model: str, profile: str) -> str:
-    """Plain reading of :func:`summarize`'s numbers, each against its measured null."""
+    """Plain reading of :func:`summarize`'s numbers, each against its measured null on the paper's side."""
     L = s["layer"]
     lines = [
-        f"**{model}, profile `{profile}`, layer {L}**, {s['n_problems']} problems; accuracy {s['accuracy']:.1%} "
-        f"({s['no_answer']} rollouts without an extractable answer; mean {s['mean_rollout_tokens']:.0f} new tokens)."
+        f"**{model}, profile `{profile}`, layer {L}**, {s['n_problems']} problems; accuracy {s['accuracy']:.1%}; "
+        f"{s['no_answer']} rollouts without an extractable answer dropped from the confidence readouts, as the "
+        f"authors drop them ({s['n_kept']} kept; mean {s['mean_rollout_tokens']:.0f} new tokens)."
     ]
     c, i = s["verbalized"]["correct"], s["verbalized"]["incorrect"]
-    rc = s["verbalized_random"]["correct"]
-    flips = abs(s["flip"]) > s["flip_random_max"] and (c[1] > i[2] or i[1] > c[2])  # beyond random, CIs apart
+    vp, fl = s["verbalized_p"], s["flip"]
+    flips = np.isfinite(fl["p"]) and fl["p"] <= 0.05 and fl["ci"][0] > 0
     lines.append(
-        f'- Prefilled Yes vs No at the response token: AUROC {_fmt_ci(c)} for "correct?" and {_fmt_ci(i)} for '
-        f'"incorrect?" (paper 0.998 / 0.024)'
-        + (f'; random directions span {rc[0]:.3f}-{rc[1]:.3f} on "correct?"' if rc else "")
-        + ". Telling one fixed token from another is easy for most directions, so the test of *value* is the "
-        f"flip between framings: {s['flip']:+.3f} for the axis against at most {s['flip_random_max']:.3f} (in size) "
-        f"for {s['n_random']} random directions: "
+        f'- Prefilled Yes vs No at the response token: AUROC {_fmt_ci(c)} for "correct?" ({_p(vp["correct"])} against '
+        f'{s["n_random"]} random directions, high side) and {_fmt_ci(i)} for "incorrect?" ({_p(vp["incorrect"])}, '
+        "low side; paper 0.998 / 0.024). Telling one fixed token from another is easy for most directions, so the "
+        f'test of *value* is the flip: the Yes-minus-No projection gap is {fl["gap"]["correct"]:+.4f} for "correct?" '
+        f'and {fl["gap"]["incorrect"]:+.4f} for "incorrect?"; their difference {_fmt_ci((fl["value"], *fl["ci"]))} '
+        f"(n={fl['n']} problems, Yes and No resampled together) against {_null_text(fl['null'], fl['p'])}: "
         + (
-            "the axis flips with the question's meaning (the two CIs do not overlap)."
+            "the axis's gap flips with the question's meaning beyond random directions."
             if flips
-            else "**no flip**: the axis reads the answer token, not what it means in the question."
-        )  # fmt: skip
+            else "**no flip beyond random directions**: the axis reads the answer token more than what it means."
+        )
     )
-    conf = s["confident"]
+    conf, cs = s["confident"], s["confident_strict"]
+    sc = s["sampled_counts"]
     lines.append(
-        f"- Sampled confidence ({s['sampled_valid']} problems with a parseable answer): the last-10-token projection "
-        f"separates confident from unconfident problems with AUROC {_fmt_ci(conf)} ({conf[3]} confident, "
-        f"{conf[4]} not; paper 0.759)."
+        f"- Sampled confidence ({sc['yes']} yes, {sc['no']} no, {sc['invalid']} unparseable by the authors' parser; "
+        f"{conf['n_valid']} problems with a parseable answer): the last-10-token projection separates confident from "
+        f"unconfident problems with AUROC {_fmt_ci(conf['auroc'])} ({conf['n_pos']} confident, {conf['n_neg']} not; "
+        f"paper 0.759) against {_null_text(conf['null'], conf['p'])}. Strict parser: {_fmt_ci(cs['auroc'])} "
+        f"({cs['n_valid']} problems)."
     )
-    vc = s["vs_correct"]
-    rho = s["spearman_logit"]
+    vc, rho = s["vs_correct"], s["spearman_logit"]
     lines.append(
         f"- Against whether the answer was actually right: AUROC {_fmt_ci(vc)} ({vc[3]} right, {vc[4]} wrong). "
         f"Against the model's own P(Yes)/(P(Yes)+P(No)): Spearman {_fmt_ci(rho[:3])} (n={rho[3]})."
     )
+    lines += [_steering_line(s, f) for f in QUESTIONS]
     table = s["sweep"]
-    for f in QUESTIONS:
-        rates = " / ".join("dropped" if not np.isfinite(v) else f"{v:.2f}" for v in table[f"yes_rate[{f}]"])
-        d = s["distance_from_band"][f]
-        outside = [f"{st:+g}%: {x:+.2f}" for st, x in zip(table["strength_%"], d) if np.isfinite(x) and x != 0]
-        measured = [f"{st:+g}%" for st, x in zip(table["strength_%"], d) if np.isfinite(x) and st != 0]
-        lines.append(
-            f'- Steering, "{f}?" on partial responses: yes-rate {rates} over {", ".join(f"{x:+g}" for x in table["strength_%"])}%. '
-            f"Length-free log-odds (random band measured at {', '.join(measured) or 'no strength'}): axis outside "
-            "the band at " + (", ".join(outside) if outside else "**no strength**") + "."
-        )
     measured = [(st, x, cut) for st, x, cut in zip(table["strength_%"], table["length_fold_vs_0"], table["cut_at_limit"])
                 if np.isfinite(x)]  # fmt: skip
     if measured:
@@ -118,28 +175,29 @@ def verdict(s: dict, model: str, profile: str) -> str:
 
 
 def scorecard_rows(s: dict, model: str, profile: str) -> list[dict]:
-    """Scorecard rows of notebook 04."""
+    """Scorecard rows of notebook 04: each number with its CI, n and the null it is read against (with p)."""
     ctx = f"{model}, profile {profile}, L={s['layer']}"
-    n = f"{s['n_problems']} problems"
+    n = f"{s['n_kept']} problems ({s['no_answer']} without an answer dropped)"
     table = s["sweep"]
-
-    def rates(f):
-        return " / ".join("dropped" if not np.isfinite(v) else f"{v:.3f}" for v in table[f"yes_rate[{f}]"])
-
+    strengths = " / ".join(f"{x:+g}" for x in table["strength_%"])
     rows = []
     for key, f in (("fig3.verbalized_auroc", "correct"), ("fig3.verbalized_auroc_inverted", "incorrect")):
-        v = s["verbalized"][f]
-        r = s["verbalized_random"][f]
+        v, r = s["verbalized"][f], s["verbalized_random"][f]
+        null = f"{s['n_random']} random directions: median {r[0]:.3f} (95% {r[1]:.3f}-{r[2]:.3f}), " if r else ""
         rows.append({"key": key, "value": v[0], "ci": v[1:], "n": n,
-                     "null": f"random directions {r[0]:.3f}-{r[1]:.3f}" if r else "", "context": ctx})  # fmt: skip
-    rows.append({
-        "key": "fig3.framing_flip", "metric": "axis AUROC \"correct?\" minus \"incorrect?\" at the response token",
-        "section": "Fig 3", "value": s["flip"], "n": n,
-        "null": f"|flip| of {s['n_random']} random directions <= {s['flip_random_max']:.3f}", "context": ctx,
-    })  # fmt: skip
-    c = s["confident"]
-    rows.append({"key": "fig3.sampled_confidence_auroc", "value": c[0], "ci": c[1:3],
-                 "n": f"{c[3]} confident / {c[4]} not", "null": "0.5", "context": f"last 10 tokens; {ctx}"})  # fmt: skip
+                     "null": null + f"{_p(s['verbalized_p'][f])} ({'high' if SIDE[f] > 0 else 'low'} side)",
+                     "context": ctx})  # fmt: skip
+    fl = s["flip"]
+    rows.append({"key": "fig3.framing_flip", "section": "Fig 3",
+                 "metric": 'Yes-minus-No projection gap at the response token, "correct?" minus "incorrect?"',
+                 "value": fl["value"], "ci": fl["ci"], "n": f"{fl['n']} problems (Yes and No resampled together)",
+                 "null": _null_text(fl["null"], fl["p"]), "context": f"paper: the sign flips (0.998 vs 0.024); {ctx}"})  # fmt: skip
+    for key, c, parser in (("fig3.sampled_confidence_auroc", s["confident"], "authors' parser"),
+                           ("fig3.sampled_confidence_auroc_strict", s["confident_strict"], "strict parser")):  # fmt: skip
+        rows.append({"key": key, "section": "Fig 3", "value": c["auroc"][0], "ci": c["auroc"][1:3],
+                     "metric": f"last-10-token projection, confident (> 0.5) vs not (AUROC), {parser}",
+                     "n": f"{c['n_pos']} confident / {c['n_neg']} not", "null": _null_text(c["null"], c["p"]),
+                     "context": f"last 10 tokens; {ctx}"})  # fmt: skip
     vc = s["vs_correct"]
     rows.append({"key": "fig3.projection_vs_correct", "metric": "last-10-token projection, right vs wrong answers (AUROC)",
                  "section": "Fig 3", "value": vc[0], "ci": vc[1:3], "n": f"{vc[3]} right / {vc[4]} wrong",
@@ -148,12 +206,22 @@ def scorecard_rows(s: dict, model: str, profile: str) -> list[dict]:
     rows.append({"key": "fig3.projection_vs_logit_confidence", "metric": "Spearman: projection vs P(Yes)/(P(Yes)+P(No))",
                  "section": "Fig 3", "value": rho[0], "ci": rho[1:3], "n": f"{rho[3]} problems", "null": "0",
                  "context": ctx})  # fmt: skip
-    for key, f in (("fig4.yes_rate_correct", "correct"), ("fig4.yes_rate_incorrect", "incorrect")):
-        d = s["distance_from_band"][f]
-        rows.append({"key": key, "value": rates(f), "n": f"{len(table)} strengths",
-                     "null": "log-odds outside the random band at " + (", ".join(
-                         f"{st:+g}%" for st, x in zip(table["strength_%"], d) if np.isfinite(x) and x != 0) or "none"),
-                     "context": f"strengths {' / '.join(f'{x:+g}' for x in table['strength_%'])} %; {ctx}"})  # fmt: skip
+    steer_n = f"{s['n_steer_chats']} partial responses of {s['n_steer_problems']} problems, {len(table)} strengths"
+    for f in QUESTIONS:
+        for suffix, parser, eff in (("", "authors' parser", s["yes_effects"][f]),
+                                    ("_strict", "strict parser", s["yes_effects_strict"][f])):  # fmt: skip
+            yc = eff["contrast"]
+            rows.append({"key": f"fig4.yes_rate_{f}{suffix}", "value": _rates(table, f"yes_rate{suffix}[{f}]"),
+                         "n": steer_n, "section": "Fig 4",
+                         "metric": f'"{f}?" yes-rate at {strengths} % steering ({parser})',
+                         "null": f"+{yc['strength']:g}% minus -{yc['strength']:g}% = {yc['effect']:+.3f}, per-problem "
+                                 f"sign-flip {_p(yc['p'])} (steering vs none, not vs random directions)",
+                         "context": f"averaged per partial response; strengths {strengths} %; {ctx}"})  # fmt: skip
+        c = s["log_odds"][f]["contrast"]
+        rows.append({"key": f"fig4.log_odds_contrast_{f}", "section": "Fig 4", "value": c["value"], "ci": c["ci"],
+                     "metric": f'"{f}?" log P(Yes) - log P(No), +{c["strength"]:g}% minus -{c["strength"]:g}% steering',
+                     "n": steer_n, "null": _null_text(c["null"], c["p"], "random directions and their negations"),
+                     "context": f"paper side: {'rises' if SIDE[f] > 0 else 'falls'}; {ctx}"})  # fmt: skip
     lengths = table["length_fold_vs_0"].to_numpy()
     if np.isfinite(lengths).any():
         rows.append({"key": "sec7.steer_length", "value": " / ".join(f"{x:.2f}x" for x in lengths if np.isfinite(x)),
