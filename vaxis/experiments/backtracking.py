@@ -2,9 +2,12 @@
 
 A rollout *backtracks* when the model writes one of the paper's phrases: Wait, Actually, Hmm, Hold on,
 But wait, Let me reconsider / recheck / rethink / try again, I made a mistake, I think I was wrong, On
-second thought, and "No, ". This module finds those events as character spans, and holds the small
-numpy helpers the notebook needs for the two figures: mean projection per band of tokens, and the
-event-locked mean projection (with matched control positions from rollouts that never backtrack).
+second thought, and "No, " (``patterns="paper"``), or, as an alternative, one of the ~60 patterns of the
+authors' correlation code (``patterns="authors_broad"``, :data:`AUTHORS_BROAD`). This module finds those
+events as character spans, and holds the small numpy helpers the notebook needs for the two figures: mean
+projection per band of tokens, and the event-locked mean projection over events with a full window (with
+matched control positions from rollouts that never backtrack). Problem-level statistics and the steering
+sweep live in :mod:`vaxis.experiments.backtracking_stats`.
 
 Matching rules (decided here, tested in ``tests/test_backtracking.py``):
 
@@ -33,7 +36,6 @@ Matching rules (decided here, tested in ``tests/test_backtracking.py``):
 from __future__ import annotations
 
 import re
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -56,6 +58,43 @@ PHRASES: dict[str, str] = {
     "on second thought": r"on\s+second\s+thought",
     "no,": r"no,(?=\s|$)",
 }
+
+#: The authors' broad list (``BT_PATTERNS_COUNT`` in ``experiments/tasks/backtracking_correlation.py`` of
+#: nickjiang2378/value-axis, commit 44ad182), verbatim, matched case-insensitively: the list their correlation
+#: code (Figs 5-6) counts and locks to; their steering code (Fig 4) counts the 13 phrases above. Kept verbatim,
+#: quirks included: ``\bno,\b`` needs a word character right after the comma (so "No, " does not match it), and
+#: ``\bNo —\b`` never matches a spaced dash.
+AUTHORS_BROAD: tuple[str, ...] = (
+    r"\bWait\b", r"\bwait,", r"\bwait —", r"\bwait –",
+    r"\bActually\b", r"\bactually,",
+    r"\bhold on\b", r"\bHold on\b",
+    r"\bno,\b", r"\bNo,\b", r"\bNo —\b", r"\bNo –\b",
+    r"\bmistake\b", r"\berror\b", r"\bwrong\b", r"\bincorrect\b",
+    r"\bthat's not (right|correct)\b", r"\bthat can't be\b",
+    r"\bthat doesn't work\b", r"\bthat doesn't seem\b",
+    r"\bthis is wrong\b", r"\bthis can't be right\b",
+    r"\btry again\b", r"\bstart over\b", r"\bfrom scratch\b",
+    r"\blet's try\b", r"\bLet's try\b", r"\blet me try\b", r"\bLet me try\b",
+    r"\blet's redo\b", r"\blet me redo\b",
+    r"\blet's reconsider\b", r"\blet me reconsider\b",
+    r"\blet's rethink\b", r"\blet me rethink\b",
+    r"\blet's recalculate\b", r"\blet me recalculate\b",
+    r"\blet's recompute\b", r"\blet me recompute\b",
+    r"\bre-examine\b", r"\brecheck\b", r"\bre-check\b", r"\brevisit\b",
+    r"\breconsider\b", r"\brethink\b", r"\bretry\b",
+    r"\brecalculate\b", r"\brecompute\b",
+    r"\bI realize\b", r"\bI see my\b", r"\bI see the\b",
+    r"\bon second thought\b", r"\bcorrection\b",
+    r"\bgoing back\b", r"\bback to\b", r"\breturn to\b",
+    r"\bscratch that\b", r"\bnevermind\b",
+    r"\bbut this is a contradiction\b",
+    r"\bthis contradicts\b", r"\bcontradiction\b",
+)  # fmt: skip
+_BROAD = [re.compile(p, re.IGNORECASE) for p in AUTHORS_BROAD]
+
+#: The pattern sets :func:`find_backtracking` offers: ``"paper"`` (the 13 phrases of :data:`PHRASES`, the
+#: paper's text and the authors' steering code) and ``"authors_broad"`` (:data:`AUTHORS_BROAD`).
+PATTERN_SETS = ("paper", "authors_broad")
 
 _ORDER = sorted(PHRASES, key=lambda p: (-len(p), p))
 _PATTERN = re.compile(
@@ -82,28 +121,43 @@ class Event:
     phrase: str
 
 
-def find_backtracking(text: str, *, sentence_initial_no: bool = False) -> list[Event]:
-    """All backtracking events in ``text``, in order, non-overlapping (longest phrase at a position).
-
-    ``sentence_initial_no`` counts "no," only at the start of a sentence or line (see the module doc).
-    """
-    events = []
-    for m in _PATTERN.finditer(text):
-        phrase = _ORDER[int(m.lastgroup[1:])]
-        if phrase == "no," and sentence_initial_no and not _sentence_start(text, m.start()):
-            continue
-        events.append(Event(m.start(), m.end(), phrase))
+def _broad_events(text: str) -> list[Event]:
+    r""":data:`AUTHORS_BROAD` matches, merged by the same rule as the paper's phrases: at a position the
+    longest match wins and events never overlap (the authors' code keeps one copy per matching pattern, so
+    "Wait," counts twice there, once for ``\bWait\b`` and once for ``\bwait,``)."""
+    spans = sorted({(m.start(), m.end()) for rx in _BROAD for m in rx.finditer(text)}, key=lambda x: (x[0], -x[1]))
+    events, end = [], -1
+    for a, b in spans:
+        if a >= end:
+            events.append(Event(a, b, " ".join(text[a:b].lower().split())))
+            end = b
     return events
 
 
-def has_backtracking(text: str, *, sentence_initial_no: bool = False) -> bool:
+def find_backtracking(text: str, *, sentence_initial_no: bool = False, patterns: str = "paper") -> list[Event]:
+    """All backtracking events in ``text``, in order, non-overlapping (longest phrase at a position).
+
+    ``patterns``: ``"paper"`` (the 13 phrases) or ``"authors_broad"`` (the authors' correlation list,
+    :data:`AUTHORS_BROAD`). ``sentence_initial_no`` counts "no," only at the start of a sentence or line
+    (see the module doc).
+    """
+    if patterns not in PATTERN_SETS:
+        raise ValueError(f"patterns must be one of {PATTERN_SETS}, not {patterns!r}")
+    if patterns == "authors_broad":
+        found = _broad_events(text)
+    else:
+        found = [Event(m.start(), m.end(), _ORDER[int(m.lastgroup[1:])]) for m in _PATTERN.finditer(text)]
+    return [e for e in found if not (e.phrase == "no," and sentence_initial_no and not _sentence_start(text, e.start))]
+
+
+def has_backtracking(text: str, *, sentence_initial_no: bool = False, patterns: str = "paper") -> bool:
     """Whether ``text`` contains at least one backtracking event."""
-    return bool(find_backtracking(text, sentence_initial_no=sentence_initial_no))
+    return bool(find_backtracking(text, sentence_initial_no=sentence_initial_no, patterns=patterns))
 
 
-def first_event(text: str, *, sentence_initial_no: bool = False) -> Event | None:
+def first_event(text: str, *, sentence_initial_no: bool = False, patterns: str = "paper") -> Event | None:
     """The first backtracking event in ``text``, or None."""
-    events = find_backtracking(text, sentence_initial_no=sentence_initial_no)
+    events = find_backtracking(text, sentence_initial_no=sentence_initial_no, patterns=patterns)
     return events[0] if events else None
 
 
@@ -146,46 +200,77 @@ def bands(values: np.ndarray, token_index: np.ndarray, band: int) -> tuple[np.nd
     return np.arange(n) * band, means, counts
 
 
-def event_locked(
-    projections: Sequence[np.ndarray], event_tokens: Sequence[Sequence[int]], window: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Mean projection at offsets ``-window..+window`` around each event token (paper Fig 6).
-
-    ``projections[r]`` is rollout r's per-token projection; ``event_tokens[r]`` its event token
-    indices (empty for none). Every event weighs the same. Positions outside the rollout and NaN
-    values are skipped, so ``counts[k]`` (events that contributed at offset k) falls at the edges.
-    Returns ``(offsets, mean, counts)``; ``mean`` is NaN where ``counts`` is 0.
-    """
+def full_windows(event_tokens: Sequence[Sequence[int]], lengths: Sequence[int], window: int):
+    """The events whose whole window ``t-window .. t+window`` lies inside their rollout (as the authors keep
+    them: a partial window changes which events contribute at each offset, and along a positional ramp that
+    alone bends the curve). Returns ``(kept, n_dropped)``: per rollout the kept token indices (in the given
+    order), and how many events were dropped for a partial window."""
     if window < 0:
         raise ValueError(f"window must be non-negative, got {window}")
+    if len(event_tokens) != len(lengths):
+        raise ValueError(f"{len(event_tokens)} event lists but {len(lengths)} lengths")
+    kept, dropped = [], 0
+    for tokens, n in zip(event_tokens, lengths):
+        ok = [int(t) for t in tokens if int(t) - window >= 0 and int(t) + window < int(n)]
+        kept.append(ok)
+        dropped += len(tokens) - len(ok)
+    return kept, dropped
+
+
+def event_windows(projections: Sequence[np.ndarray], event_tokens: Sequence[Sequence[int]], window: int):
+    """Every event's values at offsets ``-window..+window``: ``(windows, rollout)``, an ``(n_events,
+    2*window+1)`` array (NaN outside the rollout or where the value is NaN) and each row's rollout index."""
     if len(projections) != len(event_tokens):
         raise ValueError(f"{len(projections)} rollouts but {len(event_tokens)} event lists")
     offsets = np.arange(-window, window + 1)
-    sums = np.zeros(offsets.size)
-    counts = np.zeros(offsets.size, dtype=int)
-    for proj, events in zip(projections, event_tokens):
+    rows, owner = [], []
+    for r, (proj, events) in enumerate(zip(projections, event_tokens)):
         proj = np.asarray(proj, dtype=float).ravel()
         for t in events:
             pos = int(t) + offsets
             inside = (pos >= 0) & (pos < proj.size)
             vals = np.full(offsets.size, np.nan)
             vals[inside] = proj[pos[inside]]
-            ok = np.isfinite(vals)
-            sums[ok] += vals[ok]
-            counts[ok] += 1
+            rows.append(vals)
+            owner.append(r)
+    return np.array(rows).reshape(len(rows), offsets.size), np.array(owner, dtype=int)
+
+
+def _window_mean(windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    ok = np.isfinite(windows)
+    counts = ok.sum(0)
     with np.errstate(invalid="ignore", divide="ignore"):
-        mean = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
-    return offsets, mean, counts
+        mean = np.where(counts > 0, np.where(ok, windows, 0.0).sum(0) / np.maximum(counts, 1), np.nan)
+    return mean, counts
+
+
+def event_locked(
+    projections: Sequence[np.ndarray], event_tokens: Sequence[Sequence[int]], window: int, full_window: bool = True
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean projection at offsets ``-window..+window`` around each event token (paper Fig 6).
+
+    ``projections[r]`` is rollout r's per-token projection; ``event_tokens[r]`` its event token
+    indices (empty for none). Every event weighs the same. ``full_window`` (default, the authors' rule)
+    keeps only events with the whole window inside the rollout (:func:`full_windows`); without it, positions
+    outside the rollout are skipped, so ``counts`` falls at the edges. NaN values are skipped either way.
+    Returns ``(offsets, mean, counts)``; ``mean`` is NaN where ``counts`` is 0.
+    """
+    if window < 0:
+        raise ValueError(f"window must be non-negative, got {window}")
+    if full_window:
+        event_tokens = full_windows(event_tokens, [np.asarray(p).size for p in projections], window)[0]
+    windows, _ = event_windows(projections, event_tokens, window)
+    return (np.arange(-window, window + 1), *_window_mean(windows))
 
 
 def matched_controls(
-    event_tokens: Sequence[Sequence[int]], control_lengths: Sequence[int], seed: int = 0
+    event_tokens: Sequence[Sequence[int]], control_lengths: Sequence[int], seed: int = 0, window: int = 0
 ) -> tuple[list[list[int]], int]:
     """Control positions for the event-locked curve: one per event, at the same token index.
 
     For each event token t (over all backtracking rollouts, in order) draws, with a seeded
-    generator, a rollout among the non-backtracking ones long enough to have token t
-    (``control_lengths[c] > t``) and takes its position t. Returns ``(positions, n_unmatched)``:
+    generator, a rollout among the non-backtracking ones long enough to hold token t and its window
+    (``control_lengths[c] > t + window``) and takes its position t. Returns ``(positions, n_unmatched)``:
     ``positions[c]`` lists the (sorted) positions drawn in control rollout c, ready for
     ``event_locked(control_projections, positions, window)``; ``n_unmatched`` counts events no
     control rollout was long enough for (dropped).
@@ -196,7 +281,7 @@ def matched_controls(
     unmatched = 0
     for events in event_tokens:
         for t in events:
-            candidates = np.flatnonzero(lengths > int(t))
+            candidates = np.flatnonzero(lengths > int(t) + window)
             if candidates.size == 0:
                 unmatched += 1
                 continue
@@ -244,74 +329,39 @@ def rollout_projections(model, tokenizer, gens, directions: dict, **extract_kwar
     return projections, starts
 
 
-def band_curves(projections, groups: np.ndarray, li: int, band: int, n_boot: int = 200, seed: int = 0) -> dict:
-    """Mean projection per band of ``band`` tokens for each group of rollouts (``groups``: bool, True =
-    backtracking), column 0 at layer index ``li``, with a bootstrap CI over rollouts:
-    ``{True/False: (starts, mean, low, high, n_rollouts_per_band)}``."""
-    per = [bands(p[:, li, 0], np.arange(len(p)), band)[1] if len(p) else np.zeros(0) for p in projections]
-    width = max((len(m) for m in per), default=0)
-    table = np.full((len(per), width), np.nan)
-    for r, m in enumerate(per):
-        table[r, : len(m)] = m
-    rng = np.random.default_rng(seed)
-    out = {}
-    for flag in (True, False):
-        rows = table[np.asarray(groups) == flag]
-        if not len(rows):
-            continue
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            mean = np.nanmean(rows, 0)
-            draws = np.array([np.nanmean(rows[rng.integers(0, len(rows), len(rows))], 0) for _ in range(n_boot)])
-            low, high = np.nanquantile(draws, [0.025, 0.975], axis=0)
-        out[flag] = (np.arange(width) * band, mean, low, high, np.isfinite(rows).sum(0))
-    return out
-
-
-def event_curves(projections, starts, texts, li: int, window: int, seed: int = 0) -> dict:
-    """Event-locked mean projection (column 0, layer index ``li``) around backtracking events, beside
-    two controls on the same plot: the same offsets at matched token indices of non-backtracking
-    rollouts, and around placebo words ("So", "Then", "Next"). ``{name: (offsets, mean, counts)}``
-    plus ``"n_events"``, ``"n_placebo"``, ``"unmatched"``."""
-    events = [find_backtracking(t) for t in texts]
-    tokens = [event_token_indices(e, s) if len(s) else [] for e, s in zip(events, starts)]
+def event_curves(projections, starts, texts, li: int, window: int, seed: int = 0, *, patterns: str = "paper",
+                 full_window: bool = True) -> dict:  # fmt: skip
+    """Event-locked mean projection (column 0, layer index ``li``) around backtracking events (``patterns``, see
+    :func:`find_backtracking`), beside two controls on the same plot: the same offsets at matched token indices
+    of rollouts without any event (each long enough for the whole window), and around placebo words ("So",
+    "Then", "Next"). Events on the same token count once; ``full_window`` (default, as the authors) keeps only
+    events and placebo words with the whole window inside the rollout. ``{name: (offsets, mean, counts)}`` plus
+    ``"windows"`` (``{name: (windows, rollout index)}``, :func:`event_windows`), ``"n_events"`` (events used),
+    ``"n_placebo"``, ``"unmatched"`` (events without a long-enough control) and ``"dropped"`` (``{"events",
+    "placebo words"}``: how many a partial window dropped)."""
+    events = [find_backtracking(t, patterns=patterns) for t in texts]
     series = [p[:, li, 0] if len(p) else np.zeros(0) for p in projections]
-    backtracking = [i for i, e in enumerate(events) if e and len(series[i])]
-    clean = [i for i, e in enumerate(events) if not e and len(series[i])]
-    out = {"backtracking": event_locked([series[i] for i in backtracking], [tokens[i] for i in backtracking], window)}
-    positions, unmatched = matched_controls([tokens[i] for i in backtracking], [len(series[i]) for i in clean], seed)
-    out["matched index, no backtracking"] = event_locked([series[i] for i in clean], positions, window)
-    placebo = [event_token_indices(placebo_events(t, e), s) if len(s) else [] for t, e, s in zip(texts, events, starts)]
-    out["placebo words"] = event_locked(series, placebo, window)
-    out.update(
-        n_events=sum(len(tokens[i]) for i in backtracking), n_placebo=sum(map(len, placebo)), unmatched=unmatched
-    )
-    return out
-
-
-def steered_rates(model, tokenizer, problems, vectors: dict, **generate_kwargs) -> dict:
-    """Rollouts under each steering of ``vectors`` (from :func:`vaxis.experiments.confidence.steering_vectors`):
-    ``{key: {"backtracking", "answer_rate", "accuracy", "mean_tokens", "n", "n_answered"}}``; the
-    backtracking rate counts only rollouts that end (EOS) with an extractable answer."""
-    from ..generate import generate
-    from ..mathdata import extract_answer, is_correct
-    from .confidence import math_chat
-
-    out = {}
-    for key, steer in vectors.items():
-        gens = generate(model, tokenizer, [math_chat(p) for p in problems], steer=steer, **generate_kwargs)
-        answered = [
-            g.finish_reason == "eos" and extract_answer(g.text, p.source) is not None for g, p in zip(gens, problems)
-        ]
-        bt = [has_backtracking(g.text) for g, a in zip(gens, answered) if a]
-        out[key] = {
-            "backtracking": float(np.mean(bt)) if bt else float("nan"),
-            "answer_rate": float(np.mean(answered)),
-            "accuracy": float(np.mean([is_correct(g.text, p) is True for g, p in zip(gens, problems)])),
-            "mean_tokens": float(np.mean([g.n_new_tokens for g in gens])),
-            "n": len(gens),
-            "n_answered": len(bt),
-        }
+    lengths = [len(x) for x in series]
+    tokens = [sorted(set(event_token_indices(e, s))) if len(s) else [] for e, s in zip(events, starts)]
+    placebo = [sorted(set(event_token_indices(placebo_events(t, e), s))) if len(s) else []
+               for t, e, s in zip(texts, events, starts)]  # fmt: skip
+    w = window if full_window else -1
+    dropped = {"events": 0, "placebo words": 0}
+    if full_window:
+        tokens, dropped["events"] = full_windows(tokens, lengths, window)
+        placebo, dropped["placebo words"] = full_windows(placebo, lengths, window)
+    clean = [i for i, e in enumerate(events) if not e and lengths[i]]
+    positions, unmatched = matched_controls(tokens, [lengths[i] for i in clean], seed, window=max(w, 0))
+    control = [[] for _ in series]
+    for c, i in enumerate(clean):
+        control[i] = positions[c]
+    out, windows = {}, {}
+    for name, toks in (("backtracking", tokens), ("matched index, no backtracking", control),
+                       ("placebo words", placebo)):  # fmt: skip
+        windows[name] = event_windows(series, toks, window)
+        out[name] = (np.arange(-window, window + 1), *_window_mean(windows[name][0]))
+    out.update(windows=windows, n_events=sum(map(len, tokens)), n_placebo=sum(map(len, placebo)),
+               unmatched=unmatched, dropped=dropped)  # fmt: skip
     return out
 
 
@@ -329,15 +379,16 @@ def check_backtracking_keys(p, cfg) -> None:
 
 
 def check_parameters(cfg, *, axis_path=None, strengths=(-16.8, -8.4, 0.0, 8.4, 16.8), n_boot=200,
-                     **common) -> list[str]:  # fmt: skip
+                     patterns="paper", **common) -> list[str]:  # fmt: skip
     """Notebook 05's parameters, before the model is loaded (:mod:`vaxis.checks`): ``strengths`` (with 0),
-    ``n_boot``, the axis, :func:`check_backtracking_keys`, the band, and the steering sweep (problems among those
+    ``n_boot``, ``patterns`` (:data:`PATTERN_SETS`), the axis, :func:`check_backtracking_keys`, the band, and the steering sweep (problems among those
     read, random strengths among ``strengths``). Raises :class:`vaxis.checks.ParameterError`; returns notes."""
     from ..checks import Problems
 
     p = Problems.for_notebook(5, cfg, **common)
     strengths = p.numbers("strengths", strengths, zero=True)
     p.integer("n_boot", n_boot, 1)
+    p.choice("patterns", patterns, PATTERN_SETS)
     p.axis(axis_path)
     check_backtracking_keys(p, cfg)
     p.integer("backtracking_band", cfg["backtracking_band"], 1)
