@@ -52,6 +52,13 @@ def test_missing_entry_point_is_a_failure():
     assert not r.passed and "multiply" in r.error
 
 
+@pytest.mark.parametrize("code", ["add = 5\n", "add = None\n", "class Box:\n    pass\nadd = Box()\n"])
+def test_entry_point_that_is_not_callable_is_a_failure(code):
+    r = run_tests(code, "", entry_point="add", timeout=2)
+    assert not r.passed and "add" in r.error
+    assert run_tests("class add:\n    pass\n", "", entry_point="add", timeout=2).passed  # a class is callable
+
+
 @pytest.mark.parametrize("exit_call", ["import sys\nsys.exit(0)", "import os\nos._exit(0)", "raise SystemExit"])
 def test_exit_before_the_tests_is_not_a_pass(exit_call):
     r = run_tests(exit_call + "\n" + ADD, "assert False, 'the tests ran'\n", timeout=2)

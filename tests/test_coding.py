@@ -20,7 +20,9 @@ from vaxis.axis import Axis
 from vaxis.codedata import CodeProblem, load_code_problems, read_code_problems
 from vaxis.experiments import coding
 from vaxis.experiments import coding_report as report
+from vaxis.experiments import coding_stats as cs
 from vaxis.experiments.corruptions import KINDS, Corruption
+from vaxis.nulls import paired_d
 
 importlib.import_module("vaxis.extract")  # so that sys.modules holds the module (vaxis re-exports the function)
 importlib.import_module("vaxis.generate")
@@ -235,7 +237,7 @@ def _planted_after(shifts: dict, n=40, tokens=12, seed=0, n_random=20) -> tuple[
 
 def test_planted_shift_is_read_by_the_axis_and_not_by_random_directions():
     after, _ = _planted_after({"logical": 1.0, "harmless": 0.0})
-    table = coding.effects_table(after, li=1, n_boot=200, seed=0)
+    table = cs.effects_table(after, li=1, n_boot=200, seed=0)
     assert list(table.kind) == ["logical", "harmless"]
     row = table.set_index("kind").loc["logical"]
     assert row.n == 40 and row.tokens_after_bug == 12
@@ -256,7 +258,7 @@ def test_planted_shift_is_read_by_the_axis_and_not_by_random_directions():
 def test_without_a_planted_shift_the_axis_ci_contains_zero():
     after, _ = _planted_after({"shuffled": 0.0}, seed=5)
     for li in (0, 1):
-        row = coding.effects_table(after, li=li, n_boot=200, seed=0).iloc[0]
+        row = cs.effects_table(after, li=li, n_boot=200, seed=0).iloc[0]
         assert row.d_low < 0 < row.d_high
         assert pd.isna(row.harmless_d)  # no harmless kind read
 
@@ -268,15 +270,19 @@ def test_without_a_planted_shift_the_axis_ci_contains_zero():
 CANON = "def f(x):\n    if x < 0:\n        return -x\n    return x\n"
 
 
-def _fake_extract(calls):
+def _fake_extract(calls, n_after=3, n_before=0):
     def fake(model, tokenizer, texts, spans, layers=None, directions=None, **kw):
         calls.append({"texts": texts, "spans": spans, "layers": layers, "directions": directions, "kw": kw})
         k = next(iter(directions.values())).shape[0]
-        # item i: 3 tokens valued i, i + 1, i + 2 (mean i + 1); counts 10 + i
-        proj = [
-            (float(i) + torch.arange(3.0)).view(3, 1, 1).expand(3, len(layers), k).clone() for i in range(len(texts))
-        ]
-        return SimpleNamespace(projections={"after": proj}, counts={"after": torch.arange(len(texts)) + 10})
+
+        def tokens(values):
+            return values.view(-1, 1, 1).expand(len(values), len(layers), k).clone()
+
+        # item i: n_after tokens valued i, i + 1, ... (mean i + 1 for 3); n_before tokens valued -1 - i
+        after = [tokens(float(i) + torch.arange(float(n_after))) for i in range(len(texts))]
+        before = [tokens(torch.full((n_before if "before" in sp else 0,), -1.0 - i)) for i, sp in enumerate(spans)]
+        return SimpleNamespace(projections={"after": after, "before": before},
+                               counts={"after": torch.arange(len(texts)) + 10})  # fmt: skip
 
     return fake
 
@@ -312,7 +318,9 @@ def test_after_bug_spans_start_at_the_bug(monkeypatch):
         assert mi == 2 and good[2]["content"][s:e] == prob.canonical_solution[c.bug_offset :]
         ((mi, s, e),) = spans[2 * j + 1]["after"]
         assert mi == 2 and bad[2]["content"][s:e] == c.code[c.bug_offset :]
-        assert set(spans[2 * j]) == {"after"}
+        for item, code in ((2 * j, prob.canonical_solution), (2 * j + 1, c.code)):  # the code before the bug
+            ((mi, s, e),) = spans[item]["before"]
+            assert mi == 2 and texts[item][2]["content"][s:e] == code[: c.bug_offset] and s == len(coding.FENCE)
     # arranged per kind, in order; correct = even items, corrupted = odd items (mean of i, i+1, i+2 = i + 1)
     assert out.layers == [0, 2]
     assert list(out.correct) == ["logical", "shuffled"] and list(out.corrupted) == ["logical", "shuffled"]
@@ -322,8 +330,93 @@ def test_after_bug_spans_start_at_the_bug(monkeypatch):
     np.testing.assert_allclose(out.corrupted["logical"][:, 1, 3], [2.0, 6.0])  # items 1 and 5
     np.testing.assert_allclose(out.correct["shuffled"][0], 3.0)  # item 2
     np.testing.assert_allclose(out.corrupted["shuffled"][0], 4.0)  # item 3
-    np.testing.assert_array_equal(out.tokens["logical"], [[10, 11], [14, 15]])
-    np.testing.assert_array_equal(out.tokens["shuffled"], [[12, 13]])
+    np.testing.assert_array_equal(out.tokens["logical"], [[3, 3], [3, 3]])  # tokens averaged in the window
+    assert out.window == "to_end" and set(out.windows) == set(coding.WINDOWS)
+
+
+def test_after_bug_windows_from_one_pass(monkeypatch):
+    """to_end: every token from the bug; authors_10: the bug's token and the 10 after it; whole: the code before
+    the bug too. One extraction call reads all three."""
+    p = _problem("t:1", canonical=CANON)
+    bug = CANON.index("x < 0") + 2
+    cs_ = {p.id: [Corruption("logical", CANON.replace("x < 0", "x >= 0"), bug),
+                  Corruption("obfuscated", "def f(v0):\n    if v0 < 0:\n        return -v0\n    return v0\n", 0)]}  # fmt: skip
+    calls = []
+    monkeypatch.setattr(sys.modules["vaxis.extract"], "extract", _fake_extract(calls, n_after=15, n_before=4))
+    dirs = {1: torch.randn(2, 8)}
+    out = coding.after_bug_projections(None, None, [p], cs_, dirs, window="authors_10")
+    assert len(calls) == 1 and out.window == "authors_10"
+    assert "before" not in calls[0]["spans"][2]  # a bug at the first character: nothing before it
+    # item i's after tokens are i .. i + 14; its before tokens (when it has a span) 4 x (-1 - i)
+    np.testing.assert_allclose(out.correct["logical"][0], 0 + 5.0)  # tokens 0..10: the bug and 10 after it
+    np.testing.assert_allclose(out.corrupted["logical"][0], 1 + 5.0)
+    np.testing.assert_array_equal(out.tokens["logical"], [[11, 11]])
+    to_end, whole = out.at("to_end"), out.at("whole")
+    np.testing.assert_allclose(to_end.correct["logical"][0], 7.0)  # mean of 0..14
+    np.testing.assert_allclose(to_end.corrupted["obfuscated"][0], 3 + 7.0)
+    np.testing.assert_allclose(whole.correct["logical"][0], (4 * -1.0 + 15 * 7.0) / 19)
+    np.testing.assert_allclose(whole.corrupted["logical"][0], (4 * -2.0 + 15 * 8.0) / 19)
+    np.testing.assert_allclose(whole.correct["obfuscated"][0], 2 + 7.0)  # no before span: the after tokens alone
+    np.testing.assert_array_equal(whole.tokens["logical"], [[19, 19]])
+    assert whole.ids == out.ids and whole.at("authors_10").correct is out.correct
+    with pytest.raises(ValueError, match="window"):
+        coding.after_bug_projections(None, None, [p], cs_, dirs, window="bug_only")
+
+
+def test_effects_bootstrap_keeps_pairs_together():
+    """Problems differ a lot, every pair differs little and consistently: resampling whole pairs gives a share of 1
+    in every draw and a narrow d; resampling correct and corrupted independently would not."""
+    rng = np.random.default_rng(0)
+    base = rng.normal(0, 1.0, (40, 1, 1))
+    correct, corrupted = base + 0.2 + rng.normal(0, 0.02, base.shape), base.copy()
+    e = coding.effects(correct, corrupted, n_boot=300, seed=0)
+    assert e["share"][0, 0] == 1.0 and e["share_low"][0, 0] == 1.0  # every resample keeps the pairs
+    assert e["d_high"][0, 0] - e["d_low"][0, 0] < 0.2  # the mean difference barely moves between resamples
+    assert e["d_z_low"][0, 0] > 5  # ~10: sd of the differences 0.02
+    assert e["d_z"][0, 0] == pytest.approx(paired_d(correct.ravel(), corrupted.ravel()))
+
+
+def _exchangeable(n=30, k=20, shift=0.0, seed=0):
+    """Correct/corrupted (n, 1, 1 + k): every direction's values drawn alike (problem effect + noise), the axis
+    (column 0) shifted by ``shift`` on the correct side."""
+    rng = np.random.default_rng(seed)
+    base = rng.normal(0, 1.0, (n, 1, 1 + k))
+    correct, corrupted = base + rng.normal(0, 0.5, base.shape), base + rng.normal(0, 0.5, base.shape)
+    correct[..., 0] += shift
+    return correct, corrupted
+
+
+def test_random_direction_test_nominal_rate_and_power():
+    """The axis judged against 20 random directions: p <= 0.05 in about 5% of planted nulls, in nearly every
+    planted effect on the paper's side, and never for an effect on the other side."""
+
+    def rejected(shift, reps):
+        out = []
+        for r in range(reps):
+            e = coding.effects(*_exchangeable(shift=shift, seed=r), n_boot=0)
+            out.append([cs.against_random(e, 0)[stat]["p"] <= 0.05 for stat in cs.STATS])
+        return np.array(out).mean(0)
+
+    null = rejected(0.0, 300)
+    assert ((null > 0.02) & (null < 0.09)).all(), null  # share, d, d_z
+    assert (rejected(0.8, 40) > 0.9).all()
+    assert (rejected(-0.8, 40) == 0).all()  # the side is the paper's, not the observed one
+
+
+def test_effects_table_reads_each_statistic_against_the_random_directions():
+    after = coding.AfterBug([7], {}, {}, {}, {})
+    for kind, shift in (("logical", 0.6), ("syntax", -0.6)):
+        after.correct[kind], after.corrupted[kind] = _exchangeable(shift=shift, seed=3)
+        after.ids[kind], after.tokens[kind] = [f"p{i}" for i in range(30)], np.full((30, 2), 5)
+    table = cs.effects_table(after, 0, n_boot=100).set_index("kind")
+    e = coding.effects(after.correct["logical"], after.corrupted["logical"], 100)
+    row = table.loc["logical"]
+    for stat, col in (("share", "share_correct_higher"), ("d", "d"), ("d_z", "d_z")):
+        assert row[col] == pytest.approx(e[stat][0, 0]) and row[f"p_{stat}"] == pytest.approx(1 / 21)
+        assert row[f"random_{stat}_97.5%"] == pytest.approx(np.quantile(e[stat][0, 1:], 0.975))
+        assert row[f"beyond_{stat}"]
+        assert table.loc["syntax", f"p_{stat}"] == 1.0 and not table.loc["syntax", f"beyond_{stat}"]
+    assert row.d_z_low > 0 and row.share_low > 0.5 and row.window == "to_end"
 
 
 def test_after_bug_with_nothing_to_read_skips_extraction(monkeypatch):
@@ -357,7 +450,7 @@ def test_after_bug_projections_with_the_tiny_model(tiny, tmp_cache):
             assert store[kind].shape == (n, 4, 1 + n_random)
             assert np.isfinite(store[kind]).all() and (np.abs(store[kind]) <= 1 + 1e-5).all()
         assert out.tokens[kind].shape == (n, 2) and (out.tokens[kind] > 0).all()
-    table = coding.effects_table(out, li=2, n_boot=20)
+    table = cs.effects_table(out, li=2, n_boot=20)
     assert list(table.kind) == list(out.correct)
 
 
@@ -517,6 +610,52 @@ def test_random_band_min_max_over_random_directions():
 
 
 # --------------------------------------------------------------------------------------------------
+# the per-problem permutation test of verbosity steering
+
+
+STRENGTHS = [-10.1, -5.0, 0.0, 5.0, 10.1]
+
+
+def _steer_rows(n_problems=20, slope=0.0, seed=0, samples=1) -> pd.DataFrame:
+    """Sweep rows whose ``lines`` are Poisson counts around a per-problem level plus ``slope * strength``."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n_problems):
+        level = rng.uniform(6, 14)
+        for s in STRENGTHS:
+            for k in range(samples):
+                lines = float(rng.poisson(max(level + slope * s, 0.5)))
+                rows.append({"direction": "none" if s == 0 else "axis", "strength_%": s, "problem": f"p{i}",
+                             "sample": k, "valid": True, "lines": lines, "comments": 1.0, "type_hints": 0.0,
+                             "passed": True, "tokens": 30, "finish": "stop"})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def test_problem_slopes_per_problem_and_without_dropped_or_invalid():
+    rows = _rows()
+    slopes = cs.problem_slopes(rows, "lines", [-10, 0, 5, 10])  # -10 dropped (3 of 4 invalid)
+    # p0: (0, 10), (0, 12), (5, 7), (10, 4) (its other outputs invalid); p1: (0, 14), (0, 16), (5, 9), (10, 6), (10, 8)
+    np.testing.assert_allclose(slopes["p0"], np.polyfit([0, 0, 5, 10], [10, 12, 7, 4], 1)[0])
+    np.testing.assert_allclose(slopes["p1"], np.polyfit([0, 0, 5, 10, 10], [14, 16, 9, 6, 8], 1)[0])
+    assert set(slopes) == {"p0", "p1"}
+    only_zero = cs.problem_slopes(rows, "lines", [-10, 0])  # one strength left: no slope
+    assert np.isnan(list(only_zero.values())).all()
+    random0 = cs.problem_slopes(rows, "comments", [0, 10], direction="random0")
+    np.testing.assert_allclose(random0["p0"], np.polyfit([0, 0, 10, 10], [1, 2, 1, 1], 1)[0])
+
+
+def test_steering_p_nominal_rate_power_and_side():
+    """Sign flips of per-problem slopes: p <= 0.05 in about 5% of planted nulls (outputs that do not depend on
+    the strength), in nearly every planted fall, never for a planted rise (the paper's side is 'fewer')."""
+    null = np.mean([cs.steering_p(_steer_rows(seed=r), "lines", STRENGTHS) <= 0.05 for r in range(200)])
+    assert 0.015 < null < 0.09, null
+    assert np.mean([cs.steering_p(_steer_rows(slope=-0.15, seed=r), "lines", STRENGTHS) <= 0.05
+                    for r in range(30)]) > 0.9  # fmt: skip
+    assert all(cs.steering_p(_steer_rows(slope=0.15, seed=r), "lines", STRENGTHS) > 0.5 for r in range(20))
+    assert cs.STEER_SIDE == -1
+
+
+# --------------------------------------------------------------------------------------------------
 # verbosity_sweep with the tiny model
 
 
@@ -574,18 +713,27 @@ def test_verbosity_sweep_rows(tiny, tmp_cache, monkeypatch):
 
 
 def _effects_table() -> pd.DataFrame:
-    def row(kind, d, lo, hi, r_lo, r_hi, n=40, share=0.8):
-        return {"kind": kind, "n": n, "d": d, "d_low": lo, "d_high": hi, "share_correct_higher": share,
-                "share_low": share - 0.1, "share_high": share + 0.1, "random_d_median": 0.0, "random_d_2.5%": r_lo,
-                "random_d_97.5%": r_hi, "harmless_d": 0.05, "tokens_after_bug": 30.0}  # fmt: skip
+    def row(kind, dz, lo, hi, p_share, n=40, share=0.8):
+        out = {"kind": kind, "window": "to_end", "n": n, "share_correct_higher": share, "share_low": share - 0.1,
+               "share_high": share + 0.1, "d": dz / 2, "d_low": lo / 2, "d_high": hi / 2, "d_z": dz, "d_z_low": lo,
+               "d_z_high": hi, "p_share": p_share, "p_d": 0.5, "p_d_z": 0.04, "harmless_d": 0.05,
+               "tokens_after_bug": 30.0}  # fmt: skip
+        for stat, (lo_r, hi_r) in (("share", (0.2, 0.7)), ("d", (-0.4, 0.4)), ("d_z", (-0.5, 0.5))):
+            out |= {
+                f"random_{stat}_median": (lo_r + hi_r) / 2,
+                f"random_{stat}_2.5%": lo_r,
+                f"random_{stat}_97.5%": hi_r,
+            }
+        return out
 
     return pd.DataFrame([
-        row("shuffled", 1.2, 0.8, 1.6, -0.4, 0.4),  # CI excludes 0, beyond the random range
-        row("obfuscated", 0.9, 0.5, 1.3, -1.0, 1.1),  # CI excludes 0, random directions reach as far
-        row("syntax", -0.9, -1.4, -0.4, -0.5, 0.5),  # negative, beyond the random range
-        row("logical", 0.3, -0.1, 0.7, -0.4, 0.4),  # CI contains 0
-        row("tiny", 2.0, 1.5, 2.5, -0.4, 0.4, n=3),  # too few problems
-        row("harmless", 0.05, -0.3, 0.4, -0.4, 0.4),
+        row("shuffled", 1.2, 0.8, 1.6, 0.048),  # CI excludes 0, the share beyond every random direction
+        row("obfuscated", 0.9, 0.5, 1.3, 0.2),  # CI excludes 0, random directions reach as far
+        row("syntax", -0.9, -1.4, -0.4, 1.0, share=0.2),  # correct lower: opposite to the paper
+        row("logical", 0.3, -0.1, 0.7, 0.048),  # CI contains 0
+        row("tiny", 2.0, 1.5, 2.5, 0.048, n=3),  # too few problems
+        row("none", 0.9, 0.5, 1.3, NAN),  # no random directions read
+        row("harmless", 0.1, -0.3, 0.4, 0.5),
     ])  # fmt: skip
 
 
@@ -613,76 +761,85 @@ def _line(text: str, prefix: str) -> str:
     return line
 
 
+STEER_P = {"lines": 0.01, "comments": 0.3, "type_hints": 0.9}
+
+
 def test_summarize_collects_the_numbers():
-    s = report.summarize(_effects_table(), _verbosity_table(), SLOPES, layer=7, n_problems=40)
-    assert s["layer"] == 7 and s["n_problems"] == 40
-    assert list(s["effects"]) == ["shuffled", "obfuscated", "syntax", "logical", "tiny", "harmless"]
-    assert s["effects"]["shuffled"]["d"] == 1.2
+    s = report.summarize(_effects_table(), _verbosity_table(), SLOPES, layer=7, n_problems=40, steering_p=STEER_P)
+    assert s["layer"] == 7 and s["n_problems"] == 40 and s["window"] == "to_end"
+    assert list(s["effects"]) == ["shuffled", "obfuscated", "syntax", "logical", "tiny", "none", "harmless"]
+    assert s["effects"]["shuffled"]["d_z"] == 1.2
     assert s["strengths"] == [-10.0, -5.0, 0.0, 5.0, 10.0]
     assert s["means"]["lines"] == [20, 18, 16, 14, 12] and s["means"]["valid"][2] == 1.0
     assert s["n_outputs"] == [10] * 5 and s["n_valid"] == [9, 9, 10, 9, 9] and s["dropped"] == []
     assert s["random_range"]["lines"] == (15.0, 17.0) and s["random_range"]["comments"] == (1.2, 3.5)
+    assert s["n_random"] == 2 and s["steering_p"] == STEER_P
     assert s["beside_random"]["lines"] == {-10.0: (20.0, 15.0, 17.0), 10.0: (12.0, 15.0, 17.0)}
     assert s["slopes"]["lines"] == (-0.4, -0.5, -0.3)
+    assert np.isnan(report.summarize(_effects_table(), _verbosity_table(), SLOPES, 7, 40)["steering_p"]["lines"])
 
 
-def test_verdict_reads_each_kind():
-    s = report.summarize(_effects_table(), _verbosity_table(), SLOPES, layer=7, n_problems=40)
+def test_verdict_reads_each_kind_on_the_papers_side():
+    s = report.summarize(_effects_table(), _verbosity_table(), SLOPES, layer=7, n_problems=40, steering_p=STEER_P)
     text = report.verdict(s, "tiny-model", "demo")
-    assert text.startswith("**tiny-model, profile `demo`, layer 7**, 40 problems:")
-    assert "beyond the random directions" in _line(text, "- shuffled:")
-    assert "higher" in _line(text, "- shuffled:")
+    assert text.startswith(
+        "**tiny-model, profile `demo`, layer 7**, 40 problems; the projection from the bug to the end"
+    )
+    shuffled = _line(text, "- shuffled:")
+    assert "higher after the bug, beyond the random directions" in shuffled
+    assert "random directions 20%..70%, p = 0.05" in shuffled and "paired d_z = +1.20 (+0.80..+1.60" in shuffled
+    assert "pooled d = +0.60" in shuffled
     assert "not specific to the axis" in _line(text, "- obfuscated:")
     assert "beyond the random" not in _line(text, "- obfuscated:")
-    assert "**lower**" in _line(text, "- syntax:") and "beyond the random directions" in _line(text, "- syntax:")
+    assert "**lower**" in _line(text, "- syntax:") and "opposite to the paper" in _line(text, "- syntax:")
     assert "not distinguishable from 0" in _line(text, "- logical:")
     assert "too few problems" in _line(text, "- tiny:")
+    assert "no random directions were read" in _line(text, "- none:")
     assert not any(x.startswith("- harmless:") for x in text.splitlines())
     assert "moves d by +0.05" in text
 
 
-def test_verdict_reads_the_verbosity_trend_against_the_random_band():
-    s = report.summarize(_effects_table(), _verbosity_table(), SLOPES, layer=7, n_problems=40)
+def test_verdict_reads_each_steering_effect_by_its_permutation_p():
+    s = report.summarize(_effects_table(), _verbosity_table(), SLOPES, layer=7, n_problems=40, steering_p=STEER_P)
     text = report.verdict(s, "m", "demo")
     lines = _line(text, "- lines at")
-    assert "falls with positive steering" in lines
-    assert "beyond the random directions' range on the trend's side" in lines
-    assert "not specific" not in lines
-    comments = _line(text, "- comments at")  # 1.5 at +10 lies inside the random band 1.2..2.4
-    assert "falls with positive steering" in comments and "not specific to the axis" in comments
-    assert "beyond the random" not in comments
-    assert "shows no clear trend" in _line(text, "- type_hints at")
-    # the axis above the band at -10 and below it at +10 (the trend's side) makes comments specific too
-    s2 = report.summarize(_effects_table(), _verbosity_table((4.0, 1.0)), SLOPES, layer=7, n_problems=40)
-    assert "beyond the random directions' range on the trend's side" in _line(report.verdict(s2, "m", "d"),
-                                                                               "- comments at")  # fmt: skip
-    # beyond the band on one side only is not enough
-    s2 = report.summarize(_effects_table(), _verbosity_table((3.0, 1.0)), SLOPES, layer=7, n_problems=40)
-    assert "not specific to the axis" in _line(report.verdict(s2, "m", "d"), "- comments at")
-    # a rising trend is read on the other side: above the band at +10 is needed
-    rising = {**SLOPES, "lines": (0.4, 0.3, 0.5)}
-    s3 = report.summarize(_effects_table(), _verbosity_table(), rising, layer=7, n_problems=40)
-    assert "not specific to the axis" in _line(report.verdict(s3, "m", "d"), "- lines at")
+    assert "falls with positive steering, as in the paper (per-problem sign-flip p = 0.010)" in lines
+    assert "2 random direction(s) give 15.00..17.00 (a descriptive band, not a test)" in lines
+    comments = _line(text, "- comments at")  # the slope's CI excludes 0, the permutation test does not clear it
+    assert "falls; the per-problem sign-flip test" in comments and "p = 0.300" in comments
+    assert "as in the paper" not in comments
+    assert "shows no clear trend" in _line(text, "- type_hints at") and "p = 0.900" in _line(text, "- type_hints at")
+    none = report.summarize(_effects_table(), _verbosity_table(), SLOPES, layer=7, n_problems=40)
+    assert "no per-problem test" in _line(report.verdict(none, "m", "d"), "- lines at")
 
 
 def test_scorecard_rows_record(tmp_path):
     from vaxis.scorecard import record
 
-    s = report.summarize(_effects_table(), _verbosity_table(), SLOPES, layer=7, n_problems=40)
+    s = report.summarize(_effects_table(), _verbosity_table(), SLOPES, layer=7, n_problems=40, steering_p=STEER_P)
     rows = report.scorecard_rows(s, "m", "demo")
     for row in rows:
         assert {"key", "value", "n", "null", "context"} <= set(row), row["key"]
-        assert "L=7" in row["context"]
+        assert "L=7" in row["context"] and "window to_end" in row["context"]
     keys = [r["key"] for r in rows]
     assert len(keys) == len(set(keys))
     assert {"sec4.code_d_shuffled", "sec4.code_share_shuffled", "sec4.code_share_logical", "sec4.code_d_harmless",
-            "fig4.code_lines", "fig4.code_comments", "fig4.code_type_hints"} <= set(keys)  # fmt: skip
+            "sec4.code_dz_shuffled", "fig4.code_lines", "fig4.code_comments", "fig4.code_type_hints"} <= set(keys)  # fmt: skip
     assert "sec4.code_share_harmless" not in keys
     by_key = {r["key"]: r for r in rows}
-    assert by_key["sec4.code_d_shuffled"]["value"] == 1.2 and by_key["sec4.code_d_shuffled"]["ci"] == (0.8, 1.6)
+    assert by_key["sec4.code_d_shuffled"]["value"] == 0.6 and by_key["sec4.code_d_shuffled"]["ci"] == (0.4, 0.8)
+    assert by_key["sec4.code_dz_shuffled"]["value"] == 1.2 and by_key["sec4.code_dz_shuffled"]["ci"] == (0.8, 1.6)
+    share = by_key["sec4.code_share_shuffled"]
+    assert share["null"] == "random directions 0.20..0.70, p = 0.048 (correct higher)" and share["ci"] == pytest.approx(
+        (0.7, 0.9)
+    )
+    assert by_key["sec4.code_dz_shuffled"]["null"] == "random directions -0.50..+0.50, p = 0.040 (correct higher)"
     assert by_key["fig4.code_lines"]["value"] == "20.00 / 18.00 / 16.00 / 14.00 / 12.00"
-    assert by_key["fig4.code_lines"]["null"] == "random directions 15.00..17.00"
+    assert by_key["fig4.code_lines"]["null"] == (
+        "per-problem sign-flip p = 0.010 (fewer with positive steering); 2 random direction(s) 15.00..17.00 (descriptive)"
+    )
     md = record(tmp_path, rows)
     stored = json.loads((tmp_path / "scorecard.json").read_text())
     assert set(stored) == set(keys)
     assert "Cohen's d after the bug, correct vs logical" in md.read_text()
+    assert "paired d_z after the bug, correct vs shuffled" in md.read_text()

@@ -173,6 +173,29 @@ def test_external_keyword_arguments_and_attributes_not_renamed():
     assert out[0].bug_offset == code.index("key")
 
 
+def test_renamer_leaves_attribute_names_after_a_dot_and_builtins():
+    """A check that accepts anything shows the renamer itself: ``count`` is an argument *and* a method name, ``list``
+    a local that shadows a builtin; only the argument and the other locals are renamed."""
+    code = """def f(items, count):
+    total = 0
+    for x in items:
+        total += items.count(x) * count
+    list = sorted(items)
+    return total + len(list) + items .index(x)
+"""
+    out, report = corrupt(code, lambda c: True, kinds=["obfuscated"])
+    assert report.kept["obfuscated"] == 1
+    obf = out[0].code
+    assert obf.startswith("def f(v0, v1):")
+    assert "v0.count(v3) * v1" in obf  # the method after the dot keeps its name, the argument is renamed
+    assert "list = sorted(v0)" in obf and "len(list)" in obf  # a builtin's name is never renamed, even as a local
+    assert "v0 .index(v3)" in obf and "v2 += " in obf
+    assert not {"items", "total", "x"} & name_tokens(obf)
+    # and with the real check, the renamed code still passes
+    kept, _ = corrupt(code, fake_check("assert f([1, 1, 2], 2) == 10 + 3 + 2"), kinds=["obfuscated"])
+    assert kept and kept[0].code == obf
+
+
 def test_logical_rejects_equivalent_mutants():
     code = """def g(x):
     y = x * 0
@@ -208,3 +231,21 @@ def test_with_sandbox_if_available():
     assert report.original_passes
     kinds = {c.kind for c in out}
     assert {"logical", "syntax", "obfuscated"} <= kinds, report.rejected
+
+
+def test_renamer_leaves_names_imported_inside_the_function():
+    """A module imported inside the function keeps its name even where the function also binds it (the optional
+    import pattern): renaming it would rename the module in the import statement too."""
+    code = """def f(x):
+    try:
+        import json
+    except ImportError:
+        json = None
+    y = json.dumps(x)
+    return y
+"""
+    out, report = corrupt(code, lambda c: True, kinds=["obfuscated"])
+    assert report.kept["obfuscated"] == 1
+    obf = out[0].code
+    assert "import json" in obf and "json = None" in obf and "json.dumps(v0)" in obf
+    assert not {"x", "y"} & name_tokens(obf)

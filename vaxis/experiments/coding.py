@@ -3,12 +3,14 @@
 * **After the bug.** Each problem's canonical solution and its verified corruptions
   (:mod:`vaxis.experiments.corruptions`) are prefilled as the assistant's answer, inside a
   ```` ```python ```` fence, after the authors' system prompt and the problem. The projection (mean
-  per-token cosine, METHOD.md) is read over the tokens from the bug to the end of the code, and over
-  the same character range of the correct solution (the tokens "after the bug" there). Per corruption
-  kind: Cohen's d (correct minus corrupted, pooled SD) and the share of problems where the correct
-  solution projects higher, each with a bootstrap CI over problems. Nulls: random unit directions read
-  in the same pass, and the ``harmless`` edit (code that still passes), which shows how far any edit
-  moves the projection.
+  per-token cosine, METHOD.md) is read in one pass over three windows (:data:`WINDOWS`): from the bug to
+  the end of the code (``to_end``), the authors' window of the bug's token and the
+  :data:`AUTHORS_TOKENS` after it (``authors_10``), and the whole code (``whole``), each over the same
+  character range of the correct solution. Per corruption kind: Cohen's d (correct minus corrupted,
+  pooled SD), the paired d_z and the share of problems where the correct solution projects higher, each
+  with a bootstrap CI that resamples whole correct/corrupted pairs (problems). Nulls: random unit
+  directions read in the same pass (:mod:`vaxis.experiments.coding_stats`), and the ``harmless`` edit
+  (code that still passes), which shows how far any edit moves the projection.
 * **Verbosity steering.** Code written for the problem prompts (the fence prefilled, generation stopped
   at the closing fence) under steering: non-blank lines, comment lines and type-hinted parameters and
   returns (counted with ``tokenize`` and ``ast``) over syntactically valid outputs only, and the pass
@@ -23,7 +25,7 @@ import io
 import tokenize
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -34,6 +36,9 @@ SYSTEM = "You are a helpful coding assistant. Write clean, correct Python code."
 FENCE = "```python\n"
 CLOSE = "\n```"
 METRICS = ("lines", "comments", "type_hints")
+#: the after-bug windows read in one pass: bug to end of code, the authors' bug + 10 tokens, the whole code
+WINDOWS = ("to_end", "authors_10", "whole")
+AUTHORS_TOKENS = 10  # the authors' window: the bug's first token and the 10 tokens after it
 
 
 def task_chat(problem: CodeProblem) -> list[dict]:
@@ -91,53 +96,92 @@ def probe_directions(axis, n_random: int, seed: int) -> dict:
 
 @dataclass
 class AfterBug:
-    """Mean projection after the bug. ``correct[kind]`` / ``corrupted[kind]``: ``(n, n_layers, K)``
-    (column 0 the axis, then random directions); ``ids[kind]``: the problems; ``tokens[kind]``:
-    ``(n, 2)`` tokens averaged (correct, corrupted)."""
+    """Mean projection after the bug in ``window`` (one of :data:`WINDOWS`). ``correct[kind]`` /
+    ``corrupted[kind]``: ``(n, n_layers, K)`` (column 0 the axis, then random directions); ``ids[kind]``:
+    the problems; ``tokens[kind]``: ``(n, 2)`` tokens averaged (correct, corrupted). ``windows[w]``:
+    ``{"correct", "corrupted", "tokens"}`` of every window read in the same pass (:meth:`at`)."""
 
     layers: list[int]
     correct: dict
     corrupted: dict
     ids: dict
     tokens: dict
+    window: str = "to_end"
+    windows: dict = field(default_factory=dict)
+
+    def at(self, window: str) -> AfterBug:
+        """The same pairs read in another ``window`` (no new pass)."""
+        w = self.windows[window]
+        return AfterBug(self.layers, w["correct"], w["corrupted"], self.ids, w["tokens"], window, self.windows)
 
 
-def after_bug_projections(model, tokenizer, problems, corruptions: dict, directions: dict, **extract_kwargs):
-    """Read :class:`AfterBug` through :func:`vaxis.extract` (one pass; per-token cosines reduced on the
-    device). An empty span (a bug at the very end) is skipped."""
-    from ..extract import extract
-
+def after_bug_items(problems, corruptions: dict):
+    """``(chats, spans, keys)`` of the after-bug pass: per corruption, the correct then the corrupted solution
+    prefilled; spans ``before`` (code start to the bug, when not empty) and ``after`` (bug to end of code, in
+    message 2); ``keys[j] = (kind, problem id)`` for the pair at items ``2j, 2j + 1``. A bug at the very end
+    (empty ``after``) is skipped."""
     by_id = {p.id: p for p in problems}
     chats, spans, keys = [], [], []
     for pid, cs in corruptions.items():
         p = by_id[pid]
         for c in cs:
-            start, code_end, bad_end = (
-                len(FENCE) + c.bug_offset,
-                len(FENCE) + len(p.canonical_solution),
-                len(FENCE) + len(c.code),
-            )
-            if start >= min(code_end, bad_end):
+            start = len(FENCE) + c.bug_offset
+            ends = (len(FENCE) + len(p.canonical_solution), len(FENCE) + len(c.code))
+            if start >= min(ends):
                 continue
-            chats += [prefilled_chat(p, p.canonical_solution), prefilled_chat(p, c.code)]
-            spans += [{"after": [(2, start, code_end)]}, {"after": [(2, start, bad_end)]}]
+            for code, end in zip((p.canonical_solution, c.code), ends):
+                chats.append(prefilled_chat(p, code))
+                span = {"after": [(2, start, end)]}
+                if start > len(FENCE):
+                    span["before"] = [(2, len(FENCE), start)]
+                spans.append(span)
             keys.append((c.kind, pid))
+    return chats, spans, keys
+
+
+def window_tokens(before: np.ndarray, after: np.ndarray, window: str) -> np.ndarray:
+    """The per-token cosines ``(n_tokens, ...)`` of one text that ``window`` averages: ``to_end`` the tokens
+    from the bug on, ``authors_10`` the bug's token and the :data:`AUTHORS_TOKENS` after it, ``whole`` every
+    token of the code (``before`` then ``after``)."""
+    if window == "to_end":
+        return after
+    if window == "authors_10":
+        return after[: AUTHORS_TOKENS + 1]
+    if window == "whole":
+        return np.concatenate([before, after])
+    raise ValueError(f"window={window!r}: one of {WINDOWS}")
+
+
+def after_bug_projections(model, tokenizer, problems, corruptions: dict, directions: dict, window: str = "to_end",
+                          **extract_kwargs):  # fmt: skip
+    """Read :class:`AfterBug` through :func:`vaxis.extract` (one pass; per-token cosines reduced on the
+    device) in every one of :data:`WINDOWS`; ``correct`` / ``corrupted`` hold ``window``'s. An empty span
+    (a bug at the very end) is skipped."""
+    from ..extract import extract
+
+    if window not in WINDOWS:
+        raise ValueError(f"window={window!r}: one of {WINDOWS}")
+    chats, spans, keys = after_bug_items(problems, corruptions)
     layers = sorted(directions)
-    out = AfterBug(layers, {}, {}, {}, {})
+    out = AfterBug(layers, {}, {}, {}, {}, window, {w: {"correct": {}, "corrupted": {}, "tokens": {}} for w in WINDOWS})
     if not chats:
-        return out
+        return out.at(window)
     stats = extract(model, tokenizer, chats, spans, layers=layers, directions=directions, **extract_kwargs)
-    means = np.stack([p.numpy().mean(0) for p in stats.projections["after"]])  # (2 * pairs, n_layers, K)
-    counts = stats.counts["after"].numpy()
-    for j, (kind, pid) in enumerate(keys):
-        for store, value in ((out.correct, means[2 * j]), (out.corrupted, means[2 * j + 1])):
-            store.setdefault(kind, []).append(value)
+    after = [p.numpy() for p in stats.projections["after"]]
+    before = stats.projections.get("before") or [None] * len(after)
+    before = [np.zeros((0, *a.shape[1:]), a.dtype) if b is None else b.numpy() for a, b in zip(after, before)]
+    for w, store in out.windows.items():
+        toks = [window_tokens(b, a, w) for b, a in zip(before, after)]
+        for j, (kind, _) in enumerate(keys):
+            store["correct"].setdefault(kind, []).append(toks[2 * j].mean(0))
+            store["corrupted"].setdefault(kind, []).append(toks[2 * j + 1].mean(0))
+            store["tokens"].setdefault(kind, []).append([len(toks[2 * j]), len(toks[2 * j + 1])])
+        for part in store.values():
+            for kind in part:
+                part[kind] = np.stack(part[kind])
+    for kind, pid in keys:
         out.ids.setdefault(kind, []).append(pid)
-        out.tokens.setdefault(kind, []).append(counts[2 * j : 2 * j + 2])
-    for store in (out.correct, out.corrupted, out.tokens):
-        for kind in store:
-            store[kind] = np.stack(store[kind])
-    return out
+    return out.at(window)
 
 
 def cohens_d(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -149,50 +193,41 @@ def cohens_d(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return np.where(pooled > 0, (a.mean(0) - b.mean(0)) / np.sqrt(pooled), np.nan)
 
 
+def paired_dz(correct: np.ndarray, corrupted: np.ndarray) -> np.ndarray:
+    """:func:`vaxis.nulls.paired_d` (``d_z`` of correct minus corrupted, pairs kept) per trailing index of
+    ``(n, ...)`` arrays."""
+    from ..nulls import paired_d
+
+    a, b = correct.reshape(len(correct), -1), corrupted.reshape(len(corrupted), -1)
+    return np.array([paired_d(a[:, j], b[:, j]) for j in range(a.shape[1])]).reshape(correct.shape[1:])
+
+
 def effects(correct: np.ndarray, corrupted: np.ndarray, n_boot: int = 200, seed: int = 0) -> dict:
-    """Cohen's d and the share of problems with correct > corrupted, per layer and direction, with
-    2.5/97.5 % bootstrap quantiles over problems (pairs kept together): ``{"d", "d_low", "d_high",
-    "share", "share_low", "share_high", "n"}``, each ``(n_layers, K)``."""
+    """Cohen's d (pooled SD), the paired ``d_z`` and the share of problems with correct > corrupted, per layer
+    and direction, with 2.5/97.5 % bootstrap quantiles that resample whole pairs (row ``i`` of ``correct`` and
+    of ``corrupted`` together, :func:`vaxis.nulls.group_resamples`): ``{"d", "d_low", "d_high", "d_z",
+    "d_z_low", "d_z_high", "share", "share_low", "share_high", "n"}``, each ``(n_layers, K)``. The ``d_z``
+    CI is computed for the axis (column 0) only; the random directions' ``d_z`` are the null's draws."""
+    from ..nulls import group_resamples
+
     n = len(correct)
-    out = {"d": cohens_d(correct, corrupted), "share": (correct > corrupted).mean(0), "n": n}
-    rng = np.random.default_rng(seed)
-    draws_d, draws_s = [], []
-    for _ in range(n_boot if n > 2 else 0):
-        i = rng.integers(0, n, n)
-        draws_d.append(cohens_d(correct[i], corrupted[i]))
-        draws_s.append((correct[i] > corrupted[i]).mean(0))
+    out = {"d": cohens_d(correct, corrupted), "d_z": paired_dz(correct, corrupted),
+           "share": (correct > corrupted).mean(0), "n": n}  # fmt: skip
+    draws = {"d": [], "share": [], "d_z": []}
+    for i in group_resamples(np.arange(n), n_boot if n > 2 else 0, seed):
+        draws["d"].append(cohens_d(correct[i], corrupted[i]))
+        draws["share"].append((correct[i] > corrupted[i]).mean(0))
+        dz = np.full(out["d_z"].shape, np.nan)
+        dz[..., 0] = paired_dz(correct[i][..., 0], corrupted[i][..., 0])
+        draws["d_z"].append(dz)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        for name, draws in (("d", draws_d), ("share", draws_s)):
-            if draws:
-                out[f"{name}_low"], out[f"{name}_high"] = np.nanquantile(np.array(draws), [0.025, 0.975], axis=0)
+        for name, got in draws.items():
+            if got:
+                out[f"{name}_low"], out[f"{name}_high"] = np.nanquantile(np.array(got), [0.025, 0.975], axis=0)
             else:
                 out[f"{name}_low"] = out[f"{name}_high"] = np.full_like(out[name], np.nan, dtype=float)
     return out
-
-
-def effects_table(after: AfterBug, li: int, n_boot: int = 200, seed: int = 0):
-    """One row per corruption kind at layer index ``li``: the axis's d and share with CIs, the random
-    directions' d (median and 95 % range) and the axis's d minus the harmless edit's."""
-    import pandas as pd
-
-    rows = []
-    harmless = np.nan
-    if "harmless" in after.correct:
-        harmless = effects(after.correct["harmless"], after.corrupted["harmless"], 0)["d"][li, 0]
-    for kind in after.correct:
-        e = effects(after.correct[kind], after.corrupted[kind], n_boot, seed)
-        rand = e["d"][li, 1:]
-        rows.append({
-            "kind": kind, "n": e["n"], "d": e["d"][li, 0], "d_low": e["d_low"][li, 0], "d_high": e["d_high"][li, 0],
-            "share_correct_higher": e["share"][li, 0], "share_low": e["share_low"][li, 0],
-            "share_high": e["share_high"][li, 0],
-            "random_d_median": float(np.nanmedian(rand)) if len(rand) else np.nan,
-            "random_d_2.5%": float(np.nanquantile(rand, 0.025)) if len(rand) else np.nan,
-            "random_d_97.5%": float(np.nanquantile(rand, 0.975)) if len(rand) else np.nan,
-            "harmless_d": harmless, "tokens_after_bug": float(after.tokens[kind][:, 1].mean()),
-        })  # fmt: skip
-    return pd.DataFrame(rows)
 
 
 def code_metrics(code: str) -> dict:
@@ -295,12 +330,22 @@ def check_code_keys(p, cfg) -> int | None:
     return None if problems is None else len(problems[0])
 
 
+def _note_few_draws(p, key: str, n: int, what: str) -> None:
+    from ..nulls import min_draws
+
+    if n < min_draws(0.05):
+        p.note(f"{key}={n}: fewer than {min_draws(0.05)} random directions, so {what} against them are not 5% "
+               "tests (the smallest p is 1/(n+1)); read them as descriptive")  # fmt: skip
+
+
 def check_parameters(cfg, *, axis_path=None, strengths=(-10.1, -5.0, 0.0, 5.0, 10.1), n_boot=200,
                      **common) -> list[str]:  # fmt: skip
     """Notebook 06's parameters, before the model is loaded (:mod:`vaxis.checks`): ``strengths`` (with 0),
-    ``n_boot``, the axis, :func:`check_code_keys`, ``code_problems`` (no more than the set has), the verbosity sweep
-    (problems among those read, random strengths among ``strengths``, slope strengths with 0; slope layers the axis
-    lacks are noted). Raises :class:`vaxis.checks.ParameterError`; returns notes."""
+    ``n_boot``, the axis, :func:`check_code_keys`, ``code_problems`` (no more than the set has), ``code_window``,
+    the verbosity sweep (problems among those read, random strengths among ``strengths``, slope strengths with 0).
+    Noted: slope layers the axis lacks, fewer random directions than a 5% test needs, strengths not symmetric
+    around 0 (the sign-flip test of per-problem slopes is exact for mirrored strengths). Raises
+    :class:`vaxis.checks.ParameterError`; returns notes."""
     from ..checks import Problems
 
     p = Problems.for_notebook(6, cfg, **common)
@@ -312,12 +357,18 @@ def check_parameters(cfg, *, axis_path=None, strengths=(-10.1, -5.0, 0.0, 5.0, 1
         p.enough("code_problems", n, have, f"usable problems in {cfg['code_dataset']}")
     if p.integer("verbosity_problems", cfg["verbosity_problems"], 1) and p.whole(n):
         p.enough("verbosity_problems", cfg["verbosity_problems"], n, "problems are read (code_problems)")
-    p.integer("code_random_directions", cfg["code_random_directions"], 0)
+    if p.integer("code_random_directions", cfg["code_random_directions"], 0):
+        _note_few_draws(p, "code_random_directions", cfg["code_random_directions"], "the after-bug verdicts")
+    p.choice("code_window", cfg["code_window"], WINDOWS)
     p.integer("verbosity_samples", cfg["verbosity_samples"], 1)
     p.integer("verbosity_max_new_tokens", cfg["verbosity_max_new_tokens"], 1)
     p.integer("verbosity_random_directions", cfg["verbosity_random_directions"], 0)
     key = "verbosity_random_strengths"
     p.subset(key, p.numbers(key, cfg[key]), strengths, "the steering strengths")
-    p.numbers("verbosity_slope_strengths", cfg["verbosity_slope_strengths"], zero=True)
+    slope_strengths = p.numbers("verbosity_slope_strengths", cfg["verbosity_slope_strengths"], zero=True)
+    for key, values in (("strengths", strengths), ("verbosity_slope_strengths", slope_strengths)):
+        if values and sorted(values) != sorted(-v for v in values):
+            p.note(f"{key}={values}: not symmetric around 0, so the per-problem sign-flip test of the steering "
+                   "slopes is approximate (exact when the strengths mirror each other)")  # fmt: skip
     p.layers_in_axis("verbosity_slope_layers", cfg["verbosity_slope_layers"], meta)
     return p.done()
