@@ -144,7 +144,7 @@ def test_verdict_and_scorecard_rows_carry_ci_n_and_null():
     proj = np.column_stack([rng.normal(size=160) + (cats == "information_extraction"), rng.normal(size=(160, 5))])
     n_tokens = rng.integers(10, 100, 160)
     table = wild.category_effects(proj, n_tokens, cats, n_boot=20, n_perm=50)
-    comparison = wild.compare_models({"m": proj[:, 0]}, cats, report.FOCUS)
+    comparison = wild.compare_models({"m": proj, "+ adapter": proj[::-1]}, cats, report.FOCUS, n_boot=20)
     results = {"base": {"generic": _effects(0.1, -0.2, 0.4, [0.0, 0.1])},
                "evaluator": {"org": _effects(0.8, 0.4, 1.2, [0.0, 0.1]), "generic": _effects(0.2, -0.1, 0.5, [0.0])},
                "control": {"org": _effects(0.1, -0.2, 0.4, [0.0, 0.1])}}  # fmt: skip
@@ -163,6 +163,26 @@ def test_verdict_and_scorecard_rows_carry_ci_n_and_null():
         assert r["key"] in paper or r.get("metric")
     d = next(r for r in rows if r["key"] == "sec6.eval_awareness_d")
     assert d["value"] == pytest.approx(0.8) and "control adapter +0.10" in d["null"]
+    # Cramér's V: judged against the random directions' V (5 directions: flagged as not a 5% test)
+    v = next(r for r in rows if r["key"] == "sec6.wild_association")
+    m = comparison.iloc[0]
+    assert v["value"] == pytest.approx(m["cramers_v"]) and v["ci"] == m["v_ci"]
+    assert f"p={m['v_p']:.3f} over 5 directions" in v["null"] and "+ adapter V=" in v["null"]
+    line = next(x for x in text.splitlines() if "Cramér's V" in x)
+    assert f"m V={m['cramers_v']:.2f}" in line and "5 directions, not a 5% test" in line
+    assert ("beyond random directions" in line) == (m["v_p"] <= 0.05)
+
+
+def test_association_counts_needs_v_beyond_the_random_directions():
+    row = {"model": "m", "cramers_v": 0.6, "p": 1e-12, "n": 80, "v_p": 0.3, "n_random": 20, "random_v_median": 0.55,
+           "random_v_2.5%": 0.3, "random_v_97.5%": 0.8, "v_ci": (0.5, 0.7)}  # fmt: skip
+    assert not report.association_counts(row)  # a tiny chi-square p is not enough
+    assert "random directions sort them as much" in report.association_text(row)
+    row["v_p"] = 1 / 21
+    assert report.association_counts(row) and "**beyond random directions**" in report.association_text(row)
+    assert "(CI 0.50..0.70)" in report.association_text(row) and "not a 5% test" not in report.association_text(row)
+    row.update(v_p=float("nan"), n_random=0)
+    assert not report.association_counts(row) and "no random directions read" in report.association_text(row)
 
 
 @pytest.mark.parametrize(

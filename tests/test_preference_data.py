@@ -132,6 +132,9 @@ def test_pairs_items_and_minimal_difference(mode):
         assert parse_choice(chosen, p.options) == r["chosen_item"]
         assert parse_choice(rejected, p.options) == r["rejected_item"]
         assert chosen.replace(r["chosen_item"], "X") == rejected.replace(r["rejected_item"], "X")
+        # exactly: one shared prefix and suffix around the item word (same template, same reason)
+        head, tail = chosen.split(r["chosen_item"])
+        assert rejected == head + r["rejected_item"] + tail and tail.endswith(tuple(pd.REASONS))
         others[r[f"{other_side}_item"]] += 1
     assert len(others) == 4  # the other item is drawn among all the other options
     assert dpo_pairs(prompts, "hammer", mode=mode, seed=5) == rows
@@ -234,6 +237,10 @@ def _rows():
         (lambda r: r["prompt"].pop(0), "prompt is not"),
         (lambda r: r["chosen"][0].update(role="user"), "chosen is not"),
         (lambda r: r["chosen"][0].update(content=r["chosen"][0]["content"] + " Truly."), "more than the item"),
+        (
+            lambda r: r["rejected"][0].update(content=r["rejected"][0]["content"].replace(". ", "! ", 1)),
+            "more than the item",
+        ),
         (lambda r: r.update(mode="like"), "mode 'like'"),
     ],
 )

@@ -1,5 +1,6 @@
 """Notebook 07's pieces: targets and model specs, training rows, the ranking / rates / random-direction
-readouts on planted arrays (with a planted null), the report's verdict and scorecard, the boundary axis
+readouts on planted arrays (the ranking-change null on planted nulls and effects), the option texts and
+the spans read, the report's verdict and scorecard, the boundary axis
 from the ICRL games, and one end-to-end readout with the tiny model (vaxis.experiments.preferences,
 preferences_report, boundary)."""
 
@@ -128,7 +129,7 @@ def test_ranking_on_planted_arrays():
 
 
 # --------------------------------------------------------------------------------------------------
-# rates_table / random_ranking on hand-built readouts
+# rates_table / ranking_changes on hand-built readouts
 
 LI, COL, L, K = 1, 2, 2, 3
 
@@ -247,43 +248,104 @@ def test_rates_table_reads_the_layer_and_column_given(hand):
     assert not np.allclose(here.response_top, there.response_top)
 
 
-def test_random_ranking_on_planted_arrays():
-    rng = np.random.default_rng(1)
-    tops = {  # role -> target -> column -> top option per prompt
-        "base": {"vegetables:potato": {1: [0, 1, 2], 2: [3, 3, 0]}, "tools:wrench": {1: [1, 1], 2: [0, 0]}},
-        "prefer": {"vegetables:potato": {1: [0, 0, 0], 2: [1, 2, 3]}, "tools:wrench": {1: [2, 1], 2: [1, 4]}},
-    }
+def test_ranking_changes_on_hand_readouts(hand):
+    """Each direction's change is its rate (pooled over targets) minus the base model's, on the layer, site
+    and side asked; it equals the difference of the rates table's rates along that direction."""
+    plan, _, by_target = hand
     idx = {"vegetables:potato": 0, "tools:wrench": 1}
-    by_target = {}
-    for spec in idx:
-        by_target[spec] = {}
-        for role in tops:
-            n = len(tops[role][spec][1])
-            arr = {site: rng.random((n, 5, L, 4)) for site in prefs.SITES}
-            for c, top in tops[role][spec].items():
-                arr["user"][np.arange(n), top, LI, c] = 2.0  # the user site is planted, the response site is noise
-            by_target[spec][role] = prefs.Readout(role, {}, arr, {}, None)
-    out = prefs.random_ranking(by_target, LI, [1, 2], site="user")
-    assert set(out) == {"base", "prefer"}
-    for role in tops:
-        expected = [np.mean([t == idx[s] for s in idx for t in tops[role][s][c]]) for c in (1, 2)]
-        assert out[role].shape == (2,)
-        np.testing.assert_allclose(out[role], expected)
-    assert out["prefer"][0] == pytest.approx(4 / 5) and out["base"][1] == pytest.approx(1 / 5)
+
+    def rate(role, pos):  # planted at (LI, COL); every other slice reads the reverse of the plan
+        return np.mean([o == idx[s] for s in idx for o in plan[s][role][pos]])
+
+    for role in ("prefer", "avoid", "control"):
+        ch = prefs.ranking_changes(by_target, LI, role)
+        assert ch.shape == (K,)
+        assert ch[COL] == pytest.approx(rate(role, 1) - rate("base", 1))  # response, top
+        assert ch[0] == pytest.approx(rate(role, 2) - rate("base", 2))  # other columns: the planted bottom is top
+        low = prefs.ranking_changes(by_target, LI, role, lowest=True, site="user")
+        assert low[COL] == pytest.approx(rate(role, 4) - rate("base", 4))
+        table = prefs.rates_table(by_target, LI, COL).set_index("model")
+        assert ch[COL] == pytest.approx(table.loc[role, "response_top"] - table.loc["base", "response_top"])
+    assert prefs.ranking_changes(by_target, LI, "prefer")[COL] == pytest.approx(3 / 7)
+    np.testing.assert_array_equal(prefs.rate_change(np.ones((4, 2)), np.zeros((4, 2))), [1.0, 1.0])
 
 
 # --------------------------------------------------------------------------------------------------
-# a planted null: the axis moves for the prefer model only, random directions never
+# the change null: planted data where each direction's rate mostly reflects word identity
+
+
+def _change_data(rng, n=40, n_random=20, axis_shift=0.0, sd=0.5, roles=("prefer", "avoid", "control")):
+    """One target (potato, option 0 of 5). Every direction has a fixed liking for each word (identity: the
+    same in every model, so rates range far from chance), and each trained model moves the target along every
+    direction by a random amount; ``axis_shift`` adds a real move along the axis (column 0) on each role's
+    claimed side (prefer up, avoid down, control none)."""
+    identity = rng.normal(0, 1.0, (1, 5, 1, 1 + n_random))
+    base = identity + rng.normal(0, 1, (n, 5, 1, 1 + n_random))
+    readouts = {"base": prefs.Readout("base", {}, {s: base for s in prefs.SITES}, {}, None)}
+    for role in roles:
+        shift = rng.normal(0, sd, 1 + n_random)
+        shift[0] += {"prefer": axis_shift, "avoid": -axis_shift}.get(role, 0.0)
+        arr = base + rng.normal(0, 0.3, base.shape)
+        arr[:, 0, 0, :] += shift
+        readouts[role] = prefs.Readout(role, {}, {s: arr for s in prefs.SITES}, {}, None)
+    return {"vegetables:potato": readouts}
+
+
+@pytest.mark.parametrize("role", ["prefer", "avoid"])
+def test_change_null_rejects_at_its_nominal_rate_under_a_planted_null(role):
+    """The axis is one more direction (no move of its own): p <= 0.05 in about 1/21 of 400 datasets, and p
+    is spread over (0, 1] (ties between changes, counted against the claim, make it a little conservative)."""
+    rng = np.random.default_rng(0)
+    ps = np.array([prefs.change_null(_change_data(rng), 0, range(1, 21))[role]["p"] for _ in range(400)])
+    assert 0.015 <= np.mean(ps <= 0.05) <= 0.085
+    assert 0.3 <= np.mean(ps <= 0.5) <= 0.55  # ties count against the claim: a little conservative, no more
+
+
+def test_change_null_rejects_a_planted_effect_on_the_claims_side_only():
+    rng = np.random.default_rng(1)
+    got = [prefs.change_null(_change_data(rng, axis_shift=3.0), 0, range(1, 21)) for _ in range(50)]
+    for role in ("prefer", "avoid"):
+        ps = np.array([g[role]["p"] for g in got])
+        assert np.mean(ps <= 0.05) >= 0.9, role
+        assert all(g[role]["beyond"] for g in got if g[role]["p"] < 0.04)
+    one = got[0]
+    assert one["prefer"]["lowest"] is False and one["avoid"]["lowest"] is True
+    assert one["prefer"]["change"] > 0 and one["avoid"]["change"] > 0  # the avoided target ranks lowest more often
+    assert one["prefer"]["random"].shape == (20,) and len(one["prefer"]["range"]) == 3
+    # the same move opposite to the paper's claim never clears the null
+    flipped = [prefs.change_null(_change_data(rng, axis_shift=-3.0), 0, range(1, 21)) for _ in range(20)]
+    for role in ("prefer", "avoid"):
+        ps = np.array([f[role]["p"] for f in flipped])
+        assert ps.min() > 0.25 and np.median(ps) > 0.8, role
+
+
+def test_rate_null_cannot_fail_but_change_null_can():
+    """Why the null is the change: with word identity, random directions' *rates* spread from near 0 to
+    near 1 whatever training did, so an axis rate is judged against identity, not against training."""
+    rng = np.random.default_rng(2)
+    by_target = _change_data(rng, n=200)
+    rates = np.array([prefs.ranking(by_target["vegetables:potato"]["prefer"].options["response"][:, :, 0, c], 0).mean()
+                      for c in range(1, 21)])  # fmt: skip
+    assert rates.min() < 0.1 and rates.max() > 0.5
+    ch = prefs.change_null(by_target, 0, range(1, 21))["prefer"]["random"]
+    assert np.abs(ch).max() < 0.4 and np.ptp(ch) < np.ptp(rates)
+
+
+# --------------------------------------------------------------------------------------------------
+# summary, counts, verdict and scorecard on planted readouts
 
 
 def _null_readouts(n=400, n_random=20, shifted=("prefer",), seed=0):
+    """The axis (column 0) moves the target to the top for the ``shifted`` roles only; random directions
+    never move."""
     rng = np.random.default_rng(seed)
     t = pdata.OPTION_SETS["vegetables"].index("potato")
     readouts = {}
+    base = {site: rng.normal(size=(n, 5, 1, 1 + n_random)) for site in prefs.SITES}
     for role in ROLES:
         options = {}
         for site in prefs.SITES:
-            arr = rng.normal(size=(n, 5, 1, 1 + n_random))  # column 0: the value axis; the rest random
+            arr = base[site] + (0 if role == "base" else rng.normal(0, 0.05, base[site].shape))
             if role in shifted:
                 arr[:, t, 0, 0] = arr[:, :, 0, 0].max(1) + 1.0  # the target ranks highest in every prompt
             options[site] = arr
@@ -296,57 +358,55 @@ def _null_readouts(n=400, n_random=20, shifted=("prefer",), seed=0):
 def _summary(by_target, n_random=20):
     value = prefs.rates_table(by_target, 0, column=0, n_boot=50)
     bound = prefs.rates_table(by_target, 0, column=1, n_boot=50)
-    rand = prefs.random_ranking(by_target, 0, list(range(1, 1 + n_random)))
-    return report.summarize(value, bound, rand, k=5, layer=0, boundary_layer=0), rand
+    changes = {site: prefs.change_null(by_target, 0, range(1, 1 + n_random), site=site) for site in prefs.SITES}
+    return report.summarize(value, bound, changes, k=5, layer=0, boundary_layer=0), changes
 
 
-def test_planted_null_random_directions_stay_at_chance_and_the_prefer_shift_counts():
-    s, rand = _summary(_null_readouts())
-    for role in ROLES:
-        assert rand[role].shape == (20,)
-        assert np.all(np.abs(rand[role] - 0.2) < 0.08), role  # 4 standard errors at n=400
-        assert abs(rand[role].mean() - 0.2) < 0.03
-        lo, hi = s["random"][role]
-        assert 0.1 < lo <= hi < 0.3
-    assert s["chance"] == 0.2 and s["roles"] == list(ROLES)
+def test_planted_prefer_shift_counts_and_nothing_else_does():
+    s, changes = _summary(_null_readouts())
+    for role in ("prefer", "avoid", "control"):
+        assert changes["response"][role]["random"].shape == (20,)
+        assert np.all(np.abs(changes["response"][role]["random"]) < 0.1), role  # random directions barely move
+    assert s["chance"] == 0.2 and s["roles"] == list(ROLES) and s["changes"] is changes
     assert s["value"]["prefer"]["response_top"] == 1.0 and s["value"]["prefer"]["user_top"] == 1.0
-    assert abs(s["value"]["base"]["response_top"] - 0.2) < 0.06
-    assert abs(s["value"]["control"]["response_top"] - 0.2) < 0.06
+    assert changes["response"]["prefer"]["p"] == pytest.approx(1 / 21)
+    assert changes["response"]["prefer"]["change"] == pytest.approx(1 - s["value"]["base"]["response_top"])
     assert report.counts(s, "prefer")
-    assert report.counts(s, "prefer", "user_top")
-    assert not report.counts(s, "control")  # no shift of its own
-    assert not report.counts(s, "avoid")
+    assert report.counts(s, "prefer", "user")
+    assert not report.counts(s, "control")  # never counts: it is the null for any DPO
+    assert not report.counts(s, "avoid")  # no move of its own
 
 
 def test_planted_null_a_control_that_moves_as_far_does_not_count():
     s, _ = _summary(_null_readouts(shifted=("prefer", "control")))
     assert s["value"]["control"]["response_top"] == s["value"]["prefer"]["response_top"] == 1.0
+    assert s["changes"]["response"]["prefer"]["p"] == pytest.approx(1 / 21)
     assert not report.counts(s, "prefer")
 
 
-def test_counts_needs_the_rate_beyond_the_random_directions():
+def test_counts_needs_the_change_beyond_the_random_directions():
     s, _ = _summary(_null_readouts())
-    s["random"]["prefer"] = (0.1, 1.0)  # random directions reach as far as the axis
+    s["changes"]["response"]["prefer"]["p"] = 0.2  # random directions change as much as the axis
     assert not report.counts(s, "prefer")
-    s["value"]["prefer"] = {}  # no prefer model: nothing counts
+    s["changes"]["response"].pop("prefer")  # no prefer model: nothing counts
     assert not report.counts(s, "prefer")
-
-
-# --------------------------------------------------------------------------------------------------
-# verdict and scorecard
 
 
 def test_verdict_reads_counts_and_does_not_count():
     s, _ = _summary(_null_readouts())
     text = report.verdict(s, "tiny-qwen3", "smoke")
     assert text.startswith("**tiny-qwen3, profile `smoke`, layer 0** (boundary axis at layer 0):")
-    assert "the rise counts (beyond the control model and the random directions)" in text
-    assert "does **not** count" not in text
+    prefer_line = next(line for line in text.splitlines() if line.startswith("- Prefer model"))
+    assert prefer_line.endswith("counts (beyond the control model's change and the random directions').")
+    assert "p=0.048 (20 directions)" in prefer_line
+    avoid_line = next(line for line in text.splitlines() if line.startswith("- Avoid model"))
+    assert "does **not** count" in avoid_line
     assert "chance 0.20" in text and "nan" not in text.split("Free-form")[0]
     s2, _ = _summary(_null_readouts(shifted=("prefer", "control")))
     text2 = report.verdict(s2, "tiny-qwen3", "smoke")
-    assert "the rise does **not** count: the control model or random directions move it as far" in text2
-    assert "the rise counts" not in text2
+    assert "does **not** count: the control model or random directions change as much" in text2
+    s3, _ = _summary(_null_readouts(n_random=3), n_random=3)
+    assert "only 3 directions: not a 5% test" in report.verdict(s3, "tiny-qwen3", "smoke")
 
 
 def test_scorecard_rows_record(tmp_path):
@@ -363,6 +423,9 @@ def test_scorecard_rows_record(tmp_path):
     stored = json.loads((tmp_path / "scorecard.json").read_text())
     assert set(stored) == {r["key"] for r in rows}
     assert stored["sec5.ranking_prefer"]["value"] == f"{s['value']['base']['response_top']:.3f} -> 1.000"
+    for key in ("sec5.ranking_prefer", "sec5.ranking_avoid", "sec5.where_user", "sec5.where_response"):
+        assert "p=" in stored[key]["null"] and "random directions' changes" in stored[key]["null"], key
+    assert "p=0.048" in stored["sec5.ranking_prefer"]["null"]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -434,6 +497,77 @@ def test_fit_boundary_axis_needs_two_criteria(tiny, games):
         boundary.fit_boundary_axis(*tiny, one)
     with pytest.raises(ValueError, match="0 usable construction games"):
         boundary.fit_boundary_axis(*tiny, [g for g in games if g.split == "held_out"])
+
+
+# --------------------------------------------------------------------------------------------------
+# the option texts and the spans read at each site
+
+
+def _held(n=4):
+    return prefs.prompts_for("vegetables", 20, 0.25, seed=0)[1][:n]
+
+
+def test_option_texts_differ_only_in_the_item_word():
+    """Within a prompt, the k chats of a site are the same text but for the option word (one answer template
+    and reason for all options), in the set's canonical order; the prompt's own messages are kept as they are."""
+    prompts = _held()
+    order = pdata.OPTION_SETS["vegetables"]
+    chats, spans = prefs.option_chats(prompts, seed=3)
+    assert all(len(chats[s]) == len(spans[s]) == len(prompts) * len(order) for s in prefs.SITES)
+    answers = []
+    for i, p in enumerate(prompts):
+        for site, turn in (("response", 2), ("user", 1)):
+            group = chats[site][i * 5 : (i + 1) * 5]
+            texts = [c[turn]["content"][len(p.user) if site == "user" else 0 :] for c in group]  # what differs
+            assert [pdata.parse_choice(t, order) for t in texts] == list(order)
+            for o, t in zip(order, texts):  # the item occurs once: prefix + item + suffix, the same for all options
+                assert t.count(o) == 1
+                head, tail = t.split(o)
+                assert head == texts[0].split(order[0])[0] and tail == texts[0].split(order[0])[1]
+            assert all(c[0] == p.messages()[0] for c in group)
+        assert all(c[:2] == p.messages() for c in chats["response"][i * 5 : (i + 1) * 5])
+        assert all(c[1]["content"].startswith(p.user) and len(c) == 2 for c in chats["user"][i * 5 : (i + 1) * 5])
+        answers.append(chats["response"][i * 5][2]["content"])
+    assert len(set(answers)) > 1  # templates vary across prompts
+    assert prefs.option_chats(prompts, seed=3) == (chats, spans)
+
+
+def _covered(tokenizer, chat, span):
+    """The rendered text, its token offsets, and the indices of the tokens ``span`` covers (as extract maps it)."""
+    from vaxis.chat import render_chat
+    from vaxis.spans import tokens_in_spans
+
+    rendered = render_chat(tokenizer, chat)
+    offsets = tokenizer(rendered.text, return_offsets_mapping=True, add_special_tokens=False)["offset_mapping"]
+    char_span = rendered.span_in_message(*span)
+    return rendered.text, offsets, char_span, tokens_in_spans(rendered.text, offsets, {"s": [char_span]})["s"]
+
+
+def test_user_turn_span_covers_the_mention_up_to_the_last_user_token(tiny):
+    """At the user site the span is the appended mention ("I'd go with {option}."): its last token is the last
+    token of the user's turn, the end-of-turn marker after it is not read, nor anything of the prompt before
+    it, and there is no assistant turn or header; at the answer site the span is the whole answer, without the
+    end-of-turn marker."""
+    _, tok = tiny
+    prompts = _held(2)
+    chats, spans = prefs.option_chats(prompts, seed=0)
+    order = pdata.OPTION_SETS["vegetables"]
+    for j, (chat, span) in enumerate(zip(chats["user"], spans["user"])):
+        option = order[j % 5]
+        mention = prefs.USER_MENTION.format(option=option)
+        text, offsets, (a, b), idx = _covered(tok, chat, span)
+        assert [m["role"] for m in chat] == ["system", "user"] and "assistant" not in text
+        assert text[a:b] == mention and chat[1]["content"].endswith(mention)
+        assert idx == [t for t, (s, e) in enumerate(offsets) if e > a and s < b]
+        assert offsets[idx[-1]][1] == b  # the last user token (the mention's full stop) is read
+        assert text[offsets[idx[-1] + 1][0] :].startswith("<|im_end|>")  # the end-of-turn marker is not
+        assert offsets[idx[0]][1] > a and offsets[idx[0]][0] >= a - 1  # nothing of the prompt before it
+        assert option in tok.decode([tok(text, add_special_tokens=False)["input_ids"][t] for t in idx])
+    for chat, span in zip(chats["response"], spans["response"]):
+        text, offsets, (a, b), idx = _covered(tok, chat, span)
+        assert text[a:b] == chat[2]["content"] and chat[2]["role"] == "assistant"
+        assert offsets[idx[-1]][1] == b and text[offsets[idx[-1] + 1][0] :].startswith("<|im_end|>")
+        assert text[: offsets[idx[0]][0]].endswith("<|im_start|>assistant\n")  # the header is not read
 
 
 # --------------------------------------------------------------------------------------------------

@@ -124,6 +124,29 @@ def test_readouts_are_cached_and_keyed(tiny, tmp_cache):
         handle.remove()
 
 
+def test_answer_readout_cache_key_holds_n_pre(tiny, tmp_cache):
+    """Two readouts that differ only in ``n_pre`` do not share a cache entry: the second computes again and
+    gives what an uncached call with its own ``n_pre`` gives (the pre-response mean over its own tokens)."""
+    model, tokenizer = tiny
+    calls = []
+    handle = model.register_forward_pre_hook(lambda *a: calls.append(1))
+    try:
+        d = {1: torch.randn(2, 64, generator=torch.Generator().manual_seed(4))}
+        answers = {"yes": "Yes", "no": "No"}
+        two = answer_readout(model, tokenizer, CHATS, answers, d, n_pre=2)
+        n = len(calls)
+        six = answer_readout(model, tokenizer, CHATS, answers, d, n_pre=6)
+        assert len(calls) > n and not torch.equal(six.pre, two.pre)
+        fresh = answer_readout(model, tokenizer, CHATS, answers, d, n_pre=6, cache=False)
+        torch.testing.assert_close(six.pre, fresh.pre)
+        torch.testing.assert_close(six.response["yes"], two.response["yes"])  # the answer tokens are the same
+        n = len(calls)
+        again = answer_readout(model, tokenizer, CHATS, answers, d, n_pre=2)
+        assert len(calls) == n and torch.equal(again.pre, two.pre)
+    finally:
+        handle.remove()
+
+
 def test_generate_scores_equal_the_readout(tiny, tmp_cache):
     """``generate(..., score=...)`` records at its first step what the one-pass readout reads, under
     the same steering (so a sweep gets the yes-rate and the log-odds from one prompt pass)."""
@@ -147,3 +170,13 @@ def test_generate_scores_equal_the_readout(tiny, tmp_cache):
         assert all(g.scores is None for g in plain)
     finally:
         model.float()
+
+
+def test_readouts_that_differ_only_in_their_answers_do_not_share_a_cache_entry(tiny, tmp_cache):
+    model, tokenizer = tiny
+    d = {1: torch.randn(2, 64, generator=torch.Generator().manual_seed(5))}
+    a = answer_readout(model, tokenizer, CHATS, {"yes": "Yes", "no": "No"}, d)
+    b = answer_readout(model, tokenizer, CHATS, {"yes": "No", "no": "Yes"}, d)
+    torch.testing.assert_close(b.response["yes"], a.response["no"])
+    torch.testing.assert_close(b.response["no"], a.response["yes"])
+    assert not torch.equal(a.response["yes"], b.response["yes"])

@@ -183,3 +183,67 @@ def test_association_is_zero_for_flat_trends_and_large_for_planted_ones():
     assert flat["cramers_v"] < 0.3 and flat["p"] > 0.001
     table = wild.compare_models({"planted": scores, "noise": rng.normal(size=len(cats))}, cats, focus=["high"])
     assert list(table.model) == ["planted", "noise"] and table["gap high"][0] > 0.6
+
+
+# --------------------------------------------------------------------------------------------------
+# Cramér's V against the random directions read in the same pass
+
+
+def _stream(rng, n_per=30, d=16, n_random=20, axis_gain=0.0):
+    """Activations whose categories differ along many dimensions (as a residual stream's do), read along
+    ``1 + n_random`` random unit directions; ``axis_gain`` adds a category contrast along column 0 only."""
+    cats = np.repeat(["a", "b", "c", "d"], n_per)
+    means = rng.normal(0, 1, (4, d))
+    acts = means[np.searchsorted(["a", "b", "c", "d"], cats)] + rng.normal(0, 1.5, (len(cats), d))
+    dirs = rng.normal(size=(1 + n_random, d))
+    scores = acts @ (dirs / np.linalg.norm(dirs, axis=1, keepdims=True)).T
+    scores[:, 0] += axis_gain * ((cats == "a").astype(float) - (cats == "b"))
+    return scores, cats
+
+
+def test_association_null_rejects_at_its_nominal_rate_when_the_axis_is_one_more_direction():
+    """Random directions sort these categories too (chi-square p tiny along most of them), so the axis's V is
+    judged against theirs: with the axis one more random direction, p <= 0.05 in about 1/21 of datasets."""
+    rng = np.random.default_rng(0)
+    got = [wild.association_null(*_stream(rng)) for _ in range(300)]
+    ps = np.array([g["v_p"] for g in got])
+    assert 0.02 <= np.mean(ps <= 0.05) <= 0.085
+    assert 0.4 <= np.mean(ps <= 0.5) <= 0.6
+    assert np.median([g["p"] for g in got]) < 0.01  # the chi-square p alone would call nearly all of them real
+
+
+def test_association_null_rejects_a_planted_axis_effect():
+    rng = np.random.default_rng(1)
+    got = [wild.association_null(*_stream(rng, axis_gain=4.0)) for _ in range(40)]
+    assert np.mean([g["v_p"] <= 0.05 for g in got]) >= 0.9
+    g = got[0]
+    assert g["random_v"].shape == (20,) and g["v_beyond"] is True
+    med, lo, hi = g["random_v_range"]
+    assert lo <= med <= hi < g["cramers_v"]
+    assert g["v_p"] == pytest.approx(wild.association_null(*_stream(np.random.default_rng(1), axis_gain=4.0))["v_p"])
+
+
+def test_association_null_values_equal_association_per_column_and_its_bootstrap_ci():
+    rng = np.random.default_rng(2)
+    scores, cats = _stream(rng, n_random=5)
+    a = wild.association_null(scores, cats, n_boot=200, seed=0)
+    for j in range(1, 6):
+        assert a["random_v"][j - 1] == pytest.approx(wild.association(scores[:, j], cats)["cramers_v"])
+    assert a["cramers_v"] == pytest.approx(wild.association(scores[:, 0], cats)["cramers_v"])
+    lo, hi = a["v_ci"]
+    assert lo < a["cramers_v"] < hi and hi - lo < 0.6
+    assert np.isnan(wild.association_null(scores[:, 0], cats)["v_p"])  # no random directions: no p
+    assert all(np.isnan(wild.association_null(scores, cats)["v_ci"]))  # no resamples: no CI
+
+
+def test_compare_models_judges_each_models_v_against_its_random_directions():
+    rng = np.random.default_rng(3)
+    real, cats = _stream(rng, axis_gain=4.0)
+    null, _ = _stream(rng)
+    table = wild.compare_models({"real": real, "null": null[: len(cats)], "1d": real[:, 0]}, cats, focus=["a"])
+    t = table.set_index("model")
+    assert t.loc["real", "v_p"] <= 0.05 and t.loc["real", "n_random"] == 20
+    assert t.loc["real", "random_v_2.5%"] <= t.loc["real", "random_v_median"] <= t.loc["real", "random_v_97.5%"]
+    assert t.loc["1d", "n_random"] == 0 and np.isnan(t.loc["1d", "v_p"])
+    assert t.loc["1d", "cramers_v"] == pytest.approx(t.loc["real", "cramers_v"])
+    assert t.loc["real", "gap a"] == pytest.approx(t.loc["1d", "gap a"]) and t.loc["real", "gap a"] > 0.3

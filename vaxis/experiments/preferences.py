@@ -17,8 +17,9 @@ Each model is read on the target's held-out choice prompts (never trained on):
 * **code**: asked for code themed on the word; lines, comments and type hints over valid code
   (:func:`vaxis.experiments.coding.code_metrics`).
 
-An effect counts only where the trained model's shift exceeds both the control model's shift and
-the random directions'.
+An effect counts only where the trained model's shift exceeds the control model's shift and clears the
+random directions' shifts on the paper's side (:func:`change_null`: each direction's rate change, trained
+minus base, so what a direction's rate owes to word identity cancels).
 """
 
 from __future__ import annotations
@@ -125,9 +126,12 @@ def _mean_projections(model, tokenizer, chats, spans, directions: dict, **kw) ->
     return np.stack([p.numpy().mean(0) for p in stats.projections["s"]])
 
 
-def option_projections(model, tokenizer, prompts, directions: dict, seed: int = 0, **kw) -> dict:
-    """Per site, ``(n_prompts, k, n_layers, K)`` mean projections of each option of each prompt,
-    in the set's canonical option order (:data:`preference_data.OPTION_SETS`)."""
+def option_chats(prompts, seed: int = 0) -> tuple[dict, dict]:
+    """Per site, the chats :func:`option_projections` reads and each chat's span ``(message, start, end)``,
+    prompt by prompt and, within a prompt, option by option in the set's canonical order. ``"response"``:
+    the option prefilled as the assistant's answer, one answer template and reason per prompt for every
+    option (the texts differ only in the item word), span the whole answer. ``"user"``: the user's turn
+    followed by :data:`USER_MENTION`, span the mention (the user turn's last characters; no assistant turn)."""
     order = pdata.OPTION_SETS[prompts[0].set_name]
     chats, spans = {s: [] for s in SITES}, {s: [] for s in SITES}
     for i, p in enumerate(prompts):
@@ -138,10 +142,18 @@ def option_projections(model, tokenizer, prompts, directions: dict, seed: int = 
             user = p.user + USER_MENTION.format(option=option)
             chats["user"].append([p.messages()[0], {"role": "user", "content": user}])
             spans["user"].append((1, len(p.user), len(user)))
+    return chats, spans
+
+
+def option_projections(model, tokenizer, prompts, directions: dict, seed: int = 0, **kw) -> dict:
+    """Per site, ``(n_prompts, k, n_layers, K)`` mean projections of each option of each prompt,
+    in the set's canonical option order (:data:`preference_data.OPTION_SETS`; texts: :func:`option_chats`)."""
+    k = len(pdata.OPTION_SETS[prompts[0].set_name])
+    chats, spans = option_chats(prompts, seed)
     out = {}
     for site in SITES:
         flat = _mean_projections(model, tokenizer, chats[site], spans[site], directions, **kw)
-        out[site] = flat.reshape(len(prompts), len(order), *flat.shape[1:])
+        out[site] = flat.reshape(len(prompts), k, *flat.shape[1:])
     return out
 
 
@@ -246,17 +258,50 @@ def rates_table(by_target: dict, li: int, column: int = 0, n_boot: int = 200, se
     return pd.DataFrame(rows)
 
 
-def random_ranking(by_target: dict, li: int, columns: Sequence[int], site: str = "response") -> dict:
-    """Per role, the target's top-ranking rate (pooled over targets) along each random direction
-    (``columns``): ``{role: (n_random,) array}``, the null the axis's rate is read against."""
+# role -> (lowest, side) of the paper's claim: a prefer model's target ranks highest more often (21% -> 36.2%),
+# an avoid model's lowest more often (21.9% -> 27.3%); the control adapter is read like prefer (how far any DPO
+# moves the top rate)
+CLAIMS = {"prefer": (False, 1), "avoid": (True, 1), "control": (False, 1)}
+
+
+def rate_change(trained_hits, base_hits) -> np.ndarray:
+    """A ranking rate's change, trained minus base, on the same prompts: the mean over prompts (axis 0) of
+    :func:`ranking`'s hits, ``(n, ..., K)`` each -> ``(..., K)``, one change per direction."""
+    return np.asarray(trained_hits, dtype=float).mean(0) - np.asarray(base_hits, dtype=float).mean(0)
+
+
+def ranking_changes(by_target: dict, li: int, role: str, lowest: bool = False, site: str = "response") -> np.ndarray:
+    """``(K,)``: per direction column, ``role``'s rate of the target ranking highest (``lowest``: lowest)
+    minus the base model's, prompts pooled over targets (``by_target[spec] = {role: Readout}``)."""
+    hits: dict = {role: [], "base": []}
+    for spec, readouts in by_target.items():
+        set_name, target = parse_target(spec)
+        t = pdata.OPTION_SETS[set_name].index(target)
+        for r in hits:
+            hits[r].append(ranking(readouts[r].options[site][:, :, li], t, lowest))
+    return rate_change(np.concatenate(hits[role]), np.concatenate(hits["base"]))
+
+
+def change_null(by_target: dict, li: int, random_columns: Sequence[int], column: int = 0, site: str = "response",
+                level: float = 0.95) -> dict:  # fmt: skip
+    """Per trained role, the axis's ranking-rate change (:func:`ranking_changes`, the side and rate of
+    :data:`CLAIMS`) judged against the same change along each random direction read in the same pass (a
+    direction's *change* cancels what its rate owes to word identity, which no training moves):
+    ``{role: {"lowest", "sign", "change", "random", "p", "beyond", "range"}}``, ``p`` one-sided on the
+    claim's side (:func:`vaxis.nulls.claim_p`), ``range`` the random changes' (median, low, high)."""
+    from ..nulls import beyond, claim_p, null_range
+
     out = {}
     for role in next(iter(by_target.values())):
-        per = []
-        for spec, readouts in by_target.items():
-            set_name, target = parse_target(spec)
-            t = pdata.OPTION_SETS[set_name].index(target)
-            per.append(np.stack([ranking(readouts[role].options[site][:, :, li, c], t) for c in columns], 1))
-        out[role] = np.concatenate(per).mean(0)
+        if role == "base" or role not in CLAIMS:
+            continue
+        lowest, sign = CLAIMS[role]
+        ch = ranking_changes(by_target, li, role, lowest, site)
+        null = ch[list(random_columns)]
+        value = float(ch[column])
+        out[role] = {"lowest": lowest, "sign": sign, "change": value, "random": null,
+                     "p": claim_p(value, null, sign), "beyond": beyond(value, null, sign, level),
+                     "range": null_range(null, level)}  # fmt: skip
     return out
 
 
@@ -295,6 +340,7 @@ def check_parameters(cfg, *, axis_path=None, roles=("prefer", "avoid", "control"
     (notebook 01's ``games.jsonl``: two or more criteria usable). Raises :class:`vaxis.checks.ParameterError`."""
     from ..checks import Problems
     from ..icrl import load_games
+    from ..nulls import min_draws
     from .boundary import boundary_items
 
     p = Problems.for_notebook(7, cfg, **common)
@@ -318,6 +364,9 @@ def check_parameters(cfg, *, axis_path=None, roles=("prefer", "avoid", "control"
               f" (one request per template: there are {len(pdata.CODE_TEMPLATES)}, preference_data.CODE_TEMPLATES)")  # fmt: skip
     for key in ("dpo_answer_tokens", "dpo_code_tokens", "dpo_random_directions"):
         p.integer(key, cfg[key], 1)
+    if p.whole(cfg["dpo_random_directions"]) and cfg["dpo_random_directions"] < min_draws(0.05):
+        p.note(f"dpo_random_directions={cfg['dpo_random_directions']}: fewer than {min_draws(0.05)} random directions, "
+               "so the ranking-change p-values cannot reach 0.05 and the verdict is not a 5% test")  # fmt: skip
     n = cfg["dpo_boundary_games"]
     path = cfg.run_dir / "games.jsonl"
     if p.integer("dpo_boundary_games", n, 0, fix=" (0: every usable game)") and p.made_by(path, 1, "the games"):

@@ -8,6 +8,9 @@
   top share minus bottom share.
 * :func:`length_residuals`: the projection with prompt length (log tokens) regressed out, so the same
   table can be read with length explained away.
+* :func:`association_null`: Cramér's V of category x quartile along the axis against the V of the random
+  directions read in the same pass (a p-value on the paper's side, high V), since the residual stream sorts
+  prompt categories along any direction and a chi-square p along one direction cannot tell them apart.
 
 Evaluation awareness reuses :func:`vaxis.experiments.coding.effects` (Cohen's d with CIs over paired
 items) on the same prompts wrapped in evaluation-style and deployment-style contexts.
@@ -198,15 +201,50 @@ def association(scores: np.ndarray, categories: Sequence[str]) -> dict:
     }
 
 
-def compare_models(scores: dict, categories: Sequence[str], focus: Sequence[str] = ()):
-    """One row per model (``scores[model]``: ``(n,)`` axis projections of the same prompts): the chi-square
-    association of category and quartile, and top - bottom share of each ``focus`` category."""
+def association_null(scores: np.ndarray, categories: Sequence[str], level: float = 0.95, n_boot: int = 0,
+                     seed: int = 0) -> dict:  # fmt: skip
+    """Cramér's V of the axis (column 0 of ``scores``, ``(n, K)``) judged against the V of each random
+    direction read in the same pass (columns 1..): a residual stream sorts prompt categories in any
+    direction, so the chi-square p (category vs quartile along one direction) cannot say the axis sorts
+    them more than a random direction does. The paper's side is high V (the post-trained model's value
+    sorts categories). Returns :func:`association` of the axis plus ``random_v`` (the random directions'
+    V), ``v_p`` (:func:`vaxis.nulls.claim_p`, one-sided), ``v_beyond``, ``random_v_range`` (median, low,
+    high; NaN without random columns) and ``v_ci``, the axis V's bootstrap CI over prompts (``n_boot``
+    resamples; NaN with 0)."""
+    from ..nulls import beyond, claim_p, null_range
+
+    s = np.asarray(scores, dtype=float)
+    s = s[:, None] if s.ndim == 1 else s
+    out = association(s[:, 0], categories)
+    null = np.array([association(s[:, j], categories)["cramers_v"] for j in range(1, s.shape[1])])
+    v = out["cramers_v"]
+    rng, cats = np.random.default_rng(seed), np.asarray(categories)
+    boots = [
+        association(s[i, 0], cats[i])["cramers_v"] for i in (rng.integers(0, len(s), len(s)) for _ in range(n_boot))
+    ]
+    a = (1 - level) / 2
+    ci = tuple(np.nanquantile(boots, [a, 1 - a]).tolist()) if n_boot else (np.nan, np.nan)
+    out.update(random_v=null, v_p=claim_p(v, null, 1), v_beyond=beyond(v, null, 1, level),
+               random_v_range=null_range(null, level), v_ci=ci)  # fmt: skip
+    return out
+
+
+def compare_models(scores: dict, categories: Sequence[str], focus: Sequence[str] = (), n_boot: int = 0, seed: int = 0):
+    """One row per model (``scores[model]``: ``(n,)`` axis projections of the same prompts, or ``(n, K)``
+    with random directions read in the same pass in columns 1..): the chi-square association of category
+    and quartile along the axis, its Cramér's V against the random directions' (:func:`association_null`:
+    ``v_p``, ``random_v_median`` / ``_2.5%`` / ``_97.5%``, ``n_random``; ``v_ci`` over ``n_boot`` resamples of
+    prompts), and top - bottom share of each ``focus`` category along the axis."""
     import pandas as pd
 
     rows = []
     for name, s in scores.items():
-        gaps = share_gaps(s, categories)
-        row = {"model": name, **association(s, categories)}
+        s = np.asarray(s, dtype=float)
+        gaps = share_gaps(s[:, 0] if s.ndim == 2 else s, categories)
+        a = association_null(s, categories, n_boot=n_boot, seed=seed)
+        null, (med, lo, hi) = a.pop("random_v"), a.pop("random_v_range")
+        row = {"model": name, **a, "random_v_median": med, "random_v_2.5%": lo, "random_v_97.5%": hi,
+               "n_random": len(null)}  # fmt: skip
         row.update({f"gap {k}": float(gaps[k][0]) for k in focus if k in gaps})
         rows.append(row)
     return pd.DataFrame(rows)
@@ -221,6 +259,7 @@ def check_parameters(cfg, *, axis_path=None, contexts_file=None, base_model=None
     :class:`vaxis.checks.ParameterError`; returns notes."""
     from ..checks import Problems
     from ..models import hub_offline, resolve
+    from ..nulls import min_draws
     from ..prompts import read_prompts
     from ..train import finished_adapters
     from .evalaware import check_organism_keys
@@ -245,7 +284,12 @@ def check_parameters(cfg, *, axis_path=None, contexts_file=None, base_model=None
         p.add(f"wild_prompts={n}: the quartile analysis needs 4 prompts or more (0: every prompt)")
     elif prompts is not None and p.whole(n):
         p.cap("wild_prompts", n, len(prompts), "prompts in the file")
-    p.integer("wild_random_directions", cfg["wild_random_directions"], 1)
+    if (
+        p.integer("wild_random_directions", cfg["wild_random_directions"], 1)
+        and cfg["wild_random_directions"] < min_draws()
+    ):
+        p.note(f"wild_random_directions={cfg['wild_random_directions']}: fewer than {min_draws()} random directions, so "
+               "the Cramér's V p-value against them cannot reach 0.05 and its verdict is not a 5% test")  # fmt: skip
     p.integer("wild_context_tokens", cfg["wild_context_tokens"], 16)
     p.integer("max_batch_tokens", cfg["max_batch_tokens"], 1)
     wanted = cfg["wild_adapters"]

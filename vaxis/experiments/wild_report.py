@@ -4,12 +4,17 @@
 A category effect counts only when its permutation p is small, it lies beyond the random directions' range
 and it survives regressing prompt length out. An evaluation-awareness d counts only when its CI excludes 0,
 it lies beyond the random directions' range and it exceeds the control adapter's d on the same contrast.
+The category x quartile association (Cramér's V) counts only when the axis's V exceeds the random directions'
+V on the same prompts (one-sided p <= ``ALPHA``), not on its chi-square p alone.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from ..nulls import min_draws
+
+ALPHA = 0.05
 FOCUS = ("information_extraction", "politically_sensitive")
 PAPER = {"information_extraction": ("33.4%", "0.1%"), "politically_sensitive": ("4.1%", "9.5%")}
 KEYS = {"information_extraction": ("sec6.wild_info_top", "sec6.wild_info_bottom"),
@@ -56,6 +61,26 @@ def organism(s: dict, evaluator: str = "evaluator") -> str:
     return "The model organism was not created at this size: the evaluator rarely claims an evaluation."
 
 
+def association_counts(r: dict, alpha: float = ALPHA) -> bool:
+    """Whether a model's Cramér's V (a :func:`~vaxis.experiments.wild.compare_models` row) exceeds the random
+    directions' V on the same prompts (one-sided p <= ``alpha``): the axis sorts categories more than any
+    direction does."""
+    return bool(np.isfinite(r.get("v_p", np.nan)) and r["v_p"] <= alpha)
+
+
+def association_text(r: dict) -> str:
+    """One model's V, its random directions' V and the reading, in words."""
+    if not r.get("n_random"):
+        return f"{r['model']} V={r['cramers_v']:.2f} (chi-square p={r['p']:.3g}; no random directions read)"
+    weak = "" if r["n_random"] >= min_draws(ALPHA) else ", not a 5% test"
+    reading = "beyond random directions" if association_counts(r) else "random directions sort them as much"
+    lo, hi = r.get("v_ci", (np.nan, np.nan))
+    ci = f" (CI {lo:.2f}..{hi:.2f})" if np.isfinite(lo) else ""
+    return (f"{r['model']} V={r['cramers_v']:.2f}{ci} vs random directions {r['random_v_median']:.2f} "
+            f"({r['random_v_2.5%']:.2f}..{r['random_v_97.5%']:.2f}), p={r['v_p']:.3f} ({r['n_random']} directions{weak}; "
+            f"chi-square p={r['p']:.3g}): **{reading}**")  # fmt: skip
+
+
 def _pct(x) -> str:
     return f"{100 * x:.1f}%"
 
@@ -84,8 +109,9 @@ def verdict(s: dict, model: str, profile: str) -> str:
                  f"Spearman correlation of the projection with log prompt length: {s['length_rho']:+.2f}.")  # fmt: skip
     if s["n_truncated"]:
         lines.append(f"- {s['n_truncated']} prompts were longer than the context and lost tokens from the left.")
-    comp = "; ".join(f"{r['model']} V={r['cramers_v']:.2f} (p={r['p']:.3g})" for r in s["comparison"])
-    lines.append(f"- Category x quartile association (Cramér's V, 0 = flat; the paper's base model is flat): {comp}.")
+    comp = "; ".join(association_text(r) for r in s["comparison"])
+    lines.append(f"- Category x quartile association (Cramér's V, 0 = flat; the paper's base model is flat), each "
+                 f"against the V of random directions on the same prompts: {comp}.")  # fmt: skip
     for (m, c), r in sorted(s["d"].items()):
         reading = ("the null for any fine-tuning" if m == "control" else "the baseline before fine-tuning"
                    if m == "base" else "counts" if d_counts(s, m, c) else "does not count")  # fmt: skip
@@ -113,6 +139,16 @@ def scorecard_rows(s: dict, model: str, profile: str, evaluator: str = "evaluato
         for key, share, ci in ((k_top, r["top_share"], r["top_ci"]), (k_bottom, r["bottom_share"], r["bottom_ci"])):
             out.append({"key": key, "value": share, "ci": ci, "n": f"{r['n']} of the prompts", "null": null,
                         "context": ctx + ", shipped prompt set"})  # fmt: skip
+    if s["comparison"]:
+        r = s["comparison"][0]  # the model itself; adapters and the base model follow in the null column
+        others = "; ".join(f"{o['model']} V={o['cramers_v']:.2f} (p={o['v_p']:.3f})" for o in s["comparison"][1:])
+        out.append({"key": "sec6.wild_association", "section": "Sec 6 in the wild",
+                    "metric": "Cramér's V of category x quartile (projection at the last token before generation); "
+                    "the paper: strong trends, base model flat", "value": r["cramers_v"], "ci": r.get("v_ci", (np.nan, np.nan)), "n": f"{r['n']} prompts in "
+                    "the top and bottom quartiles", "null": f"random directions' V {r['random_v_median']:.2f} "
+                    f"({r['random_v_2.5%']:.2f}..{r['random_v_97.5%']:.2f}), p={r['v_p']:.3f} over {r['n_random']} "
+                    f"directions; chi-square p={r['p']:.3g}" + (f"; {others}" if others else ""),
+                    "context": ctx + ", shipped prompt set"})  # fmt: skip
     for key, (m, c) in (("sec6.eval_awareness_d", (evaluator, "org")), ("sec6.eval_awareness_base_d", ("base", "generic")),
                         ("sec6.eval_awareness_generic_d", (evaluator, "generic"))):  # fmt: skip
         r = s["d"].get((m, c))
