@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -103,23 +105,98 @@ def test_math_triples_pair_wrong_rollouts_with_an_early_cut_of_the_reference():
     assert high == "We add 0" and "<<" not in high  # a quarter of the 13 words of the cleaned reference
 
 
-def test_verdict_marks_only_values_beyond_the_random_range_on_the_value_side():
-    rows = [{"claim": "c1", "n": "10", "value": (0.9, 0.8, 1.0), "other": 0.55, "random": (0.5, 0.4, 0.6)},
-            {"claim": "c2", "n": "10", "value": (-0.9, -1.0, -0.8), "other": -0.7, "random": (0.0, -0.3, 0.3)},
-            {"claim": "c3", "n": "10", "value": 0.2, "other": 0.9}]  # fmt: skip
+def _row(claim, sign, section="paper", null=None, **cells):
+    null = np.linspace(-1.0, 1.0, 20) if null is None else null  # 20 draws: the smallest p is 1/21
+    return {"claim": claim, "n": "10", "section": section, "sign": sign, "null": null, **cells}
+
+
+def test_verdict_sides_are_fixed_by_the_claim_not_by_the_value_axis():
+    up, down = _row("up", 1, value=(2.0, 1.5, 2.5), other=-2.0), _row("down", -1, value=-2.0, other=2.0)
     names = ["value", "other"]
-    assert report.survives(rows[0], "value", "value") and not report.survives(rows[0], "other", "value")
-    assert report.survives(rows[1], "other", "value")  # below the range, on the value axis's side
-    assert report.survives(rows[2], "other", "value") is None  # no null: no verdict
-    flipped = {"claim": "c4", "value": 0.9, "other": 0.1, "random": (0.5, 0.4, 0.6)}
-    assert not report.survives(flipped, "other", "value")  # beyond the range, but on the other side
-    table = report.verdict_table(rows, names)
-    assert table.loc["c1", "value"].endswith("*") and not table.loc["c1", "other"].endswith("*")
-    text = report.reading(rows, names, "m", "demo", 5)
-    assert "value: 2 of 3 claims survive" in text and "other: 1 of 3" in text
-    card = report.scorecard_rows(rows, names, "m", "demo", 5)
-    assert [r["key"] for r in card] == ["sec7.verdict.c1_other", "sec7.verdict.c2_other", "sec7.verdict.c3_other"]
-    assert all(r["metric"] and r["section"] and "m, profile demo" in r["context"] for r in card)
+    assert report.survives(up, "value") and report.cell_p(up, "value") == pytest.approx(1 / 21)
+    # beyond the null, but on the side opposite to the claim: a large p, no survival (the old rule took the
+    # side of the value axis's own number and counted it)
+    assert not report.survives(up, "other") and report.cell_p(up, "other") == 1.0
+    assert report.survives(down, "value") and not report.survives(down, "other")
+    flipped = _row("flipped", 1, value=-2.0)  # the value axis itself lands opposite to the claim
+    assert not report.survives(flipped, "value")
+    assert report.survives(_row("inside", 1, value=0.99), "value") is False  # inside the null: p = 2/21
+    assert report.survives(_row("no null", 1, null=[], value=0.9), "value") is None
+    table = report.verdict_table([up, down], names)
+    assert table.loc[("claims of the paper", "up"), "value"].endswith("p=0.048*")
+    assert table.loc[("claims of the paper", "up"), "side"] == "high"
+    assert not table.loc[("claims of the paper", "down"), "other"].endswith("*")
+
+
+def test_critique_tests_and_pure_nulls_are_not_counted_among_the_paper_claims():
+    rows = [_row("claim a", 1, value=2.0), _row("claim b", -1, value=0.0),
+            _row("prefill conflict", 1, "critique", value=2.0), _row("harmless edit", 1, "null", value=2.0)]  # fmt: skip
+    text = report.reading(rows, ["value"], "m", "demo", 5)
+    assert "value: 1 of 2 paper claims survive (claim a)" in text
+    assert "critique's tests holding beyond random: 1 of 1" in text
+    assert "pure nulls beyond random (should be none): 1 of 1 (harmless edit)" in text
+    table = report.verdict_table(rows, ["value"])
+    assert [s for s, _ in table.index] == ["claims of the paper"] * 2 + ["the critique's tests", "pure nulls"]
+
+
+def test_the_equal_position_bar_is_the_larger_of_position_and_the_random_975th_percentile():
+    null = np.linspace(0.40, 0.60, 41)  # 97.5th percentile 0.595
+    assert report.equal_position_bar(0.70, null) == pytest.approx(0.70)  # position's own AUROC is higher
+    assert report.equal_position_bar(0.45, null) == pytest.approx(np.quantile(null, 0.975))
+    assert report.equal_position_bar(np.nan, null) == pytest.approx(np.quantile(null, 0.975))
+    # 0.65 beats every random direction (p = 1/42) but not what position alone knows in the same bins
+    row = _row("equal position", 1, null=null, value=0.65, other=0.75, bar=report.equal_position_bar(0.70, null))
+    assert report.cell_p(row, "value") == pytest.approx(1 / 42)
+    assert not report.survives(row, "value") and report.survives(row, "other")
+    out = cf.matched_rows(_table(), ["step", "ramp"])
+    assert out["bar"] == pytest.approx(max(out["position"], np.quantile(out["null"], 0.975)))
+    assert len(out["null"]) == 6  # the random directions' own AUROCs, not only their range
+
+
+def test_verdict_p_values_reject_a_planted_effect_and_hold_their_nominal_rate_under_a_planted_null():
+    rng = np.random.default_rng(0)
+    n_sets = 600
+    nulls = rng.normal(size=(n_sets, 20))
+    for sign in (1, -1):
+        planted_null = [_row("x", sign, null=nulls[i], value=float(rng.normal())) for i in range(n_sets)]
+        p = np.array([report.cell_p(r, "value") for r in planted_null])
+        rate = np.mean([report.survives(r, "value") for r in planted_null])
+        assert 0.025 < rate < 0.08 and rate == pytest.approx(np.mean(p <= 0.05))  # nominal: 1/21 = 0.048
+        assert np.mean(p <= 0.5) == pytest.approx(0.5, abs=0.06)  # uniform over the attainable values
+        effect = [_row("x", sign, null=nulls[i], value=sign * 4.0 + float(rng.normal(0, 0.3))) for i in range(200)]
+        assert np.mean([report.survives(r, "value") for r in effect]) > 0.9
+        wrong_side = [_row("x", sign, null=nulls[i], value=-sign * 4.0) for i in range(200)]
+        assert not any(report.survives(r, "value") for r in wrong_side)
+
+
+def test_scorecard_rows_give_each_cell_its_side_p_ci_n_and_null():
+    rows = [_row("c1", 1, value=(2.0, 1.5, 2.5), other=0.0), _row("c2", -1, "critique", value=-2.0),
+            _row("few draws", 1, null=[0.0, 0.1], value=0.9)]  # fmt: skip
+    card = report.scorecard_rows(rows, ["value", "other"], "m", "demo", 5)
+    assert [r["key"] for r in card] == ["sec7.verdict.c1_value", "sec7.verdict.c1_other", "sec7.verdict.c2_value",
+                                        "sec7.verdict.few_draws_value"]  # fmt: skip
+    first = card[0]
+    assert first["ci"] == (1.5, 2.5) and first["n"] == "10" and first["value"] == 2.0
+    assert "side: high" in first["metric"] and "claims of the paper" in first["metric"]
+    assert "p = 0.048: survives" in first["null"] and "20 draws" in first["null"]
+    assert "p = 0.524: does not survive" in card[1]["null"]
+    assert "side: low" in card[2]["metric"] and "the critique's tests" in card[2]["metric"]
+    assert "not a 5% test" in card[3]["null"]
+    assert all(r["section"] and "m, profile demo" in r["context"] for r in card)
+
+
+def test_auroc_rows_resample_whole_games():
+    """Games whose tokens all go one way (after above before in half the games, below in the other half): the
+    pooled AUROC is near 0.5 and only the number of games limits its precision; a bootstrap that split games
+    into independent tokens would give a CI a few hundredths wide."""
+    t = _table(n_games=20, per=100, seed=3)
+    flip = np.where(t.item % 2 == 0, 1.0, -1.0)
+    scores = t.scores.copy()
+    scores[:, 0, 0] = flip * (t.labels - 0.5) * 2 + np.random.default_rng(0).normal(0, 0.5, len(flip))
+    heavy = cf.auroc_rows(dataclasses.replace(t, scores=scores), ["games", "ramp"], n_boot=200)
+    assert abs(heavy["games"][0] - 0.5) < 0.1
+    assert heavy["games"][2] - heavy["games"][1] > 0.3
+    assert len(heavy["null"]) == 6 and heavy["random"][1] <= np.median(heavy["null"]) <= heavy["random"][2]
 
 
 def test_matched_rows_default_rule_bins_relative_position():

@@ -242,3 +242,45 @@ def test_passes_are_timed_for_the_runner(tiny64, tmp_cache, tmp_path, monkeypatc
     passes = read_passes(log)
     assert [(p["kind"], p["cached"]) for p in passes] == [("extract", False), ("extract", True), ("generate", False)]
     assert passes[0]["tokens"] > 0 and passes[2]["tokens"] > 0 and passes[0]["processes"] == 1
+
+
+def _planted_reports(folder: Path, reports: dict) -> None:
+    """Write ``{rank: text or None}`` as error-rank<r>.txt (text) or rank<r>.json (None: finished), oldest
+    first in the order given (1 ms apart, so that the file times order them)."""
+    import os
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "launch.log").write_text("launch output\nthe last line of the launch log\n")
+    for i, (rank, text) in enumerate(reports.items()):
+        path = folder / (f"error-rank{rank}.txt" if text is not None else f"rank{rank}.json")
+        path.write_text(text if text is not None else "{}")
+        os.utime(path, ns=(10**18 + i * 10**6, 10**18 + i * 10**6))
+
+
+LOST = "Traceback (most recent call last):\nRuntimeError: Connection closed by peer [127.0.0.1]:29500"
+
+
+def test_the_failure_report_blames_the_process_that_failed_not_another(tmp_path):
+    """Several processes report errors: the report names the one that failed first, with its own error, not the
+    ones that lost their connection to it, nor the lowest rank, nor the last to write."""
+    blame = distributed._failure_message
+    # rank 0 lost its connection and wrote first; rank 2 raised the real error afterwards
+    _planted_reports(tmp_path / "a", {0: LOST, 1: None, 2: "Traceback\nValueError: planted failure in rank 2"})
+    text = blame("extract", tmp_path / "a", 1, processes=3)
+    assert text.startswith("the sharded extract job failed in rank2 ") and "planted failure in rank 2" in text
+    assert "processes reporting an error: rank0, rank2" in text and str(tmp_path / "a" / "launch.log") in text
+    # two real errors: the first to fail (rank 3) is blamed, not rank 1 (lower) nor the later one
+    _planted_reports(tmp_path / "b", {3: "Traceback\nOSError: disk full in rank 3", 0: None, 2: None,
+                                      1: "Traceback\nKeyError: after rank 3 in rank 1"})  # fmt: skip
+    text = blame("generate", tmp_path / "b", 1, processes=4)
+    assert (
+        text.startswith("the sharded generate job failed in rank3 ") and "disk full in rank 3" in text.splitlines()[0]
+    )
+    # only lost connections reported, and rank 1 left nothing at all (killed): rank 1 is blamed, not rank 0
+    _planted_reports(tmp_path / "c", {0: LOST, 2: LOST})
+    text = blame("extract", tmp_path / "c", -9, processes=3)
+    assert text.startswith("the sharded extract job failed in rank1, which ended without a report")
+    assert "the last line of the launch log" in text
+    # no process reported: the launch log's tail
+    _planted_reports(tmp_path / "d", {})
+    assert "before any process reported an error" in blame("train", tmp_path / "d", 2, processes=2)

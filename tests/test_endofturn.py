@@ -15,6 +15,7 @@ from scipy.stats import binomtest
 from vaxis.axis import Axis
 from vaxis.chat import render_chat
 from vaxis.experiments import endofturn as eot
+from vaxis.experiments import prefill_conflict as pc
 from vaxis.experiments.extraction import items_from_games, run_extraction
 from vaxis.icrl import GameSize, generate_games
 from vaxis.spans import tokens_in_spans
@@ -195,6 +196,39 @@ def test_matched_contrast_removes_most_of_a_planted_ramp_and_keeps_the_step():
     assert eot.matched_contrast(before, after, b_end, a_end, bin_width=1) is None  # no bin holds both
 
 
+def test_unmatched_contrast_draws_the_given_numbers_of_tokens_at_random():
+    eye = torch.eye(60)[:, None, :]  # token i: one-hot at i; before tokens 0..19, after tokens 30..54
+    before, after = eye[:20], eye[30:55]
+    rng = np.random.default_rng(0)
+    picks = [eot.unmatched_contrast(before, after, 4, 6, rng)[0] for _ in range(300)]
+    for c in picks:  # mean of 6 after one-hots minus mean of 4 before one-hots, each token once
+        assert int((c > 0).sum()) == 6 and int((c < 0).sum()) == 4
+        assert torch.allclose(c[c > 0], torch.tensor(1 / 6)) and torch.allclose(c[c < 0], torch.tensor(-1 / 4))
+    hits = torch.stack([(p != 0).float() for p in picks]).mean(0)
+    assert float(hits[:20].min()) > 0.05 and float(hits[30:55].min()) > 0.05  # any token can be drawn
+    with pytest.raises(ValueError, match="cannot draw"):
+        eot.unmatched_contrast(before[:3], after[:3], 4, 1, rng)
+
+
+def test_with_norms_steers_at_the_norm_the_random_directions_use():
+    from vaxis.experiments.confidence import steering_vectors
+
+    value = _axis(torch.randn(4, D, generator=torch.Generator().manual_seed(0)), "value axis")
+    value.mean_norms = torch.tensor([10.0, 20.0, 30.0, 40.0])
+    end = _axis(torch.randn(4, D, generator=torch.Generator().manual_seed(1)), "late-minus-early")
+    end.mean_norms = torch.tensor([1.0, 2.0, 3.0, 4.0])  # paragraphs' norms: not the games'
+    random = steering_vectors(value, 2, [16.8], n_random=3, seed=0)
+    same = steering_vectors(eot.with_norms(end, value), 2, [16.8], n_random=0, seed=0)
+    own = steering_vectors(end, 2, [16.8], n_random=0, seed=0)
+    norm = float(random[("random0", 16.8)][2].norm())
+    assert float(same[("axis", 16.8)][2].norm()) == pytest.approx(norm, rel=1e-5)
+    assert float(own[("axis", 16.8)][2].norm()) == pytest.approx(norm / 10, rel=1e-5)  # what the notebook did
+    moved = eot.with_norms(end, value)
+    assert torch.equal(moved.vectors, end.vectors) and "value axis" in moved.meta["steering_norm"]
+    with pytest.raises(ValueError, match="the axes differ"):
+        eot.with_norms(end, _axis(torch.randn(3, D), "three layers"))
+
+
 def test_position_matched_axis_reads_notebook_02s_cache_and_matches_positions(tiny, tmp_cache, games, monkeypatch):
     model, tok = tiny
     u = _unit(3)
@@ -210,8 +244,42 @@ def test_position_matched_axis_reads_notebook_02s_cache_and_matches_positions(ti
         monkeypatch.setattr(sys.modules["vaxis.extract"], "_run_batch", no_forward)
         value = _axis(ex.directions.vectors[0], "value axis", main=2)
         groups = ["a" if g % 3 else "b" for g in range(len(spans.game_criterion))]  # unequal criteria
-        matched = eot.position_matched_axis(model, tok, ex.fit_items, groups, value, bin_width=12,
-                                            weighting="conversation", progress=False)  # fmt: skip
+        asked, drawn, real = [], [], eot.unmatched_contrast
+
+        def spy_matched(before, after, b_end, a_end, bin_width, min_tokens):
+            asked.append((len(before), len(after), np.asarray(b_end), np.asarray(a_end), bin_width, min_tokens))
+            return real_matched(before, after, b_end, a_end, bin_width, min_tokens)
+
+        def spy_control(before, after, n_before, n_after, rng):
+            drawn.append((len(before), len(after), n_before, n_after))
+            return real(before, after, n_before, n_after, rng)
+
+        real_matched = eot.matched_contrast
+        monkeypatch.setattr(eot, "matched_contrast", spy_matched)
+        monkeypatch.setattr(eot, "unmatched_contrast", spy_control)
+        matched, control = eot.position_matched_axes(model, tok, ex.fit_items, groups, value, bin_width=12,
+                                                     weighting="conversation", seed=1, progress=False)  # fmt: skip
+        monkeypatch.setattr(eot, "matched_contrast", real_matched)
+        monkeypatch.setattr(eot, "unmatched_contrast", real)
+    # the control draws, per game kept, as many before and after tokens as that game's matched bins hold
+    expected = []
+    for n_b, n_a, b_end, a_end, width, least in asked:
+        assert (len(b_end), len(a_end)) == (n_b, n_a)  # token positions line up with the activations
+        bins = [b for b in np.intersect1d(b_end // width, a_end // width)
+                if (b_end // width == b).sum() >= least and (a_end // width == b).sum() >= least]  # fmt: skip
+        if bins:
+            expected.append((n_b, n_a, sum(int((b_end // width == b).sum()) for b in bins),
+                             sum(int((a_end // width == b).sum()) for b in bins)))  # fmt: skip
+    assert drawn == expected and len(drawn) == matched.meta["n_games"] == control.meta["n_games"]
+    assert all(nb < b or na < a for b, a, nb, na in drawn)  # fewer tokens than the game has: a real subsample
+    assert (
+        matched.meta["n_tokens"]
+        == control.meta["n_tokens"]
+        == {"before": sum(d[2] for d in drawn), "after": sum(d[3] for d in drawn)}
+    )
+    # unmatched, the control keeps the full ramp (alpha x the full gap), the matched axis only the matched gap
+    assert float(control.vector(0) @ u) > 2 * float(matched.vector(0) @ u)
+    assert "unmatched control" in control.meta["kind"] and control.meta["seed"] == 1
     m = matched.meta
     n_targets = sum(it.kind == "target" for it in ex.fit_items)
     assert m["n_games"] + m["skipped_games"] == n_targets and m["n_games"] >= 3
@@ -243,7 +311,7 @@ def _tail_ids_alone(chat, tok, tail):
 
 def test_prefill_pairs_from_games(tiny, games):
     _, tok = tiny
-    pairs, skipped = eot.prefill_conflicts(games, tok, tail_words=4, high_cut=0.25)
+    pairs, skipped = pc.prefill_conflicts(games, tok, tail_words=4, high_cut=0.25)
     assert len(pairs) + len(skipped) == len(games) and len(pairs) >= 8
     by_id = {g.game_id: g for g in games}
     for p in pairs:
@@ -263,7 +331,7 @@ def test_prefill_pairs_from_games(tiny, games):
         assert p.words_left == (0, n_words - k) and p.words_left[1] > 0
         ids = _tail_ids_alone(p.low, tok, p.tail)
         assert ids == _tail_ids_alone(p.high, tok, p.tail) == list(p.tail_ids) and ids
-    fixed, _ = eot.prefill_conflicts(games[:4], tok, tail=" and so on.")
+    fixed, _ = pc.prefill_conflicts(games[:4], tok, tail=" and so on.")
     for p in fixed:
         g = by_id[p.key]
         assert p.tail == " and so on." and p.low[-1]["content"] == g.messages[len(p.low) - 1]["content"] + p.tail
@@ -273,27 +341,27 @@ def test_prefill_pairs_skip_and_errors(tiny, games):
     _, tok = tiny
     g = games[0]
     no_explore = dataclasses.replace(g, attempts=[dataclasses.replace(a, phase="discovery") for a in g.attempts])
-    pairs, skipped = eot.prefill_conflicts([no_explore, g], tok)
+    pairs, skipped = pc.prefill_conflicts([no_explore, g], tok)
     assert [p.key for p in pairs] == [g.game_id] and skipped == [
         {"key": g.game_id, "reason": "no_failed_pre_discovery_attempt"}
     ]
-    _, skipped = eot.prefill_conflicts([g], tok, tail_words=10_000)
+    _, skipped = pc.prefill_conflicts([g], tok, tail_words=10_000)
     assert skipped[0]["reason"] == "rewrite_too_short"
     for kwargs in ({"tail_words": 0}, {"high_cut": 0.0}, {"high_cut": 1.0}, {"tail": " "}):
         with pytest.raises(ValueError):
-            eot.prefill_conflicts([g], tok, **kwargs)
+            pc.prefill_conflicts([g], tok, **kwargs)
     chat = [{"role": "user", "content": "Tell me about the river."}]
     triples = [(chat, "The river flows past the old mill.", "The river"), (chat, "The stone bridge.", "A drum.")]
-    pairs, skipped = eot.prefill_conflicts_from_prefills(triples, tok, " It flows on.")
+    pairs, skipped = pc.prefill_conflicts_from_prefills(triples, tok, " It flows on.")
     assert [p.key for p in pairs] == ["0", "1"] and skipped == []
     # a tail that merges with the text before it ("rive" + "r flows") is no clean tail: skipped, never misread
-    pairs2, skipped = eot.prefill_conflicts_from_prefills([(chat, "The rive", "A rive")], tok, "r flows")
+    pairs2, skipped = pc.prefill_conflicts_from_prefills([(chat, "The rive", "A rive")], tok, "r flows")
     assert pairs2 == [] and skipped == [{"key": "0", "reason": "tail_tokens_differ", "tail": "r flows"}]
     assert pairs[0].low[:-1] == chat and pairs[0].words_left == (None, None)
     with pytest.raises(ValueError, match="tail is empty"):
-        eot.prefill_conflicts_from_prefills([(chat, "a", "b")], tok, "")
+        pc.prefill_conflicts_from_prefills([(chat, "a", "b")], tok, "")
     with pytest.raises(ValueError, match="no prefill pairs"):
-        eot.conflict_projections(None, tok, [], {})
+        pc.conflict_projections(None, tok, [], {})
 
 
 def test_conflict_table_counts_and_nulls_on_hand_made_projections():
@@ -303,30 +371,33 @@ def test_conflict_table_counts_and_nulls_on_hand_made_projections():
     low[:, 0, 1] = 1.0  # random direction 1: 10 of 10
     low[:3, 0, 2], high[:3, 0, 2] = 1.0, 0.5  # random direction 2: 3 of 10
     high[:, 1, :] = 1e-9  # layer 1: ties within the tolerance
-    table = eot.conflict_table(eot.Conflicts([0, 5], [str(i) for i in range(10)], low, high, np.ones(10)), n_boot=50)
+    table = pc.conflict_table(pc.Conflicts([0, 5], [str(i) for i in range(10)], low, high, np.ones(10)), n_boot=50)
     row, tied = table.iloc[0], table.iloc[1]
     assert (row.layer, row.low_higher, row.ties, row.share) == (0, 8, 0, 0.8)
     assert row.p_sign == pytest.approx(binomtest(8, 10, 0.5).pvalue) and row.share_low <= 0.8 <= row.share_high
     assert row.mean_low_minus_high == pytest.approx(0.8 * 1.0 - 0.5)
     assert (row.random_median, row.p_random) == (6.5, pytest.approx(2 / 3))
     assert (tied.layer, tied.low_higher, tied.ties) == (5, 0, 10)
+    shares = pc.conflict_shares(pc.Conflicts([0, 5], [str(i) for i in range(10)], low, high, np.ones(10)), 0)
+    np.testing.assert_allclose(shares, [0.8, 1.0, 0.3])  # the verdict's null draws: every direction's share
+    np.testing.assert_allclose(pc.conflict_shares(pc.Conflicts([0, 5], [], low, high, np.ones(10)), 1), [0, 0, 0])
 
 
 def test_conflict_projections_count_a_planted_end_of_turn_direction(tiny, games):
     model, tok = tiny
     u = _unit(4)
-    pairs, _ = eot.prefill_conflicts(games[:8], tok)
+    pairs, _ = pc.prefill_conflicts(games[:8], tok)
     directions = {0: torch.stack([u, _unit(5), _unit(6)]), 2: torch.stack([u, _unit(7), _unit(8)])}
     with planted_turn_ramp(model, tok, u, alpha=0.002):  # small: cosines far from saturating at 1
-        conflicts = eot.conflict_projections(model, tok, pairs, directions, use_cache=False, progress=False)
+        conflicts = pc.conflict_projections(model, tok, pairs, directions, use_cache=False, progress=False)
     n = len(pairs)
     assert conflicts.layers == [0, 2] and conflicts.low.shape == conflicts.high.shape == (n, 2, 3)
     assert conflicts.keys == [p.key for p in pairs]
     assert (conflicts.tail_tokens == [len(p.tail_ids) for p in pairs]).all()
-    row = eot.conflict_table(conflicts, n_boot=20).iloc[0]
+    row = pc.conflict_table(conflicts, n_boot=20).iloc[0]
     # the tail sits later in the low turn (complete) than in the high one (cut early): the planted direction,
     # which grows through the turn, puts the low prefill higher in every pair
     assert row.low_higher == n and row.p_sign == pytest.approx(2 * 0.5**n)
     with planted_turn_ramp(model, tok, u, alpha=0.002):
-        again = eot.conflict_projections(model, tok, list(reversed(pairs)), directions, use_cache=False, progress=False)
+        again = pc.conflict_projections(model, tok, list(reversed(pairs)), directions, use_cache=False, progress=False)
     np.testing.assert_allclose(again.low[::-1], conflicts.low, atol=1e-5)

@@ -313,19 +313,31 @@ def run_job(kind: str, job: dict, key: str, processes: int, entry: list[str] | N
             proc.wait()
             raise
     if proc.returncode != 0:
-        raise DistributedError(_failure_message(kind, folder, proc.returncode))
+        raise DistributedError(_failure_message(kind, folder, proc.returncode, processes))
     atomic_write_json(folder / "done.json", {"processes": processes, "seconds": time.perf_counter() - start})
     return folder
 
 
-def _failure_message(kind: str, folder: Path, returncode: int) -> str:
+def _lost_connection(text: str) -> bool:
+    return "Connection closed by peer" in text or "Connection reset" in text
+
+
+def _failure_message(kind: str, folder: Path, returncode: int, processes: int = 0) -> str:
     # The process that failed first, not the ones that lost their connection to it afterwards.
     def order(path: Path):
-        text = path.read_text(encoding="utf-8")
-        return ("Connection closed by peer" in text or "Connection reset" in text, path.stat().st_mtime_ns)
+        return (_lost_connection(path.read_text(encoding="utf-8")), path.stat().st_mtime_ns)
 
     errors = sorted(folder.glob("error-rank*.txt"), key=order)
-    if errors:
+    silent = [r for r in range(processes)
+              if not (folder / f"rank{r}.json").exists() and not (folder / f"error-rank{r}.txt").exists()]  # fmt: skip
+    if errors and silent and _lost_connection(errors[0].read_text(encoding="utf-8")):
+        # every report is a lost connection: the process that failed first died without one (killed, e.g. for memory)
+        head = (
+            f"the sharded {kind} job failed in {', '.join(f'rank{r}' for r in silent)}, which ended without a "
+            f"report (killed, e.g. for memory?); the others lost their connection to it (exit status {returncode})"
+        )
+        detail = "\n".join((folder / "launch.log").read_text(encoding="utf-8").splitlines()[-30:])
+    elif errors:
         detail = errors[0].read_text(encoding="utf-8")
         last = detail.strip().splitlines()
         head = (f"the sharded {kind} job failed in {errors[0].stem.removeprefix('error-')} "

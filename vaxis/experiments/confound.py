@@ -70,29 +70,23 @@ def heldout_table(model, tokenizer, run, directions: dict, n_games: int | None =
     return token_table(stats, items, list(range(len(items))), tokenizer), items
 
 
-def _game_boot(table, n_boot: int, seed: int):
-    """Bootstrap index sets that resample the table's items (games) with replacement."""
-    rng = np.random.default_rng(seed)
-    ids = np.unique(table.item)
-    rows = {g: np.flatnonzero(table.item == g) for g in ids}
-    for _ in range(n_boot):
-        yield np.concatenate([rows[g] for g in rng.choice(ids, len(ids))])
-
-
 def auroc_rows(table, names: Sequence[str], li: int = 0, n_boot: int = 200, seed: int = 0) -> dict:
     """``{name: (auroc, low, high)}`` of after vs before tokens at layer index ``li`` for each named axis
-    (CI: games resampled, the axis fixed), plus ``"random"``: the random directions' 2.5-97.5 % range."""
+    (CI: whole games resampled, :func:`vaxis.nulls.group_resamples`, the axis fixed), plus ``"random"``: the
+    random directions' 2.5-97.5 % range, and ``"null"``: their AUROCs (the null draws of a verdict)."""
     from ..evaluate import auroc_columns
+    from ..nulls import group_resamples
 
     scores, labels = table.scores[:, li, :], table.labels
     point = auroc_columns(scores, labels)
-    draws = np.array([auroc_columns(scores[i], labels[i]) for i in _game_boot(table, n_boot, seed)])
+    draws = np.array([auroc_columns(scores[i], labels[i]) for i in group_resamples(table.item, n_boot, seed)])
     out = {}
     for k, name in enumerate(names):
         lo, hi = np.quantile(draws[:, k], [0.025, 0.975]) if len(draws) else (np.nan, np.nan)
         out[name] = (float(point[k]), float(lo), float(hi))
     rand = point[len(names) :]
     out["random"] = (float(np.median(rand)), *np.quantile(rand, [0.025, 0.975])) if len(rand) else (np.nan,) * 3
+    out["null"] = rand.astype(float)
     return out
 
 
@@ -100,9 +94,12 @@ def matched_rows(table, names: Sequence[str], li: int = 0, rule: str = "relative
     """``{name: auroc}`` among tokens at the same position (notebook 03's :func:`matched_aurocs`, the rule
     whose name contains ``rule``: by default bins of relative position in the rewrite; "end of the turn"
     matches exact tokens to the end of the turn, which needs many games to fill), each axis in turn as
-    column 0; ``"random"``: the random directions' range; ``"position"``: the best position covariate inside
-    the same strata (what position alone still knows there)."""
+    column 0; ``"random"``: the random directions' range; ``"null"``: their AUROCs; ``"position"``: the best
+    position covariate inside the same strata (what position alone still knows there); ``"bar"``: what an axis
+    must beat, the larger of ``"position"`` and the random directions' 97.5th percentile
+    (:func:`vaxis.experiments.confound_report.equal_position_bar`)."""
     from .axis import matched_aurocs
+    from .confound_report import equal_position_bar
 
     out, n = {}, len(names)
     for k, name in enumerate(names):
@@ -112,6 +109,8 @@ def matched_rows(table, names: Sequence[str], li: int = 0, rule: str = "relative
     rand = m.random[:, li] if len(m.random) else np.array([np.nan])
     out["random"] = (float(np.nanmedian(rand)), *np.nanquantile(rand, [0.025, 0.975]))
     out["position"] = float(m.baseline)
+    out["null"] = rand[np.isfinite(rand)].astype(float)
+    out["bar"] = equal_position_bar(out["position"], out["null"])
     return out
 
 
@@ -198,6 +197,7 @@ def check_eot_keys(p, cfg, games) -> None:
     """Notebook 10's own ``eot_*`` keys, against the data they select (``games``: notebook 01's, or None when they
     are not written yet). ``p``: a :class:`vaxis.checks.Problems`."""
     from ..icrl import load_paragraphs
+    from ..nulls import min_draws
     from ..prompts import read_prompts
 
     n_paragraphs = len(load_paragraphs())
@@ -206,6 +206,10 @@ def check_eot_keys(p, cfg, games) -> None:
     p.fraction("eot_fraction", cfg["eot_fraction"], 0.5, closed=True)
     for key in ("eot_random_directions", "eot_bin_width", "eot_conflict_games", "eot_math_pairs", "eot_heldout_games"):
         p.integer(key, cfg[key], 1)
+    n, least = cfg["eot_random_directions"], min_draws(0.05)
+    if p.whole(n) and 0 < n < least:
+        p.note(f"eot_random_directions={n}: the verdict table's p-values cannot reach 0.05 with fewer than {least} "
+               "random directions (smallest p = 1/(n+1)): no cell can survive; it is not a 5% test")  # fmt: skip
     p.text("eot_tail", cfg["eot_tail"])
     cuts = cfg["eot_cuts"]
     if (

@@ -1,30 +1,30 @@
-"""The end-of-turn confound (METHOD.md section 7; issue 12): building blocks for notebook 10.
+"""The end-of-turn confound (METHOD.md section 7; issue 12): the directions and axes of notebook 10.
 
 The replication argues the value axis largely tracks proximity to the end of the assistant turn.
 This module gives the pieces to test that, each fit or read by the value axis's own recipe:
 
-* **An end-of-turn direction** (:func:`fit_end_of_turn_axis`): real paragraphs (nothing about success)
-  as assistant turns; per paragraph ``mean(h late) - mean(h early)`` over the last / first ``fraction``
-  of the turn's tokens, averaged over paragraphs (Eq. 1 with *late* for *after*, *early* for *before*);
-  held-out token AUROC of late vs early, random directions read in the same pass.
-* **Two position-controlled value axes**: :func:`project_out` (the end-of-turn direction removed per
-  layer) and :func:`position_matched_axis` (the value axis refit on before/after tokens matched in
-  tokens to the end of the turn). Both are :class:`vaxis.axis.Axis` objects: ``save`` them and give
-  the path as ``axis_path`` to any notebook.
-* **Prefill conflicts** (:func:`prefill_conflicts`, :func:`conflict_projections`, :func:`conflict_table`):
-  a low-value prefill about to end against a high-value prefill with much left to write, read on
-  identical tail tokens; the count of pairs where the low one projects higher, beside random directions.
+* **A late-minus-early direction** (:func:`fit_end_of_turn_axis`; saved as ``end_of_turn_axis``): real
+  paragraphs (nothing about success) as assistant turns; per paragraph ``mean(h late) - mean(h early)`` over
+  the last / first ``fraction`` of the turn's tokens, averaged over paragraphs (Eq. 1 with *late* for *after*,
+  *early* for *before*). Late tokens are both far from the start and near the end of the turn, so the
+  direction mixes the two (it is named for that: "late-minus-early", not "distance to the end").
+* **Two position-controlled value axes**: :func:`project_out` (the late-minus-early direction removed per
+  layer) and :func:`position_matched_axes` (the value axis refit on before/after tokens matched in tokens to
+  the end of the turn, with a control refit on as many tokens drawn without matching). All are
+  :class:`vaxis.axis.Axis` objects: ``save`` them and give the path as ``axis_path`` to any notebook.
+* :func:`with_norms`: an axis steered at a percentage of another axis's mean residual norm, so that it and the
+  random directions steered beside the value axis move the residual stream by the same amount.
 
-Reads paragraphs (``data/paragraphs.jsonl``), ICRL games, notebook 02's fit items and a saved value axis;
-writes nothing itself (the notebook saves the axes). Demo costs (SmolLM2-135M, 2 CPU cores, ~500 tokens/s):
-the matched axis reads notebook 02's cache (seconds); 60 paragraphs ~15k tokens; 65 prefill pairs ~114k tokens.
+Prefill conflicts live in :mod:`vaxis.experiments.prefill_conflict`.
+
+Reads paragraphs (``data/paragraphs.jsonl``), notebook 02's fit items and a saved value axis; writes nothing
+itself (the notebook saves the axes). Demo costs (SmolLM2-135M, 2 CPU cores, ~500 tokens/s): the matched axes
+read notebook 02's cache (seconds); 40 paragraphs ~10k tokens.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -148,7 +148,8 @@ def fit_end_of_turn_axis(model, tokenizer, paragraphs, *, fraction: float = 0.25
     auroc = auroc_columns(scores, labels)
     ci = zip(layers, *bootstrap_auroc(scores[:, :, 0], labels, groups, n_boot, seed)) if n_boot else []
     axis.meta = {
-        "kind": "end-of-turn direction (late minus early tokens of unrelated assistant turns)",
+        "kind": "late-minus-early direction (last minus first tokens of unrelated assistant turns: distance from "
+        "the start and distance to the end mixed)",
         "recipe": f"e_L = mean over paragraphs of [mean h over the last {fraction:.0%} of the assistant turn's tokens "
         f"- mean h over its first {fraction:.0%}]; user turn {request!r}",
         "fraction": fraction, "n_fit": len(fit), "n_held_out": len(held), "held_out_ids": [ids[i] for i in held],
@@ -176,7 +177,8 @@ def cosine_by_layer(axis_a: Axis, axis_b: Axis) -> np.ndarray:
     return torch.nn.functional.cosine_similarity(axis_a.vectors.double(), axis_b.vectors.double(), dim=-1).numpy()
 
 
-def project_out(axis: Axis, direction: Axis, name: str = "value axis, end-of-turn direction projected out") -> Axis:
+def project_out(axis: Axis, direction: Axis,
+                name: str = "value axis, late-minus-early end-of-turn direction projected out") -> Axis:  # fmt: skip
     """``axis`` with ``direction`` removed at every layer (one Gram-Schmidt step):
     ``v'_L = v_L - (v_L . u_L) u_L`` with ``u_L = e_L / |e_L|``, so ``v'_L`` is orthogonal to ``e_L``.
 
@@ -199,10 +201,22 @@ def project_out(axis: Axis, direction: Axis, name: str = "value axis, end-of-tur
                 axis.hidden_size, axis.n_blocks, meta)  # fmt: skip
 
 
+def matched_bins(before_to_end: np.ndarray, after_to_end: np.ndarray, bin_width: int,
+                 min_tokens: int = 1) -> list[tuple[np.ndarray, np.ndarray]]:  # fmt: skip
+    """The bins of ``to_end // bin_width`` (tokens to the end of the turn) that hold at least ``min_tokens``
+    before *and* after tokens, as ``(before mask, after mask)`` pairs."""
+    b_bin, a_bin = np.asarray(before_to_end) // bin_width, np.asarray(after_to_end) // bin_width
+    out = []
+    for b in np.intersect1d(b_bin, a_bin):
+        mb, ma = b_bin == b, a_bin == b
+        if mb.sum() >= min_tokens and ma.sum() >= min_tokens:
+            out.append((mb, ma))
+    return out
+
+
 def matched_contrast(before: torch.Tensor, after: torch.Tensor, before_to_end: np.ndarray, after_to_end: np.ndarray,
                      bin_width: int, min_tokens: int = 1) -> tuple[torch.Tensor, float, float] | None:  # fmt: skip
-    """One game's position-matched contrast: tokens binned by ``to_end // bin_width`` (tokens to the end
-    of the turn); in every bin with at least ``min_tokens`` before *and* after tokens,
+    """One game's position-matched contrast: in every bin of :func:`matched_bins`,
     ``mean(h after in bin) - mean(h before in bin)``; the contrast is the mean over those bins.
 
     Args:
@@ -213,22 +227,54 @@ def matched_contrast(before: torch.Tensor, after: torch.Tensor, before_to_end: n
         before minus after tokens (matched: averaged over the bins used), or ``None`` when no bin qualifies.
     """
     before_to_end, after_to_end = np.asarray(before_to_end), np.asarray(after_to_end)
-    b_bin, a_bin = before_to_end // bin_width, after_to_end // bin_width
     diffs, gaps = [], []
-    for b in np.intersect1d(b_bin, a_bin):
-        mb, ma = b_bin == b, a_bin == b
-        if mb.sum() >= min_tokens and ma.sum() >= min_tokens:
-            diffs.append(after[torch.from_numpy(ma)].double().mean(0) - before[torch.from_numpy(mb)].double().mean(0))
-            gaps.append(float(before_to_end[mb].mean() - after_to_end[ma].mean()))
+    for mb, ma in matched_bins(before_to_end, after_to_end, bin_width, min_tokens):
+        diffs.append(after[torch.from_numpy(ma)].double().mean(0) - before[torch.from_numpy(mb)].double().mean(0))
+        gaps.append(float(before_to_end[mb].mean() - after_to_end[ma].mean()))
     if not diffs:
         return None
     return torch.stack(diffs).mean(0).float(), float(np.mean(gaps)), float(before_to_end.mean() - after_to_end.mean())
 
 
-def position_matched_axis(model, tokenizer, fit_items, game_criterion: Sequence[str], value_axis: Axis, *,
-                          bin_width: int = 16, min_tokens: int = 2, weighting: str = "criterion",
-                          **extract_kwargs) -> Axis:  # fmt: skip
-    """The value axis refit on before/after contrasts matched in distance to the end of the turn.
+def unmatched_contrast(before: torch.Tensor, after: torch.Tensor, n_before: int, n_after: int,
+                       rng: np.random.Generator) -> torch.Tensor:  # fmt: skip
+    """The control for :func:`matched_contrast`: ``mean(h of n_after after tokens) - mean(h of n_before before
+    tokens)``, the tokens drawn at random (without replacement) from all of the game's before / after tokens,
+    with no regard to position; ``(n_layers, d)``."""
+    if not (0 < n_before <= len(before) and 0 < n_after <= len(after)):
+        raise ValueError(f"cannot draw {n_before} of {len(before)} before and {n_after} of {len(after)} after tokens")
+    b = torch.from_numpy(np.sort(rng.choice(len(before), n_before, replace=False)))
+    a = torch.from_numpy(np.sort(rng.choice(len(after), n_after, replace=False)))
+    return (after[a].double().mean(0) - before[b].double().mean(0)).float()
+
+
+def _per_game(stats, table, fit_items, targets, game_criterion, bin_width, min_tokens, rng) -> tuple:
+    """Per target game: the matched contrast and its unmatched control (as many before / after tokens as the
+    matched bins hold, drawn at random), the game's criterion, position gaps and token counts; skipped games."""
+    contrasts, controls, criteria, gaps, counts, skipped = [], [], [], [], [], []
+    for i in targets:
+        rows = table.item == i
+        before, after = stats.activations["before"][i], stats.activations["after"][i]
+        b_end, a_end = table.to_turn_end[rows & (table.labels == 0)], table.to_turn_end[rows & (table.labels == 1)]
+        found = matched_contrast(before, after, b_end, a_end, bin_width, min_tokens)
+        if found is None:
+            skipped.append(fit_items[i].game)
+            continue
+        bins = matched_bins(b_end, a_end, bin_width, min_tokens)
+        n = (int(sum(mb.sum() for mb, _ in bins)), int(sum(ma.sum() for _, ma in bins)))
+        contrasts.append(found[0])
+        controls.append(unmatched_contrast(before, after, *n, rng))
+        criteria.append(game_criterion[fit_items[i].game])
+        gaps.append(found[1:])
+        counts.append(n)
+    return contrasts, controls, criteria, gaps, counts, skipped
+
+
+def position_matched_axes(model, tokenizer, fit_items, game_criterion: Sequence[str], value_axis: Axis, *,
+                          bin_width: int = 16, min_tokens: int = 2, weighting: str = "criterion", seed: int = 0,
+                          **extract_kwargs) -> tuple[Axis, Axis]:  # fmt: skip
+    """The value axis refit on before/after contrasts matched in distance to the end of the turn, and its
+    control: ``(matched, control)``.
 
     Recipe: for each construction target (``fit_items``, e.g. ``run.fit_items`` of notebook 02) every
     before and after token of the first post-discovery rewrite gets its tokens to the end of the
@@ -239,6 +285,11 @@ def position_matched_axis(model, tokenizer, fit_items, game_criterion: Sequence[
     sit a few tokens further from the end (``meta["position_gap_tokens"]``: matched vs all tokens, over
     the games kept). ``v_L`` = :func:`vaxis.axis.fit_axis` of these contrasts (``weighting``). Games
     without a shared bin are skipped and counted. Layers, main layer, norms and model: ``value_axis``'s.
+
+    The control is fit the same way on the same games from as many before and as many after tokens per game as
+    the matched bins used, drawn at random from all of the game's before / after tokens (:func:`unmatched_contrast`,
+    seeded by ``seed``): it has the matched axis's estimation noise but keeps the position signal, so a matched
+    axis that falls to chance while the control does not lost a signal, not precision.
 
     The activations come from :func:`vaxis.extract.extract` called exactly as notebook 02's fit pass
     (``keep_activations=True``): after a run with ``keep_construction_activations`` (the demo's) they
@@ -261,192 +312,51 @@ def position_matched_axis(model, tokenizer, fit_items, game_criterion: Sequence[
     # token_table reads positions beside per-token scores; the scores of this placeholder direction are unused
     project_activations(stats, Directions(torch.ones(1, len(stats.layers), value_axis.hidden_size), ["unused"]))
     table = token_table(stats, fit_items, targets, tokenizer)
-    contrasts, criteria, gaps, skipped = [], [], [], []
-    for i in targets:
-        rows = table.item == i
-        found = matched_contrast(stats.activations["before"][i], stats.activations["after"][i],
-                                 table.to_turn_end[rows & (table.labels == 0)],
-                                 table.to_turn_end[rows & (table.labels == 1)], bin_width, min_tokens)  # fmt: skip
-        if found is None:
-            skipped.append(fit_items[i].game)
-            continue
-        contrasts.append(found[0])
-        criteria.append(game_criterion[fit_items[i].game])
-        gaps.append(found[1:])
+    contrasts, controls, criteria, gaps, counts, skipped = _per_game(
+        stats, table, fit_items, targets, game_criterion, bin_width, min_tokens, np.random.default_rng(seed)
+    )
     if not contrasts:
         raise ValueError(f"no usable games: none of {len(targets)} has a bin of {bin_width} tokens to the end of "
                          f"the turn with >= {min_tokens} before and after tokens; widen bin_width or lower "
                          "min_tokens")  # fmt: skip
-    gap = np.mean(gaps, axis=0)
-    meta = {
+    gap, tokens = np.mean(gaps, axis=0), np.sum(counts, axis=0)
+    shared = {
+        "bin_width": bin_width, "min_tokens": min_tokens, "weighting": weighting, "n_games": len(contrasts),
+        "n_criteria": len(set(criteria)), "skipped_games": len(skipped),
+        "n_tokens": {"before": int(tokens[0]), "after": int(tokens[1])},
+        "source": {k: value_axis.meta[k] for k in ("kind", "profile", "data_hash", "seed") if k in value_axis.meta},
+    }  # fmt: skip
+    matched_meta = {
         "kind": "position-matched value axis",
         "recipe": f"per game: mean h after - mean h before inside bins of {bin_width} tokens to the end of the "
         f"turn holding >= {min_tokens} of each; fit_axis over games ({weighting})",
-        "bin_width": bin_width, "min_tokens": min_tokens, "weighting": weighting, "n_games": len(contrasts),
-        "n_criteria": len(set(criteria)), "skipped_games": len(skipped),
-        "position_gap_tokens": {"matched": round(float(gap[0]), 2), "all_tokens": round(float(gap[1]), 2)},
-        "source": {k: value_axis.meta[k] for k in ("kind", "profile", "data_hash", "seed") if k in value_axis.meta},
+        **shared, "position_gap_tokens": {"matched": round(float(gap[0]), 2), "all_tokens": round(float(gap[1]), 2)},
     }  # fmt: skip
-    return Axis(fit_axis(torch.stack(contrasts), criteria, weighting), list(value_axis.layers),
-                value_axis.mean_norms.clone(), value_axis.main_layer, value_axis.model, value_axis.hidden_size,
-                value_axis.n_blocks, meta)  # fmt: skip
+    control_meta = {
+        "kind": "unmatched control of the position-matched value axis",
+        "recipe": "per game: mean h of as many after tokens minus mean h of as many before tokens as the matched "
+        f"bins used, drawn at random from the game's before / after tokens (seed {seed}); fit_axis over games "
+        f"({weighting})",
+        **shared, "seed": seed,
+    }  # fmt: skip
+    return tuple(
+        Axis(fit_axis(torch.stack(c), criteria, weighting), list(value_axis.layers), value_axis.mean_norms.clone(),
+             value_axis.main_layer, value_axis.model, value_axis.hidden_size, value_axis.n_blocks, meta)
+        for c, meta in ((contrasts, matched_meta), (controls, control_meta))
+    )  # fmt: skip
 
 
-# ------------------------------------------------------------------------------------------ prefill conflicts
+def position_matched_axis(model, tokenizer, fit_items, game_criterion: Sequence[str], value_axis: Axis,
+                          **kwargs) -> Axis:  # fmt: skip
+    """The matched axis of :func:`position_matched_axes` alone (same arguments)."""
+    return position_matched_axes(model, tokenizer, fit_items, game_criterion, value_axis, **kwargs)[0]
 
 
-@dataclass(frozen=True)
-class PrefillPair:
-    """One conflict pair: ``low`` / ``high`` are chats whose last message is the assistant prefill; both
-    prefills end with ``tail``, whose token ids (``tail_ids``) are identical in the two rendered chats.
-    ``words_left``: words of the original turn after each cut, ``(low, high)``; ``None`` when unknown."""
-
-    key: str
-    low: list
-    high: list
-    tail: str
-    tail_ids: tuple
-    words_left: tuple
-
-
-def _tail_ids(chat: list, tokenizer, tail: str) -> tuple | None:
-    """Token ids of the last ``len(tail)`` characters of ``chat``'s last message, or ``None`` when its
-    tokens do not cover exactly those characters (a token shared with the text before the tail)."""
-    from ..chat import render_chat
-    from ..spans import tokens_in_spans
-
-    rendered = render_chat(tokenizer, chat)
-    enc = tokenizer(rendered.text, return_offsets_mapping=True, add_special_tokens=False)
-    end, offsets = rendered.message_spans[-1][1], enc["offset_mapping"]
-    toks = tokens_in_spans(rendered.text, offsets, {"tail": [(end - len(tail), end)]})["tail"]
-    if not toks or rendered.text[offsets[toks[0]][0] : offsets[toks[-1]][1]] != tail:
-        return None
-    return tuple(enc["input_ids"][t] for t in toks)
-
-
-def _pair(key, low, high, tail, tokenizer, words_left, skipped) -> PrefillPair | None:
-    ids = [_tail_ids(chat, tokenizer, tail) for chat in (low, high)]
-    if ids[0] is None or ids[0] != ids[1]:
-        skipped.append({"key": key, "reason": "tail_tokens_differ", "tail": tail})
-        return None
-    return PrefillPair(key, low, high, tail, ids[0], words_left)
-
-
-def prefill_conflicts(games, tokenizer, *, tail_words: int = 4, high_cut: float = 0.25,
-                      tail: str | None = None) -> tuple[list[PrefillPair], list[dict]]:  # fmt: skip
-    """Conflict pairs from ICRL games, one per game, in its own context each:
-
-    * low value, about to end: the game's LAST failed pre-discovery attempt (phase ``explore``), the chat
-      up to and including that assistant turn, which is complete (0 words left);
-    * high value, much left to write: the target (first post-discovery success), its chat up to that
-      turn, the turn cut after the first ``max(1, floor(high_cut * n))`` of its rewrite's ``n`` words;
-    * the tail: with ``tail=None``, the low turn's own last ``tail_words`` words with the whitespace
-      before them, appended verbatim to the high cut (so the low prefill is natural text); with a
-      string (start it with a space), it is appended to both (the low turn then ends with it).
-
-    The high chat contains the low turn earlier (it is the same game), so the tail's words appear in its
-    context once. A game is skipped and listed (``{"key", "reason"}``) when it has no failed
-    pre-discovery attempt, a rewrite is too short for the cut, or the tail's tokens differ between the
-    two rendered chats. Returns ``(pairs, skipped)``.
-    """
-    if tail_words < 1 or not 0 < high_cut < 1:
-        raise ValueError(f"tail_words={tail_words} must be >= 1 and high_cut={high_cut} in (0, 1)")
-    if tail is not None and not tail.strip():
-        raise ValueError("tail is empty: give the text appended to both prefills, e.g. ' and so on.'")
-    pairs, skipped = [], []
-    for g in games:
-        explore = [i for i, a in enumerate(g.attempts) if a.phase == "explore" and not a.success]
-        if not explore:
-            skipped.append({"key": g.game_id, "reason": "no_failed_pre_discovery_attempt"})
-            continue
-        low_a, high_a = g.attempts[explore[-1]], g.target
-        low, high = g.chat(low_a.message_index), g.chat(high_a.message_index)
-        low_words, high_words = (list(re.finditer(r"\S+", g.rewrite(i))) for i in (explore[-1], g.target_attempt))
-        k = max(1, int(high_cut * len(high_words)))
-        if (tail is None and len(low_words) <= tail_words) or k >= len(high_words):
-            skipped.append({"key": g.game_id, "reason": "rewrite_too_short"})
-            continue
-        content = low[-1]["content"][: low_a.rewrite_span[1]]
-        the_tail = content[low_a.rewrite_span[0] + low_words[-tail_words].start() - 1 :] if tail is None else tail
-        low[-1]["content"] = content if tail is None else content + tail
-        high[-1]["content"] = high[-1]["content"][: high_a.rewrite_span[0] + high_words[k - 1].end()] + the_tail
-        pair = _pair(g.game_id, low, high, the_tail, tokenizer, (0, len(high_words) - k), skipped)
-        if pair is not None:
-            pairs.append(pair)
-    return pairs, skipped
-
-
-def prefill_conflicts_from_prefills(triples, tokenizer, tail: str) -> tuple[list[PrefillPair], list[dict]]:
-    """Conflict pairs from given ``(chat, prefill_low, prefill_high)`` triples (e.g. notebook 04's math
-    rollouts: a wrong one cut near its end, a correct one cut early): each prefill + ``tail`` becomes the
-    assistant message after ``chat``. Keys are the triples' indices; skipped as in :func:`prefill_conflicts`."""
-    if not tail or not tail.strip():
-        raise ValueError("tail is empty: give the text appended to both prefills, e.g. ' and so on.'")
-    pairs, skipped = [], []
-    for j, (chat, low, high) in enumerate(triples):
-        turn = [{"role": m["role"], "content": m["content"]} for m in chat]
-        low_chat, high_chat = ([*turn, {"role": "assistant", "content": text + tail}] for text in (low, high))
-        pair = _pair(str(j), low_chat, high_chat, tail, tokenizer, (None, None), skipped)
-        if pair is not None:
-            pairs.append(pair)
-    return pairs, skipped
-
-
-@dataclass
-class Conflicts:
-    """Mean projection (``cos(h_t, u)``) over each prefill's tail tokens: ``low`` / ``high`` are
-    ``(n_pairs, n_layers, K)``, the columns those of the directions given (column 0 the axis, then the
-    random directions of :func:`vaxis.experiments.coding.probe_directions`); ``tail_tokens``: ``(n_pairs,)``."""
-
-    layers: list[int]
-    keys: list[str]
-    low: np.ndarray
-    high: np.ndarray
-    tail_tokens: np.ndarray
-
-
-def conflict_projections(model, tokenizer, pairs: Sequence[PrefillPair], directions: dict,
-                         **extract_kwargs) -> Conflicts:  # fmt: skip
-    """Read :class:`Conflicts` in one :func:`vaxis.extract.extract` pass (the forward pass stops at the
-    tail's last token, so the end-of-turn marker the template adds is never read). ``directions``:
-    ``{layer: (K, d)}``, e.g. ``probe_directions(axis, n_random, seed)``."""
-    from ..extract import extract
-
-    if not pairs:
-        raise ValueError("no prefill pairs: every candidate was skipped (see the skipped list) or none was given")
-    chats = [p.low for p in pairs] + [p.high for p in pairs]
-    spans = [{"tail": [(len(c) - 1, len(c[-1]["content"]) - len(p.tail), len(c[-1]["content"]))]}
-             for c, p in zip(chats, list(pairs) * 2)]  # fmt: skip
-    stats = extract(model, tokenizer, chats, spans, layers=sorted(directions), directions=directions, **extract_kwargs)
-    means = np.stack([p.numpy().mean(0) for p in stats.projections["tail"]])
-    n, counts = len(pairs), stats.counts["tail"].numpy()
-    return Conflicts(list(stats.layers), [p.key for p in pairs], means[:n], means[n:], counts[:n])
-
-
-def conflict_table(conflicts: Conflicts, n_boot: int = 200, seed: int = 0, tie_tol: float = 1e-6):
-    """Per layer (a pandas DataFrame): ``low_higher``, the pairs where the low-value prefill projects
-    higher on the axis (column 0) by more than ``tie_tol`` (identical tail tokens give identical layer-0
-    activations, equal up to batch rounding: ``ties``), its ``share`` with a bootstrap 95 % CI over pairs,
-    the two-sided sign test ``p_sign`` (binomial, p = 0.5, ties counted as not higher), the mean
-    ``low - high``, and the same count for the random directions (median, 95th percentile) with
-    ``p_random``, the permutation p-value of the axis's count among theirs."""
-    import pandas as pd
-    from scipy.stats import binomtest
-
-    from ..evaluate import mean_ci, permutation_p
-
-    diff = conflicts.low - conflicts.high
-    wins, n = diff > tie_tol, len(diff)
-    counts = wins.sum(0)
-    rows = []
-    for li, layer in enumerate(conflicts.layers):
-        share, low, high = mean_ci(wins[:, li, 0].astype(float), n_boot, seed)
-        rand = counts[li, 1:]
-        rows.append({"layer": layer, "n_pairs": n, "low_higher": int(counts[li, 0]),
-                     "ties": int((np.abs(diff[:, li, 0]) <= tie_tol).sum()), "share": share, "share_low": low,
-                     "share_high": high, "p_sign": binomtest(int(counts[li, 0]), n, 0.5).pvalue,
-                     "mean_low_minus_high": float(diff[:, li, 0].mean()),
-                     "random_median": float(np.median(rand)) if len(rand) else np.nan,
-                     "random_q95": float(np.quantile(rand, 0.95)) if len(rand) else np.nan,
-                     "p_random": float(permutation_p(counts[li, 0], rand)) if len(rand) else np.nan})  # fmt: skip
-    return pd.DataFrame(rows)
+def with_norms(axis: Axis, like: Axis) -> Axis:
+    """``axis`` with ``like``'s mean residual norms (same layers), so that steering it at ``s`` % of the norm moves
+    the residual stream as far as steering ``like`` (and the random directions steered beside ``like``) at ``s`` %;
+    ``meta["steering_norm"]`` says whose norms they are."""
+    _check_same_space(axis, like)
+    meta = {**axis.meta, "steering_norm": f"mean residual norms of {like.meta.get('kind', 'another axis')}"}
+    return Axis(axis.vectors.clone(), list(axis.layers), like.mean_norms.clone(), axis.main_layer, axis.model,
+                axis.hidden_size, axis.n_blocks, meta)  # fmt: skip
