@@ -78,20 +78,12 @@ def prompt_projections(ctx: Context, plan: Planner, what: str, prompts, tag, chu
 
 def option_projections(plan: Planner, prompts, seed: int, tag, **extract_kwargs) -> None:
     """:func:`vaxis.experiments.preferences.option_projections`: one pass per site (answer, user turn)."""
-    from .experiments import preference_data as pdata
-    from .experiments.preferences import SITES, USER_MENTION
+    from .experiments.preferences import SITES, option_chats
 
-    chats, spans = {s: [] for s in SITES}, {s: [] for s in SITES}
-    for i, p in enumerate(prompts):
-        for option in pdata.OPTION_SETS[prompts[0].set_name]:
-            text = pdata.answer(option, np.random.default_rng([seed, i]))
-            chats["response"].append(p.messages() + [{"role": "assistant", "content": text}])
-            spans["response"].append({"s": [(2, 0, len(text))]})
-            user = p.user + USER_MENTION.format(option=option)
-            chats["user"].append([p.messages()[0], {"role": "user", "content": user}])
-            spans["user"].append({"s": [(1, len(p.user), len(user))]})
+    chats, spans = option_chats(prompts, seed)
     for site in SITES:
-        plan.extract(f"option ranking ({site})", chats[site], spans[site], tag=tag, **extract_kwargs)
+        plan.extract(f"option ranking ({site})", chats[site], [{"s": [s]} for s in spans[site]], tag=tag,
+                     **extract_kwargs)  # fmt: skip
 
 
 def read_model(ctx: Context, plan: Planner, cfg, prompts, word: str, tag) -> None:
@@ -217,13 +209,15 @@ def nb09(ctx: Context, plan: Planner) -> None:
     if base_model:
         plan.load()
         plan.model = f"base model {base_model}"
-        prompt_projections(ctx, plan, "prompts on the base model", texts, ("its axis", "L"), **kw)
+        prompt_projections(ctx, plan, "prompts on the base model", texts,
+                           ("its axis", "L", "probe", cfg["wild_random_directions"], cfg.seed), **kw)  # fmt: skip
     wanted = cfg["wild_adapters"]
     for name in sorted(set(ctx.adapters)):
         if "all" in wanted or name in wanted:
             plan.load()
             plan.model = name
-            prompt_projections(ctx, plan, "prompts on adapters of 07-08", texts, (ctx.axis_name(), "L", "axis"), **kw)
+            prompt_projections(ctx, plan, "prompts on adapters of 07-08", texts,
+                               (ctx.axis_name(), "L", "probe", cfg["wild_random_directions"], cfg.seed), **kw)  # fmt: skip
     plan.model = "base"
     if not ctx.param("eval_awareness"):
         return
@@ -258,6 +252,7 @@ def nb10(ctx: Context, plan: Planner) -> None:
     from .experiments import confound as cf
     from .experiments import endofturn as eot
     from .experiments import preferences as pref
+    from .experiments import prefill_conflict as pc
     from .experiments.confidence import QUESTIONS, confidence_chat, partial_responses
     from .icrl import load_paragraphs
     from .prompts import load_prompts
@@ -271,8 +266,8 @@ def nb10(ctx: Context, plan: Planner) -> None:
     order = np.random.default_rng(cfg.seed).permutation(len(chats))
     n_held = int(round(0.25 * len(chats)))
     for what, part, tag, names in (
-        ("end-of-turn direction: fit paragraphs", sorted(order[n_held:].tolist()), ALL, []),
-        ("end-of-turn direction: held-out paragraphs", sorted(order[:n_held].tolist()),
+        ("late-minus-early direction: fit paragraphs", sorted(order[n_held:].tolist()), ALL, []),
+        ("late-minus-early direction: held-out paragraphs", sorted(order[:n_held].tolist()),
          (ALL, "end-of-turn probe", cfg["eot_random_directions"], cfg.seed + 1), ["early", "late"]),
     ):  # fmt: skip
         plan.extract(what, [chats[i] for i in part], [spans[i] for i in part], tag=tag, token_spans=names, **kw)
@@ -280,11 +275,11 @@ def nb10(ctx: Context, plan: Planner) -> None:
     plan.extract("position-matched axis (02's fit pass, activations kept)", [it.text for it in fit],
                  [it.spans for it in fit], tag=ALL, token_spans=["before", "after"], keep=True, **kw)  # fmt: skip
     main = ctx.main_layer() if ctx.main_layer() is not None else "L"
-    dirs = (ctx.axis_name(), main, "four axes", cfg["eot_random_directions"], cfg.seed)
+    dirs = (ctx.axis_name(), main, "five axes", cfg["eot_random_directions"], cfg.seed)
     problems, texts = rollouts(ctx, plan)
-    game_pairs, _ = eot.prefill_conflicts(ctx.games()[: cfg["eot_conflict_games"]], ctx.tok)
+    game_pairs, _ = pc.prefill_conflicts(ctx.games()[: cfg["eot_conflict_games"]], ctx.tok)
     triples = cf.math_triples(problems, SimpleNamespace(texts=texts, correct=[None] * len(texts)))
-    math_pairs, _ = eot.prefill_conflicts_from_prefills(triples[: cfg["eot_math_pairs"]], ctx.tok, cfg["eot_tail"])
+    math_pairs, _ = pc.prefill_conflicts_from_prefills(triples[: cfg["eot_math_pairs"]], ctx.tok, cfg["eot_tail"])
     plan.note("every math rollout is taken to be wrong, so each makes a prefill pair (an upper bound)")
     for source, pairs in (("games", game_pairs), ("math rollouts", math_pairs)):
         if pairs:
@@ -304,7 +299,8 @@ def nb10(ctx: Context, plan: Planner) -> None:
     for framing in QUESTIONS:
         chats = [confidence_chat(p, t, framing) for p, t in zip(problems[:nv], texts[:nv])]
         plan.readout(f"verbalized confidence ({framing}?)", chats, tag=dirs, answers=YES_NO, **kw)
-    for axis in (ctx.axis_name(), "position-matched", "end-of-turn removed", "end-of-turn"):
+    for axis in (ctx.axis_name(), "position-matched", "unmatched control", "late-minus-early removed",
+                 "late-minus-early"):  # fmt: skip
         sweep(plan, axis, main, steer[:ns], partials[:ns], [-16.8, 0.0, 16.8], n_random=0, n_samples=1, seed=cfg.seed,
               framings=["correct"], yes_rates_too=False)  # fmt: skip
     backtracking_rollouts(ctx, plan, cfg, tag=dirs, **kw)

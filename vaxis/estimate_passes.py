@@ -163,6 +163,7 @@ def sweep(plan: Planner, axis: str, layer, problems, partials, strengths, *, n_r
           framings=("correct", "incorrect"), yes_rates_too: bool = True) -> None:  # fmt: skip
     """:func:`vaxis.experiments.confidence.steering_sweep`'s passes."""
     from .experiments.confidence import math_chat, partial_chat
+    from .experiments.confidence_answers import STEER_ANSWER_TOKENS, TEMPERATURE
 
     vectors = steer_tags(axis, layer, [float(s) for s in strengths], n_random, seed, random_strengths)
     axis_only = {k: v for k, v in vectors.items() if k[0] in ("none", "axis")}
@@ -171,8 +172,8 @@ def sweep(plan: Planner, axis: str, layer, problems, partials, strengths, *, n_r
         rest = vectors
         if yes_rates_too:
             for tag in axis_only.values():
-                plan.generate(f"yes-rates under steering ({framing}?)", chats, 4, tag=(tag, "score"), n_samples=n_samples,
-                              temperature=0.7, seed=seed)  # fmt: skip
+                plan.generate(f"yes-rates under steering ({framing}?)", chats, STEER_ANSWER_TOKENS, tag=(tag, "score"),
+                              n_samples=n_samples, temperature=TEMPERATURE, seed=seed)  # fmt: skip
             rest = {k: v for k, v in vectors.items() if k not in axis_only}
         for tag in rest.values():
             plan.readout(f"log-odds under steering ({framing}?)", chats, tag=tag)
@@ -233,23 +234,11 @@ def presumed_corruptions(problems, seed: int) -> dict:
 
 
 def after_bug(plan: Planner, problems, corruptions: dict, tag, **extract_kwargs) -> None:
-    """:func:`vaxis.experiments.coding.after_bug_projections`'s one extraction pass."""
-    from .experiments.coding import FENCE, prefilled_chat
+    """:func:`vaxis.experiments.coding.after_bug_projections`'s one extraction pass (its texts and spans, from
+    :func:`vaxis.experiments.coding.after_bug_items`)."""
+    from .experiments.coding import after_bug_items
 
-    by_id = {p.id: p for p in problems}
-    chats, spans = [], []
-    for pid, cs in corruptions.items():
-        p = by_id[pid]
-        for c in cs:
-            start, end, bad_end = (
-                len(FENCE) + c.bug_offset,
-                len(FENCE) + len(p.canonical_solution),
-                len(FENCE) + len(c.code),
-            )
-            if start >= min(end, bad_end):
-                continue
-            chats += [prefilled_chat(p, p.canonical_solution), prefilled_chat(p, c.code)]
-            spans += [{"after": [(2, start, end)]}, {"after": [(2, start, bad_end)]}]
+    chats, spans, _ = after_bug_items(problems, corruptions)
     plan.note("code corruptions are not run in the sandbox: each kind's first candidate counts as verified")
     if chats:
         plan.extract("code after the bug", chats, spans, tag=tag, **extract_kwargs)
@@ -307,19 +296,24 @@ def nb03(ctx: Context, plan: Planner) -> None:
 
 
 def nb04(ctx: Context, plan: Planner) -> None:
-    from .experiments.confidence import QUESTIONS, confidence_chat, partial_responses
+    from .experiments.confidence import QUESTIONS, confidence_chat, steer_inputs
+    from .experiments.confidence_answers import CONFIDENCE_ANSWER_TOKENS, TEMPERATURE
 
     cfg = ctx.cfg()
     plan.load()
     problems, texts = rollouts(ctx, plan)
-    directions = (ctx.axis_name(), ALL, "axis and random", cfg["steer_random_directions"], cfg.seed + 7)
+    plan.note(
+        "rollouts without an extractable answer leave the confidence statistics, not the passes (sampled confidence reads all)"
+    )
+    directions = (ctx.axis_name(), ALL, "axis and random", cfg["confidence_random_directions"], cfg.seed + 7)
     for framing in QUESTIONS:
         chats = [confidence_chat(p, t, framing) for p, t in zip(problems, texts)]
         plan.readout(f"verbalized confidence ({framing}?)", chats, tag=directions, answers=YES_NO)
     chats = [confidence_chat(p, t, "correct") for p, t in zip(problems, texts)]
-    plan.generate("sampled confidence", chats, 4, n_samples=cfg["confidence_samples"], temperature=1.0, seed=cfg.seed)
-    steer = problems[: cfg["steer_problems"]]
-    partials = partial_responses(texts[: len(steer)])
+    plan.generate("sampled confidence", chats, CONFIDENCE_ANSWER_TOKENS, n_samples=cfg["confidence_samples"],
+                  temperature=TEMPERATURE, seed=cfg.seed)  # fmt: skip
+    n_steer = cfg["steer_problems"]
+    steer, partials, _ = steer_inputs(problems[:n_steer], texts[:n_steer], cfg["steer_fractions"])
     main = ctx.main_layer() if ctx.main_layer() is not None else "L"
     sweep(plan, ctx.axis_name(), main, steer, partials, ctx.param("strengths"), n_random=cfg["steer_random_directions"],
           n_samples=cfg["steer_samples"], seed=cfg.seed, random_strengths=cfg["steer_random_strengths"],
