@@ -199,6 +199,10 @@ def test_report_rows_carry_p_values_and_flag_too_few_draws():
     assert "not a 5% test" in report._null_text(np.zeros(10), 0.09)
     assert "not a 5% test" not in report._null_text(np.zeros(20), 0.05)
     assert report._null_text([], np.nan).startswith("no ")
+    assert "a strength dropped" in report._contrast({"strength": 16.8, "effect": np.nan, "p": np.nan})
+    assert report._contrast({"strength": 16.8, "effect": 0.1, "p": 0.04}).endswith(
+        "= +0.100, per-problem sign-flip p = 0.040"
+    )
 
 
 def test_per_strength_log_odds_effect_is_taken_against_unsteered():

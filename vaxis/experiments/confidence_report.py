@@ -84,6 +84,14 @@ def _p(p) -> str:
     return "p n/a" if not np.isfinite(p) else f"p = {p:.3f}"
 
 
+def _contrast(yc: dict) -> str:
+    """The yes-rate contrast of the extreme strengths, or why there is none (a strength dropped)."""
+    head = f"+{yc['strength']:g}% minus -{yc['strength']:g}%"
+    if not np.isfinite(yc["effect"]):
+        return f"{head}: n/a (a strength dropped: over half its answers unparseable)"
+    return f"{head} = {yc['effect']:+.3f}, per-problem sign-flip {_p(yc['p'])}"
+
+
 def _null_text(null, p, what: str = "random directions") -> str:
     """``"<what>: median m (95% a..b), n draws, p = x"`` plus a flag when fewer draws than a 5% test needs."""
     null = np.asarray(null, dtype=float)
@@ -112,7 +120,7 @@ def _steering_line(s: dict, f: str) -> str:
         f'- Steering, "{f}?" on {s["n_steer_chats"]} partial responses of {s["n_steer_problems"]} problems '
         f"(the paper: Yes should {want} with positive steering): yes-rate {_rates(table, f'yes_rate[{f}]')} over "
         f"{', '.join(f'{x:+g}' for x in table['strength_%'])}% (strict parser: {_rates(table, f'yes_rate_strict[{f}]')}); "
-        f"+{yc['strength']:g}% minus -{yc['strength']:g}%: {yc['effect']:+.3f}, per-problem sign-flip {_p(yc['p'])} "
+        f"{_contrast(yc)} "
         f"(n={yc['n']}; it asks whether steering moves the yes-rate at all, not whether the axis moves it more than a "
         f"random direction would). Length-free log-odds, +{c['strength']:g}% minus -{c['strength']:g}%: "
         f"{c['value']:+.3f} against {_null_text(c['null'], c['p'])}"
@@ -214,8 +222,7 @@ def scorecard_rows(s: dict, model: str, profile: str) -> list[dict]:
             rows.append({"key": f"fig4.yes_rate_{f}{suffix}", "value": _rates(table, f"yes_rate{suffix}[{f}]"),
                          "n": steer_n, "section": "Fig 4",
                          "metric": f'"{f}?" yes-rate at {strengths} % steering ({parser})',
-                         "null": f"+{yc['strength']:g}% minus -{yc['strength']:g}% = {yc['effect']:+.3f}, per-problem "
-                                 f"sign-flip {_p(yc['p'])} (steering vs none, not vs random directions)",
+                         "null": f"{_contrast(yc)} (steering vs none, not vs random directions)",
                          "context": f"averaged per partial response; strengths {strengths} %; {ctx}"})  # fmt: skip
         c = s["log_odds"][f]["contrast"]
         rows.append({"key": f"fig4.log_odds_contrast_{f}", "section": "Fig 4", "value": c["value"], "ci": c["ci"],
