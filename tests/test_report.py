@@ -223,3 +223,13 @@ def test_publish_only_when_asked_and_only_for_the_profiles_model(tmp_path, monke
     assert not (tmp_path / "figures").exists()
     assert publish(own, [src], requested=True) == [tmp_path / "figures" / "demo_auroc_by_layer.png"]
     assert (tmp_path / "figures" / "demo_auroc_by_layer.png").read_bytes() == b"png"
+
+
+def test_scorecard_replace_prefix_drops_rows_an_earlier_run_wrote_under_old_names(tmp_path):
+    rows = [{"key": f"sec7.verdict.{n}", "value": 0.5, "metric": n, "section": "S"} for n in ("a_old", "b")]
+    scorecard.record(tmp_path, rows + [{"key": "fig2.heldout_auroc_main", "value": 0.6}])
+    scorecard.record(tmp_path, [{"key": "sec7.verdict.b", "value": 0.7, "metric": "b", "section": "S"}],
+                     replace_prefix="sec7.verdict.")  # fmt: skip
+    data = json.loads((tmp_path / "scorecard.json").read_text())
+    assert set(data) == {"sec7.verdict.b", "fig2.heldout_auroc_main"} and data["sec7.verdict.b"]["value"] == 0.7
+    assert "a_old" not in (tmp_path / "scorecard.md").read_text()

@@ -22,8 +22,10 @@ def paper_numbers(path: str | Path = PAPER_NUMBERS) -> dict:
     return json.loads(Path(path).read_text())["numbers"]
 
 
-def record(run_dir: str | Path, rows: list[dict]) -> Path:
-    """Add or replace scorecard rows and re-render ``scorecard.md``.
+def record(run_dir: str | Path, rows: list[dict], replace_prefix: str | None = None) -> Path:
+    """Add or replace scorecard rows and re-render ``scorecard.md``. ``replace_prefix``: first drop every stored
+    row whose key starts with it (a notebook whose keys are built from names, e.g. ``"sec7.verdict."``, so rows of
+    names it no longer writes do not linger from an earlier run).
 
     Each row: ``{"key": <paper-number key or a new key>, "value": <this run's value or text>,
     "context": "model M, profile P, layer L, ..."}``; optional ``"ci"`` (a ``(low, high)`` pair),
@@ -34,6 +36,8 @@ def record(run_dir: str | Path, rows: list[dict]) -> Path:
     paper = paper_numbers()
     store = run_dir / "scorecard.json"
     current = json.loads(store.read_text()) if store.exists() else {}
+    if replace_prefix:
+        current = {k: v for k, v in current.items() if not k.startswith(replace_prefix)}
     for row in rows:
         key = row["key"]
         if key not in paper and "metric" not in row:
