@@ -51,10 +51,10 @@ class Planner:
         :func:`~vaxis.extract.plan_batches`. ``tag`` names what the texts do not: layers and directions.
         ``tokens_low``: when the texts stand for a model's output at its limit, the tokens they would have at
         their shortest (the pass's tokens are then an upper bound)."""
-        from .extract import _as_items, plan_batches
+        from .extract import as_items, plan_batches
 
         def lengths() -> list[int]:  # of each distinct text with a span token: up to its last one
-            items, _ = _as_items(self.tok, texts, spans)
+            items, _ = as_items(self.tok, texts, spans)
             by_text: dict[str, list] = {}
             for text, item_spans in items:
                 by_text.setdefault(text, []).append(item_spans)

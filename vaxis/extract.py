@@ -49,7 +49,7 @@ from tqdm import tqdm
 from . import distributed
 from .cache import atomic_write, cache_root, stable_hash
 from .chat import bound_template_kwargs, render_chat
-from .hooks import StopForward, _register_residual_hook
+from .hooks import StopForward, register_residual_hook
 from .identity import model_identity
 from .layout import ModelLayout, find_layout
 from .spans import tokens_in_spans, validate_spans
@@ -112,7 +112,7 @@ class SpanStats:
             raise KeyError(f"layer {layer} was not extracted; extracted layers are {self.layers}") from err
 
 
-def _as_items(tokenizer, texts, spans):
+def as_items(tokenizer, texts, spans):
     """Normalise inputs to (text, {name: [(s, e)]}) pairs. Chats are rendered and
     their spans, given as ``(message_index, start, end)``, mapped to the text."""
     if isinstance(texts, (str, dict)):
@@ -194,7 +194,7 @@ def plan_batches(lengths: list[int], max_batch_tokens: int, max_batch_size: int)
     return batches
 
 
-def _input_device(model) -> torch.device:
+def input_device(model) -> torch.device:
     return model.get_input_embeddings().weight.device
 
 
@@ -250,7 +250,7 @@ def extract(
     """
     layout = layout or find_layout(model)
     layers = layout.check_layers(list(layers) if layers is not None else list(layout.residual_indices))
-    items, names = _as_items(tokenizer, texts, spans)
+    items, names = as_items(tokenizer, texts, spans)
     tokenwise = set(names if token_spans is None else token_spans)
     unknown_names = tokenwise - set(names)
     if unknown_names:
@@ -288,7 +288,7 @@ def extract(
         return _extract_sharded(model, kwargs, key, final_path, n_proc, plan, progress)
     if distributed.shard() is not None and not use_cache:
         raise ValueError("a process of a sharded job writes its batches to the cache: keep use_cache=True")
-    job = _Job(model, layout, layers, names, tokenwise, dir_matrix, keep_activations, _input_device(model), prepared,
+    job = _Job(model, layout, layers, names, tokenwise, dir_matrix, keep_activations, input_device(model), prepared,
                _groups_by_text(items, names, prepared, tokenwise), batches)  # fmt: skip
     return _extract_here(job, items, key, final_path, use_cache, progress, plan)
 
@@ -691,7 +691,7 @@ def _forward_piece(model, layout, layers, inputs, offset: int, out, dirs, has_di
 
         return fn
 
-    handles = [_register_residual_hook(layout, layer, reducer(li, layer)) for li, layer in enumerate(layers)]
+    handles = [register_residual_hook(layout, layer, reducer(li, layer)) for li, layer in enumerate(layers)]
     try:
         model(input_ids=inputs["input_ids"], use_cache=False)
     except StopForward:

@@ -54,7 +54,7 @@ from .cache import atomic_write_text, cache_root, stable_hash
 from .chat import render_chat
 from .engine import Decoder, Job, generation_budget, plan_rows, say_once
 from .engine_static import StaticDecoder
-from .extract import CacheError, _input_device, plan_batches, tokenizer_identity
+from .extract import CacheError, input_device, plan_batches, tokenizer_identity
 from .identity import model_identity
 from .layout import find_layout
 from .timings import record_pass
@@ -128,7 +128,7 @@ def _eos_ids(model, tokenizer) -> list[int]:
     return sorted(set(ids))
 
 
-def _steering_vectors(model, layout, steer) -> dict[int, torch.Tensor]:
+def resolve_steer(model, layout, steer) -> dict[int, torch.Tensor]:
     """``{layer: float32 CPU vector}`` from a mapping or an ``(Axis, percent_of_norm)`` pair."""
     if steer is None:
         return {}
@@ -254,11 +254,11 @@ def generate(
     if not all(isinstance(s, str) and s for s in stops):
         raise ValueError("stop: give a list of non-empty strings")
     layout = find_layout(model)
-    vectors = _steering_vectors(model, layout, steer)
+    vectors = resolve_steer(model, layout, steer)
     _positions_key(positions)  # validates
     kwargs = chat_template_kwargs or {}
     prompts = [render_chat(tokenizer, c, add_generation_prompt=True, **kwargs).text for c in conversations]
-    device = _input_device(model)
+    device = input_device(model)
     static = _static(engine, device, refill)  # validates engine=
     budget = max_batch_tokens or generation_budget(model, device)
     sampling = temperature > 0

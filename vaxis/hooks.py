@@ -35,7 +35,7 @@ def _split_output(output):
     raise TypeError(f"cannot read a block output of type {type(output).__name__}")
 
 
-def _register_residual_hook(layout: ModelLayout, layer: int, fn) -> torch.utils.hooks.RemovableHandle:
+def register_residual_hook(layout: ModelLayout, layer: int, fn) -> torch.utils.hooks.RemovableHandle:
     """Register ``fn(hidden) -> hidden | None`` at residual index ``layer``.
 
     ``layer == 0`` hooks the input of block 0; ``layer == k`` the output of block ``k - 1``.
@@ -128,7 +128,7 @@ def capture(
 
     try:
         for layer in layers:
-            handles.append(_register_residual_hook(layout, layer, recorder(layer)))
+            handles.append(register_residual_hook(layout, layer, recorder(layer)))
         yield captured
     finally:
         for handle in handles:
@@ -266,7 +266,7 @@ def steer(
         owner = _owner_of_blocks(model, layout)
         handles.append(owner.register_forward_pre_hook(tracker, with_kwargs=True))
         for layer, vector in prepared.items():
-            handles.append(_register_residual_hook(layout, layer, adder(vector)))
+            handles.append(register_residual_hook(layout, layer, adder(vector)))
         yield
     finally:
         for handle in handles:

@@ -27,8 +27,8 @@ import torch
 from .cache import cached_tensors
 from .chat import render_chat
 from .engine import default_max_batch_tokens, left_padded
-from .extract import _input_device, plan_batches
-from .generate import _steering_vectors
+from .extract import input_device, plan_batches
+from .generate import resolve_steer
 from .hooks import steer as steer_context
 from .layout import find_layout
 
@@ -96,7 +96,7 @@ def next_token_logprobs(
     if not isinstance(positions, str):
         raise ValueError("positions: a readout takes 'all' or 'prompt' (every position here is a prompt position)")
     layout = find_layout(model)
-    vectors = _steering_vectors(model, layout, steer)
+    vectors = resolve_steer(model, layout, steer)
     kwargs = chat_template_kwargs or {}
     texts = [
         render_chat(tokenizer, c, add_generation_prompt=True, **kwargs).text + p
@@ -106,7 +106,7 @@ def next_token_logprobs(
 
     def compute():
         ids = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
-        device = _input_device(model)
+        device = input_device(model)
         budget = max_batch_tokens or default_max_batch_tokens(device)
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         out = {name: torch.zeros(n) for name in answers}
@@ -173,7 +173,7 @@ class AnswerReadout:
 
 def _cosine_hooks(layout, layers, unit, out, cols: slice):
     """Hooks adding ``cos(h[:, cols], unit[l])`` (mean over cols) into ``out[:, l]``."""
-    from .hooks import _register_residual_hook
+    from .hooks import register_residual_hook
 
     def make(li):
         def fn(hidden):
@@ -183,7 +183,7 @@ def _cosine_hooks(layout, layers, unit, out, cols: slice):
 
         return fn
 
-    return [_register_residual_hook(layout, layer, make(li)) for li, layer in enumerate(layers)]
+    return [register_residual_hook(layout, layer, make(li)) for li, layer in enumerate(layers)]
 
 
 @torch.no_grad()
@@ -225,7 +225,7 @@ def answer_readout(
     unit = torch.stack([torch.as_tensor(directions[layer], dtype=torch.float32).reshape(-1, layout.hidden_size)
                         for layer in layers])  # fmt: skip
     unit = unit / unit.norm(dim=-1, keepdim=True)
-    vectors = _steering_vectors(model, layout, steer)
+    vectors = resolve_steer(model, layout, steer)
     if answer_ids is None:
         answer_ids = yes_no_ids(tokenizer) if set(answers) == {"yes", "no"} else {
             k: answer_token_ids(tokenizer, [v]) for k, v in answers.items()
@@ -254,7 +254,7 @@ def answer_readout(
             torch.zeros(n, len(layers), k),
             {name: torch.zeros(n, len(layers), k) for name in answers},
         )
-        device = _input_device(model)
+        device = input_device(model)
         budget = max_batch_tokens or default_max_batch_tokens(device)
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         cache_arg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
