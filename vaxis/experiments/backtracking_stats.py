@@ -45,6 +45,15 @@ def _nanmean(x, axis=None):
         return np.nanmean(x, axis)
 
 
+def _ci(boot) -> tuple[float, float]:
+    """The 95 % percentile interval of bootstrap draws, NaN left out (NaN when no draw is finite)."""
+    boot = np.asarray(boot, dtype=float)
+    if not np.isfinite(boot).any():
+        return np.nan, np.nan
+    low, high = np.nanquantile(boot, [0.025, 0.975])
+    return float(low), float(high)
+
+
 def band_curves(projections, groups, problems, li: int, band: int, n_boot: int = 200, seed: int = 0) -> dict:
     """Mean projection per band of ``band`` tokens for each group of rollouts (``groups``: bool, True =
     backtracking), column 0 at layer index ``li``, with a bootstrap CI over whole problems (``problems``: each
@@ -75,8 +84,8 @@ def band_gap(projections, groups, problems, li: int, band: int, n_boot: int = 20
 
     every = np.arange(len(table))
     boot = np.array([gap(i) for i in group_resamples(problems, n_boot, seed)])
-    low, high = np.nanquantile(boot, [0.025, 0.975]) if np.isfinite(boot).any() else (np.nan, np.nan)
-    return {"gap": float(gap(every)), "low": float(low), "high": float(high),
+    low, high = _ci(boot)
+    return {"gap": float(gap(every)), "low": low, "high": high,
             "backtracking": float(_nanmean(table[groups])), "other": float(_nanmean(table[~groups])),
             "n_problems": int(len(np.unique(problems)))}  # fmt: skip
 
@@ -101,9 +110,7 @@ def event_gap(ev: dict, problems, window: int, n_boot: int = 200, seed: int = 0)
     out = {"event": float(_nanmean(a)) if len(a) else np.nan}
     out["gap"] = out["event"] - float(_nanmean(b)) if len(b) else np.nan
     for name, boot in (("event", event_boot), ("gap", gap_boot)):
-        boot = np.asarray(boot, dtype=float)
-        lo, hi = np.nanquantile(boot, [0.025, 0.975]) if np.isfinite(boot).any() else (np.nan, np.nan)
-        out[f"{name}_low"], out[f"{name}_high"] = float(lo), float(hi)
+        out[f"{name}_low"], out[f"{name}_high"] = _ci(boot)
     return out
 
 
@@ -164,8 +171,8 @@ def steering_tests(rates: dict, n_boot: int = 200, n_perm: int = 10000, seed: in
 
 def _test_row(strength, diffs, sign, units, n_boot, n_perm, seed) -> dict:
     boot = np.array([_nanmean(diffs[i]) for i in group_resamples(units, n_boot, seed)])
-    low, high = np.nanquantile(boot, [0.025, 0.975]) if np.isfinite(boot).any() else (np.nan, np.nan)
-    return {"strength": strength, "effect": float(_nanmean(diffs)), "low": float(low), "high": float(high),
+    low, high = _ci(boot)
+    return {"strength": strength, "effect": float(_nanmean(diffs)), "low": low, "high": high,
             "p": sign_flip_p(diffs, sign, n_perm=n_perm, seed=seed), "n_problems": int(np.isfinite(diffs).sum())}  # fmt: skip
 
 

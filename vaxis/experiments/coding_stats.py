@@ -20,7 +20,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..nulls import beyond, claim_p, null_range
+from ..nulls import beyond, claim_p, null_range, sign_flip_p
 from .coding import WINDOWS, AfterBug, effects, verbosity_table
 
 SIDE = 1  # the paper: correct code projects higher after the bug
@@ -102,7 +102,5 @@ def problem_slopes(rows, metric: str, strengths: Sequence[float], direction: str
 def steering_p(rows, metric: str, strengths: Sequence[float], direction: str = "axis", seed: int = 0) -> float:
     """One-sided p-value, on the paper's side (:data:`STEER_SIDE`: fewer with positive steering), of the mean
     per-problem slope (:func:`problem_slopes`) under random sign flips (:func:`vaxis.nulls.sign_flip_p`)."""
-    from ..nulls import sign_flip_p
-
     slopes = np.array(list(problem_slopes(rows, metric, strengths, direction).values()), dtype=float)
     return sign_flip_p(slopes, STEER_SIDE, seed=seed)
