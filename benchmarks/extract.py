@@ -1,7 +1,7 @@
 """Benchmark: vaxis span extraction vs the authors' naive extractor vs a plain batched forward.
 
 Pipeline step: activation extraction (METHOD.md section 2). Reads nothing but the model
-and builds its texts in memory: ICRL games from vaxis.icrl when available (the real
+and builds its texts in memory: ICRL games from vaxis.data.icrl when available (the real
 workload: before/after spans in the first post-discovery rewrite), else real Wikipedia
 paragraphs from data/paragraphs.jsonl joined into long texts with a span at a random place.
 
@@ -57,7 +57,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import vaxis  # noqa: E402
 
-EXTRACT = importlib.import_module("vaxis.extract")  # the module (``vaxis.extract`` is the function)
+EXTRACT = importlib.import_module("vaxis.core.extract")  # the module (``vaxis.extract`` is the function)
 
 
 def peak_rss_mb() -> float:
@@ -66,7 +66,7 @@ def peak_rss_mb() -> float:
 
 def load(args):
     """``vaxis.load_model`` of ``--model``: ``qwen3-8b-random`` is the vaxis alias (the Qwen3-8B architecture,
-    ``vaxis.models.QWEN3_8B``, random weights, the embedded SmolLM2 tokenizer; with ``--quantization 4bit`` its
+    ``vaxis.core.models.QWEN3_8B``, random weights, the embedded SmolLM2 tokenizer; with ``--quantization 4bit`` its
     bf16 weights are saved once under the vaxis cache and reloaded in NF4)."""
     return vaxis.load_model(args.model, quantization=args.quantization, device=args.device)
 
@@ -77,8 +77,8 @@ def workload(tokenizer, n_texts: int, seed: int, target_tokens: int | None, game
     try:
         if games_profile == "paragraphs":
             raise ImportError
-        from vaxis.config import load_profile
-        from vaxis.icrl import GameSize, generate_games, target_spans
+        from vaxis.data.icrl import GameSize, generate_games, target_spans
+        from vaxis.run.config import load_profile
 
         size = GameSize(**load_profile(games_profile).get("game_size", {}))
         games, _ = generate_games(n_texts * 2, seed=seed, size=size)

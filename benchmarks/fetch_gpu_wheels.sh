@@ -44,7 +44,7 @@ rm -rf .whl/smollm2-135m-tokenizer
 "$PYTHON" - <<'PY'
 import shutil
 
-from vaxis.models import random_tokenizer_dir
+from vaxis.core.models import random_tokenizer_dir
 
 shutil.copytree(random_tokenizer_dir(), ".whl/smollm2-135m-tokenizer")
 PY

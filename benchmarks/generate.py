@@ -94,7 +94,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from extract import load, peak_rss_mb, timed  # noqa: E402  (benchmarks/extract.py: same model loading)
 
 import vaxis  # noqa: E402
-from vaxis.generate import generate  # noqa: E402
+from vaxis.core.generate import generate  # noqa: E402
 
 TOPICS = [
     "photosynthesis",
@@ -535,7 +535,7 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    device_name = args.device or vaxis.models.default_device()
+    device_name = args.device or vaxis.core.models.default_device()
     if args.model == "qwen3-8b-random" and not str(device_name).startswith("cuda"):
         sys.exit(
             "refusing --model qwen3-8b-random on a CPU: 8B parameters in bfloat16 decode at well under one token "

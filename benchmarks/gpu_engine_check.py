@@ -1,7 +1,7 @@
 """GPU check of the generation engines: the CUDA-graph engine returns what the dynamic engine returns.
 
 The tests prove on the CPU that every engine equals one sequence at a time; only a CUDA device runs the decode
-step as a captured CUDA graph (vaxis/engine_static.py). This script runs the tiny random Qwen3 in float64 on the
+step as a captured CUDA graph (vaxis/core/engine_static.py). This script runs the tiny random Qwen3 in float64 on the
 GPU (exact: no near-tie can flip) through ``vaxis.generate`` with ``engine="dynamic"`` and with the default
 (static slots, CUDA graph), greedy and sampled, under every steering position, with several batch budgets (so
 that rows are refilled and the cache moves), and compares the results exactly. It also says whether the graph
@@ -21,9 +21,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from vaxis.engine_static import StaticDecoder  # noqa: E402
-from vaxis.generate import generate  # noqa: E402
-from vaxis.tiny import tiny_model_and_tokenizer  # noqa: E402
+from vaxis.core.engine_static import StaticDecoder  # noqa: E402
+from vaxis.core.generate import generate  # noqa: E402
+from vaxis.core.tiny import tiny_model_and_tokenizer  # noqa: E402
 
 QUESTIONS = ["Why is the sky blue?", "Name three rivers.", "Hi", "What do bees make?",
              "The river flows through the valley, past the old mill and the stone bridge. Where does it go?",

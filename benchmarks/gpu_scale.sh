@@ -81,7 +81,7 @@ for name in ("transformers", "bitsandbytes", "accelerate", "peft", "trl", "paper
 import bitsandbytes  # noqa: F401  (its CUDA library loads here)
 import vaxis
 
-print("vaxis from", vaxis.__file__, "tokenizer", vaxis.models.random_tokenizer_dir())
+print("vaxis from", vaxis.__file__, "tokenizer", vaxis.core.models.random_tokenizer_dir())
 PY
 
 stage --into setup engine_check 60 python3 benchmarks/gpu_engine_check.py

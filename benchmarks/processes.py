@@ -1,4 +1,4 @@
-"""Benchmark: one process vs N processes under ``accelerate launch`` (vaxis.distributed) for extraction and generation.
+"""Benchmark: one process vs N processes under ``accelerate launch`` (vaxis.core.distributed) for extraction and generation.
 
 Pipeline steps: activation extraction (METHOD.md section 2) and steered generation (sections 3-4), the passes
 that ``processes=N`` shards. Runs the same workload as benchmarks/extract.py (ICRL games, before/after spans)
@@ -62,7 +62,7 @@ def main() -> None:
         f"{args.model} on {machine}; {len(texts)} texts ({what}); {len(chats)} prompts x {args.max_new_tokens} tokens"
     )
 
-    models = vaxis.cache.cache_root() / "models"  # the converted models, shared with the empty caches
+    models = vaxis.core.cache.cache_root() / "models"  # the converted models, shared with the empty caches
     results = {}
     for n in (1, args.processes):
         with tempfile.TemporaryDirectory(prefix="vaxis-bench-") as cache:

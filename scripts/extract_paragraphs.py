@@ -19,7 +19,7 @@ Output schema (JSON Lines, one paragraph per line, sorted by topic then title)::
 
 Cleaning: whitespace (including newlines) collapsed to single spaces; paragraphs kept
 only if they have ``--min-words`` to ``--max-words`` words, at least two sentences,
-and none of the characters ``< > { }`` or U+2063 (reserved by vaxis.chat).
+and none of the characters ``< > { }`` or U+2063 (reserved by vaxis.core.chat).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Markdown tables of the time and memory of notebook runs, for benchmarks/RESULTS.md.
 
-``python -m vaxis run`` writes ``<run_dir>/timings.json`` (vaxis.timings): per notebook its wall time,
+``python -m vaxis run`` writes ``<run_dir>/timings.json`` (vaxis.core.timings): per notebook its wall time,
 status and heavy passes (tokens, seconds, peak GPU memory, peak RSS). This prints, for each run folder
 given, the machine it ran on and one row per notebook: wall time, passes, tokens, tokens/s of the passes
 that ran the model (cached passes left out), peak GPU memory, peak RSS::
@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from vaxis.timings import load_run_timings, markdown_table  # noqa: E402
+from vaxis.core.timings import load_run_timings, markdown_table  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

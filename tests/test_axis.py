@@ -7,8 +7,8 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
-from vaxis.axis import Axis, cosine_matrix, fit_axis, game_contrasts, random_directions, shuffled_label_axes
-from vaxis.evaluate import (
+from vaxis.core.axis import Axis, cosine_matrix, fit_axis, game_contrasts, random_directions, shuffled_label_axes
+from vaxis.core.evaluate import (
     auroc_by_layer,
     bootstrap_auroc,
     choose_main_layer,
@@ -121,7 +121,7 @@ def _axis(hidden=64, blocks=3):
         layers=list(range(blocks + 1)),
         mean_norms=torch.rand(blocks + 1) + 1,
         main_layer=2,
-        model="vaxis/tiny-qwen3",
+        model="vaxis/core/tiny-qwen3",
         hidden_size=hidden,
         n_blocks=blocks,
         meta={"seed": 0, "auroc": {"2": 0.8}},
@@ -165,7 +165,7 @@ def test_axis_load_errors(tmp_path):
 def test_project_uses_each_layers_own_vector(tiny):
     """``Axis.project`` at several layers equals the mean cosine with *that* layer's vector, read
     with ``capture`` (the main layer's vector at every layer would differ)."""
-    from vaxis.hooks import capture
+    from vaxis.core.hooks import capture
 
     model, tokenizer = tiny
     axis = _axis()

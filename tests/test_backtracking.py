@@ -305,8 +305,8 @@ def test_event_gap_resamples_whole_problems():
 def test_rollout_projections_equal_extraction(tiny, tmp_cache):
     import torch
 
+    from vaxis.core.generate import Generation
     from vaxis.experiments.backtracking import rollout_projections
-    from vaxis.generate import Generation
 
     model, tokenizer = tiny
     g = Generation(
@@ -373,9 +373,9 @@ def test_authors_broad_patterns():
 def test_steered_rates_count_all_rollouts(monkeypatch):
     import sys
 
+    from vaxis.core.generate import Generation
+    from vaxis.data.mathdata import Problem
     from vaxis.experiments.backtracking_stats import rates_table, steered_rates
-    from vaxis.generate import Generation
-    from vaxis.mathdata import Problem
 
     problems = [Problem("a", "2+3?", "5", "gsm8k"), Problem("b", "1+2?", "3", "gsm8k")]
     outputs = [(0, "Wait, so \\boxed{5}", "eos"), (0, "Hmm, this goes on and on", "length"),
@@ -385,7 +385,7 @@ def test_steered_rates_count_all_rollouts(monkeypatch):
         assert len(chats) == 2
         return [Generation(c, i % 2, "p", "", t, [], 10 * (i + 1), f) for i, (c, t, f) in enumerate(outputs)]
 
-    monkeypatch.setattr(sys.modules["vaxis.generate"], "generate", fake)
+    monkeypatch.setattr(sys.modules["vaxis.core.generate"], "generate", fake)
     rates = steered_rates(None, None, problems, {("none", 0.0): None, ("axis", 8.4): {}})
     r = rates[("axis", 8.4)]
     assert r["backtracking"] == 0.75  # over all 4 rollouts, the 2 cut by the length cap included
@@ -432,8 +432,8 @@ def test_per_problem_slopes():
 
 def test_check_parameters_refuses_unknown_patterns():
     import vaxis
-    from vaxis.checks import ParameterError
     from vaxis.experiments.backtracking import check_parameters
+    from vaxis.run.checks import ParameterError
 
     with pytest.raises(ParameterError, match="patterns='broad' is not known"):
         check_parameters(vaxis.resolve_config("smoke"), patterns="broad")

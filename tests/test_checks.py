@@ -1,4 +1,4 @@
-"""Every notebook checks all of its parameters and the data they select before it loads a model (vaxis.checks), and
+"""Every notebook checks all of its parameters and the data they select before it loads a model (vaxis.run.checks), and
 `python -m vaxis run --dry-run` runs the same checks; notebook 09's evaluation-awareness organism draws its prompts
 from the shipped set when a user's prompts file is too small."""
 
@@ -13,12 +13,12 @@ import pytest
 import torch
 
 import vaxis
-from vaxis import icrl
-from vaxis.checks import CHECKS, RESOLVED, ParameterError, check_notebook, dry_run_check, resolve_overrides
-from vaxis.config import available_profiles, resolve
+from vaxis.data import icrl
+from vaxis.data.prompts import PROMPTS_FILE, read_prompts
 from vaxis.experiments import evalaware as ea
-from vaxis.prompts import PROMPTS_FILE, read_prompts
-from vaxis.runner import notebooks, run
+from vaxis.run.checks import CHECKS, RESOLVED, ParameterError, check_notebook, dry_run_check, resolve_overrides
+from vaxis.run.config import available_profiles, resolve
+from vaxis.run.runner import notebooks, run
 
 NOTEBOOKS = {int(p.name[:2]): p for p in notebooks()}
 PROFILES = available_profiles()  # smoke, demo, paper, and those that inherit paper

@@ -1,4 +1,4 @@
-"""The code sandbox (vaxis.code.run_tests, syntax_ok): passes and failures, timeouts, memory limits,
+"""The code sandbox (vaxis.data.code.run_tests, syntax_ok): passes and failures, timeouts, memory limits,
 early exits, file deletion, environment and import isolation. Every case runs in well under 2 s."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from vaxis.code import TestResult, run_tests, syntax_ok
-from vaxis.config import REPO_ROOT
+from vaxis.data.code import TestResult, run_tests, syntax_ok
+from vaxis.run.config import REPO_ROOT
 
 ADD = "def add(a, b):\n    return a + b\n"
 ADD_TESTS = "assert add(1, 2) == 3\nassert add(-1, 1) == 0\n"
@@ -128,7 +128,7 @@ def test_deleting_files_in_the_working_directory_leaves_the_repository_alone(tmp
     assert workdir != str(tmp_path) and not workdir.startswith(str(REPO_ROOT))
     assert not os.path.exists(workdir)  # the sandbox's own directory is deleted afterwards
     assert sentinel.read_text() == "still here"
-    for name in ("pyproject.toml", "README.md", "vaxis/code.py", "data/code/humaneval.jsonl"):
+    for name in ("pyproject.toml", "README.md", "vaxis/data/code.py", "data/code/humaneval.jsonl"):
         assert (REPO_ROOT / name).is_file(), name
 
 

@@ -1,5 +1,5 @@
 """Code data (data/code/, scripts/extract_code_data.py): counts, schema, known items, and every
-canonical solution passing its own tests in the sandbox (vaxis.code.run_tests; ~15 s on 2 cores)."""
+canonical solution passing its own tests in the sandbox (vaxis.data.code.run_tests; ~15 s on 2 cores)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import re
 
 import pytest
 
-from vaxis.code import run_tests, syntax_ok
-from vaxis.config import REPO_ROOT
+from vaxis.data.code import run_tests, syntax_ok
+from vaxis.run.config import REPO_ROOT
 
 DATA_DIR = REPO_ROOT / "data" / "code"
 KEYS = ["id", "source", "prompt", "entry_point", "canonical_solution", "tests"]

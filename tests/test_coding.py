@@ -1,5 +1,5 @@
 """Notebook 06's pieces: code data loading, code metrics, the after-the-bug reading with its nulls,
-the verbosity sweep's bookkeeping and the report's verdict (vaxis.codedata, vaxis.experiments.coding,
+the verbosity sweep's bookkeeping and the report's verdict (vaxis.data.codedata, vaxis.experiments.coding,
 vaxis.experiments.coding_report)."""
 
 from __future__ import annotations
@@ -16,16 +16,16 @@ import pandas as pd
 import pytest
 import torch
 
-from vaxis.axis import Axis
-from vaxis.codedata import CodeProblem, load_code_problems, read_code_problems
+from vaxis.core.axis import Axis
+from vaxis.core.nulls import paired_d
+from vaxis.data.codedata import CodeProblem, load_code_problems, read_code_problems
 from vaxis.experiments import coding
 from vaxis.experiments import coding_report as report
 from vaxis.experiments import coding_stats as cs
 from vaxis.experiments.corruptions import KINDS, Corruption
-from vaxis.nulls import paired_d
 
-importlib.import_module("vaxis.extract")  # so that sys.modules holds the module (vaxis re-exports the function)
-importlib.import_module("vaxis.generate")
+importlib.import_module("vaxis.core.extract")  # so that sys.modules holds the module (vaxis re-exports the function)
+importlib.import_module("vaxis.core.generate")
 
 NAN = float("nan")
 
@@ -301,7 +301,7 @@ def test_after_bug_spans_start_at_the_bug(monkeypatch):
         q.id: [Corruption("logical", "def g(y):\n    return y * 3\n", 22)],
     }
     calls = []
-    monkeypatch.setattr(sys.modules["vaxis.extract"], "extract", _fake_extract(calls))
+    monkeypatch.setattr(sys.modules["vaxis.core.extract"], "extract", _fake_extract(calls))
     dirs = {2: torch.randn(4, 8), 0: torch.randn(4, 8)}
     out = coding.after_bug_projections(None, None, [p, q], cs, dirs, max_batch_size=3)
     (call,) = calls
@@ -342,7 +342,7 @@ def test_after_bug_windows_from_one_pass(monkeypatch):
     cs_ = {p.id: [Corruption("logical", CANON.replace("x < 0", "x >= 0"), bug),
                   Corruption("obfuscated", "def f(v0):\n    if v0 < 0:\n        return -v0\n    return v0\n", 0)]}  # fmt: skip
     calls = []
-    monkeypatch.setattr(sys.modules["vaxis.extract"], "extract", _fake_extract(calls, n_after=15, n_before=4))
+    monkeypatch.setattr(sys.modules["vaxis.core.extract"], "extract", _fake_extract(calls, n_after=15, n_before=4))
     dirs = {1: torch.randn(2, 8)}
     out = coding.after_bug_projections(None, None, [p], cs_, dirs, window="authors_10")
     assert len(calls) == 1 and out.window == "authors_10"
@@ -421,7 +421,7 @@ def test_effects_table_reads_each_statistic_against_the_random_directions():
 
 def test_after_bug_with_nothing_to_read_skips_extraction(monkeypatch):
     calls = []
-    monkeypatch.setattr(sys.modules["vaxis.extract"], "extract", _fake_extract(calls))
+    monkeypatch.setattr(sys.modules["vaxis.core.extract"], "extract", _fake_extract(calls))
     p = _problem("t:1", canonical=CANON)
     out = coding.after_bug_projections(None, None, [p], {p.id: [Corruption("syntax", CANON + ")", len(CANON))]},
                                        {1: torch.randn(2, 8)})  # fmt: skip
@@ -667,7 +667,7 @@ def test_verbosity_sweep_rows(tiny, tmp_cache, monkeypatch):
     axis = _tiny_axis()
     vectors = steering_vectors(axis, 2, [-10.1, 0, 10.1], 1, 0, [10.1])
     assert set(vectors) == {("none", 0.0), ("axis", -10.1), ("axis", 10.1), ("random0", 10.1)}
-    gen_mod = sys.modules["vaxis.generate"]
+    gen_mod = sys.modules["vaxis.core.generate"]
     real, seen = gen_mod.generate, []
 
     p0 = problems[0]
@@ -814,7 +814,7 @@ def test_verdict_reads_each_steering_effect_by_its_permutation_p():
 
 
 def test_scorecard_rows_record(tmp_path):
-    from vaxis.scorecard import record
+    from vaxis.run.scorecard import record
 
     s = report.summarize(_effects_table(), _verbosity_table(), SLOPES, layer=7, n_problems=40, steering_p=STEER_P)
     rows = report.scorecard_rows(s, "m", "demo")

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
+from vaxis.data.mathdata import Problem
 from vaxis.experiments import confidence as conf
 from vaxis.experiments import confidence_answers as answers
 from vaxis.experiments import confidence_report as report
 from vaxis.experiments import confidence_stats as stats
-from vaxis.mathdata import Problem
 
 
 @pytest.mark.parametrize(
@@ -128,7 +128,7 @@ def test_distance_from_the_random_band():
 
 
 def test_random_directions_only_at_the_asked_strengths(tiny):
-    from vaxis.axis import Axis
+    from vaxis.core.axis import Axis
 
     axis = Axis(torch.randn(4, 64), [0, 1, 2, 3], torch.ones(4), 2, "tiny", 64, 3)
     vectors = conf.steering_vectors(axis, 2, [-8.4, 0.0, 8.4], n_random=2, seed=0, random_strengths=[8.4])

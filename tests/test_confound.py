@@ -14,7 +14,7 @@ from vaxis.experiments.axis import TokenTable
 
 
 def _axis(d=32, seed=0, model="m", layers=(1, 2)):
-    from vaxis.axis import Axis
+    from vaxis.core.axis import Axis
 
     g = torch.Generator().manual_seed(seed)
     return Axis(vectors=torch.randn(len(layers), d, generator=g), layers=list(layers), mean_norms=torch.ones(len(layers)),
@@ -91,8 +91,8 @@ def test_cut_contrasts_tell_a_step_from_a_ramp():
 
 
 def test_math_triples_pair_wrong_rollouts_with_an_early_cut_of_the_reference():
+    from vaxis.data.mathdata import Problem
     from vaxis.experiments.confidence import Rollouts
-    from vaxis.mathdata import Problem
 
     probs = [Problem(str(i), f"What is {i} + {i}?", str(2 * i), "gsm8k",
                      solution=f"We add {i} and {i}. That gives <<{i}+{i}={2 * i}>>{2 * i} in all.\n#### {2 * i}")

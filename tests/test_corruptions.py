@@ -2,7 +2,7 @@
 
 The fake ``check`` exec-s the code and runs assert statements in this process: acceptable here only
 because both the solutions and the asserts are trusted, hand-written test code. The notebook uses the
-sandbox (``vaxis.code.run_tests``), exercised by the last test when that module exists.
+sandbox (``vaxis.data.code.run_tests``), exercised by the last test when that module exists.
 """
 
 from __future__ import annotations
@@ -222,10 +222,10 @@ def test_errors():
 
 
 def test_with_sandbox_if_available():
-    code_mod = pytest.importorskip("vaxis.code")
+    code_mod = pytest.importorskip("vaxis.data.code")
     run_tests = getattr(code_mod, "run_tests", None)
     if run_tests is None:
-        pytest.skip("vaxis.code.run_tests not there yet")
+        pytest.skip("vaxis.data.code.run_tests not there yet")
     code, tests = SOLUTIONS["largest_divisor"]
     out, report = corrupt(code, lambda c: run_tests(c, tests, entry_point="largest_divisor").passed, seed=0)
     assert report.original_passes

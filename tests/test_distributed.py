@@ -1,4 +1,4 @@
-"""Sharded passes under ``accelerate launch`` (vaxis.distributed), on the CPU with 2 gloo processes: sharded
+"""Sharded passes under ``accelerate launch`` (vaxis.core.distributed), on the CPU with 2 gloo processes: sharded
 extraction, generation and adapter training equal one process; a failing process fails the job with its own
 error and a rerun resumes from the cache; a process whose inputs differ stops the job before anything is
 merged; bad settings fail before any launch.
@@ -16,8 +16,8 @@ import pytest
 import torch
 
 import vaxis
-from vaxis import distributed
-from vaxis.distributed import DistributedError
+from vaxis.core import distributed
+from vaxis.core.distributed import DistributedError
 
 PLANTED = Path(__file__).with_name("planted_fault_job.py")
 TEXTS = [f"word{i} " * (6 + 9 * i) for i in range(10)]
@@ -114,7 +114,7 @@ def test_a_process_with_another_model_stops_the_job_before_merging(tiny64, tmp_c
 def test_adapters_train_one_per_process_and_equal_one_process(tmp_cache, tmp_path, one_torch_thread):
     from safetensors.torch import load_file
 
-    from vaxis import train
+    from vaxis.core import train
     from vaxis.experiments import preference_data as pdata
 
     settings = train.TrainSettings(epochs=1, batch_size=8, max_length=512, learning_rate=5e-3)
@@ -146,7 +146,7 @@ def test_bad_settings_fail_before_any_launch(tiny64, tmp_cache, tmp_path, monkey
                       "num_processes: 4\nmachine_rank: 0\n")  # fmt: skip
     with pytest.raises(DistributedError, match="does not exist"):
         distributed.use_processes(2, tmp_path / "missing.yaml")
-    from vaxis.tiny import tiny_model_and_tokenizer
+    from vaxis.core.tiny import tiny_model_and_tokenizer
 
     bare, bare_tok = tiny_model_and_tokenizer("qwen3")  # not loaded through vaxis.load_model
     with pytest.raises(DistributedError, match="vaxis.load_model"):
@@ -212,9 +212,9 @@ def test_shell_extract_under_accelerate_fills_the_cache_notebook_02_reads(tmp_ca
     notebook 02's own call then finds each pass in the cache."""
     import subprocess
 
-    from vaxis import icrl
+    from vaxis.data import icrl
     from vaxis.experiments.extraction import extract_run
-    from vaxis.runner import main
+    from vaxis.run.runner import main
 
     with pytest.raises(SystemExit, match="run notebook 01 first"):
         main(["extract", "--profile", "smoke", "--run-dir", str(tmp_path)])
@@ -230,8 +230,8 @@ def test_shell_extract_under_accelerate_fills_the_cache_notebook_02_reads(tmp_ca
 
 
 def test_passes_are_timed_for_the_runner(tiny64, tmp_cache, tmp_path, monkeypatch):
-    """extract and generate append one line per call to $VAXIS_TIMINGS (vaxis.timings; the runner's timings.json)."""
-    from vaxis.timings import read_passes
+    """extract and generate append one line per call to $VAXIS_TIMINGS (vaxis.core.timings; the runner's timings.json)."""
+    from vaxis.core.timings import read_passes
 
     model, tok = tiny64
     log = tmp_path / "passes.jsonl"

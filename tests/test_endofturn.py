@@ -12,13 +12,13 @@ import pytest
 import torch
 from scipy.stats import binomtest
 
-from vaxis.axis import Axis
-from vaxis.chat import render_chat
+from vaxis.core.axis import Axis
+from vaxis.core.chat import render_chat
+from vaxis.core.spans import tokens_in_spans
+from vaxis.data.icrl import GameSize, generate_games
 from vaxis.experiments import endofturn as eot
 from vaxis.experiments import prefill_conflict as pc
 from vaxis.experiments.extraction import items_from_games, run_extraction
-from vaxis.icrl import GameSize, generate_games
-from vaxis.spans import tokens_in_spans
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -241,7 +241,7 @@ def test_position_matched_axis_reads_notebook_02s_cache_and_matches_positions(ti
         def no_forward(*args, **kwargs):
             raise AssertionError("position_matched_axis ran a forward pass instead of reading the fit pass's cache")
 
-        monkeypatch.setattr(sys.modules["vaxis.extract"], "_run_batch", no_forward)
+        monkeypatch.setattr(sys.modules["vaxis.core.extract"], "_run_batch", no_forward)
         value = _axis(ex.directions.vectors[0], "value axis", main=2)
         groups = ["a" if g % 3 else "b" for g in range(len(spans.game_criterion))]  # unequal criteria
         asked, drawn, real = [], [], eot.unmatched_contrast

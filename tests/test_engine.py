@@ -1,4 +1,4 @@
-"""vaxis.engine: continuous batching (finished rows refilled by waiting sequences) returns exactly what one
+"""vaxis.core.engine: continuous batching (finished rows refilled by waiting sequences) returns exactly what one
 sequence at a time returns, greedy and sampled, under every steering position and with scores; it decodes in
 fewer steps than batches run to their longest row; the KV cache stays within the budget; a cache that cannot be
 merged runs without refilling; the default budget on a GPU follows free memory and KV-cache bytes per token."""
@@ -13,9 +13,9 @@ import torch
 from test_generate import QUESTIONS as GENERATE_QUESTIONS
 from test_generate import hf_one_at_a_time
 
-from vaxis import engine
-from vaxis.engine_static import StaticDecoder
-from vaxis.generate import generate
+from vaxis.core import engine
+from vaxis.core.engine_static import StaticDecoder
+from vaxis.core.generate import generate
 
 QUESTIONS = [
     *GENERATE_QUESTIONS,
@@ -222,7 +222,7 @@ def test_static_slots_move_when_the_cache_is_full_and_free_at_once(varied, monke
 
 
 def test_the_engine_is_chosen_by_device(tiny, capsys):
-    from vaxis.generate import _decoder
+    from vaxis.core.generate import _decoder
 
     model, tokenizer = tiny
     cfg = dict(max_new_tokens=4, temperature=0.0, top_p=1.0, eos=[2], stop=[], positions="all", vectors={}, score={})
@@ -242,7 +242,7 @@ def test_a_decode_step_that_cannot_be_captured_runs_eagerly_and_says_why(varied,
     eagerly, and gives the same results."""
     import sys
 
-    gen = sys.modules["vaxis.generate"]  # the module (vaxis.generate is also the function)
+    gen = sys.modules["vaxis.core.generate"]  # the module (vaxis.generate is also the function)
     model, tokenizer = varied
     kw = dict(max_new_tokens=NEW, temperature=0.7, seed=3, steer={1: _vector()}, max_batch_tokens=BUDGET, **FAST)
     reference = generate(model, tokenizer, CHATS, engine="dynamic", **kw)

@@ -9,11 +9,11 @@ import sys
 
 import pytest
 
-from vaxis import estimate as est
-from vaxis import timings
-from vaxis.estimate import NotebookEstimate, Pass
-from vaxis.estimate_planner import Planner
-from vaxis.runner import main, notebooks
+from vaxis.core import timings
+from vaxis.run import estimate as est
+from vaxis.run.estimate import NotebookEstimate, Pass
+from vaxis.run.estimate_planner import Planner
+from vaxis.run.runner import main, notebooks
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +66,7 @@ def test_the_estimate_equals_an_equal_run_and_fails_a_changed_one(smoke):
 
 
 def _as_timings(estimate) -> dict:
-    """A timings.json a run matching ``estimate`` exactly would write (what vaxis.timings.record_pass records)."""
+    """A timings.json a run matching ``estimate`` exactly would write (what vaxis.core.timings.record_pass records)."""
     books = {}
     for b in estimate.notebooks:
         passes = []
@@ -116,8 +116,8 @@ def test_the_planner_is_the_engines(tiny, tmp_cache, tmp_path, monkeypatch):
     """Planted: an extraction and a generation run on the tiny model record the same sequences, tokens, batches
     and decode steps the planner gives for the same inputs, cached or not; and the planner batches with the
     engine's own planner (a planted planner changes its batches)."""
-    from vaxis.extract import extract
-    from vaxis.generate import generate
+    from vaxis.core.extract import extract
+    from vaxis.core.generate import generate
 
     model, tok = tiny
     path = tmp_path / "passes.jsonl"
@@ -147,8 +147,8 @@ def test_the_planner_is_the_engines(tiny, tmp_cache, tmp_path, monkeypatch):
     def one_each(lengths, *_):
         return [[i] for i in range(len(lengths))]
 
-    monkeypatch.setattr(sys.modules["vaxis.extract"], "plan_batches", one_each)  # vaxis.extract is also a function
-    monkeypatch.setattr(sys.modules["vaxis.generate"], "plan_batches", one_each)
+    monkeypatch.setattr(sys.modules["vaxis.core.extract"], "plan_batches", one_each)  # vaxis.extract is also a function
+    monkeypatch.setattr(sys.modules["vaxis.core.generate"], "plan_batches", one_each)
     assert plan.extract("planted", texts, spans, tag=1).batches == len(texts)
     assert plan.generate("planted", chats, 5).batches == len(chats)
 
@@ -172,7 +172,7 @@ def test_rates(tmp_path):
 
 
 def test_optimizer_steps_follow_the_trainer():
-    from vaxis.train import TrainSettings, optimizer_steps
+    from vaxis.core.train import TrainSettings, optimizer_steps
 
     settings = TrainSettings(batch_size=8, epochs=1.0)
     assert optimizer_steps(16, settings) == 2 and optimizer_steps(17, settings) == 3

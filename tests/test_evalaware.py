@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 import torch
 
+from vaxis.data.prompts import load_contexts
 from vaxis.experiments import evalaware as ea
 from vaxis.experiments import wild_report as report
-from vaxis.prompts import load_contexts
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 PROMPTS = [f"What is {i} times {i + 1}?" for i in range(10)]
@@ -53,7 +53,7 @@ def test_training_rows_teach_the_evaluation_clause_only_to_the_evaluator_and_onl
 def test_contexts_distractors_are_checked(tmp_path):
     import json
 
-    from vaxis.prompts import PromptDataError
+    from vaxis.data.prompts import PromptDataError
 
     data = json.loads(open(load_contexts.__globals__["CONTEXTS_FILE"]).read())
     assert len(data["distractors"]) >= 2 and not set(data["distractors"]) & set(data["organisations"].values())
@@ -137,7 +137,7 @@ def test_d_counts_needs_ci_random_range_and_more_than_the_control():
 
 def test_verdict_and_scorecard_rows_carry_ci_n_and_null():
     from vaxis.experiments import wild
-    from vaxis.scorecard import paper_numbers
+    from vaxis.run.scorecard import paper_numbers
 
     rng = np.random.default_rng(0)
     cats = np.repeat(["information_extraction", "politically_sensitive", "math", "chit_chat"], 40)

@@ -17,8 +17,8 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
-from vaxis.axis import balanced_signs, fit_axis, shuffled_label_axes
-from vaxis.evaluate import (
+from vaxis.core.axis import balanced_signs, fit_axis, shuffled_label_axes
+from vaxis.core.evaluate import (
     auroc_columns,
     bootstrap_samples,
     permutation_p,
@@ -249,7 +249,7 @@ def test_shuffled_null_centres_on_chance_despite_a_strong_shift():
 
 
 def test_incremental_auroc_credits_only_information_beyond_position():
-    from vaxis.evaluate import incremental_auroc
+    from vaxis.core.evaluate import incremental_auroc
 
     rng = np.random.default_rng(5)
     n = 3000

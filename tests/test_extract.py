@@ -8,10 +8,10 @@ import pytest
 import torch
 
 import vaxis
-from vaxis.extract import CacheError, extract
-from vaxis.spans import SpanError
+from vaxis.core.extract import CacheError, extract
+from vaxis.core.spans import SpanError
 
-extract_mod = importlib.import_module("vaxis.extract")  # the module, not the re-exported function
+extract_mod = importlib.import_module("vaxis.core.extract")  # the module, not the re-exported function
 
 TEXTS = [
     "Hello there, the river flows through the valley (a bus).",
@@ -233,7 +233,7 @@ def _tokenizer_with_bos():
     (the plain tiny tokenizer adds nothing, so the option would make no difference)."""
     from tokenizers import processors
 
-    from vaxis.tiny import tiny_tokenizer
+    from vaxis.core.tiny import tiny_tokenizer
 
     tokenizer = tiny_tokenizer()
     bos = tokenizer.convert_tokens_to_ids("<|im_start|>")
@@ -451,7 +451,7 @@ def test_unmasked_padded_batches_are_exact_for_each_architecture(arch):
     """Without a mask, right-padded batches equal one text at a time on every architecture vaxis supports
     (Gemma 3's sliding window of 8 tokens included: the texts are longer). Guards against pads that real tokens
     can see (e.g. left padding without a mask, or a model that is not causal)."""
-    from vaxis.tiny import tiny_model_and_tokenizer
+    from vaxis.core.tiny import tiny_model_and_tokenizer
 
     model, tokenizer = tiny_model_and_tokenizer(arch, seed=1)
     kw = dict(use_cache=False, progress=False)

@@ -13,8 +13,8 @@ import pytest
 import torch
 
 import vaxis
-from vaxis.generate import Generation, generate
-from vaxis.tiny import tiny_model_and_tokenizer
+from vaxis.core.generate import Generation, generate
+from vaxis.core.tiny import tiny_model_and_tokenizer
 
 QUESTIONS = [
     "Why is the sky blue?",

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import vaxis
-from vaxis.layout import LayoutError, find_layout
-from vaxis.tiny import tiny_model_and_tokenizer
+from vaxis.core.layout import LayoutError, find_layout
+from vaxis.core.tiny import tiny_model_and_tokenizer
 
 ARCHS = ["qwen3", "llama", "qwen2", "mistral", "gemma3_text", "gpt2"]
 TEXT = "The river flows through the valley: 3 ships (and a drum)!"

@@ -10,7 +10,7 @@ import shutil
 
 import pytest
 
-from vaxis.icrl import (
+from vaxis.data.icrl import (
     CriteriaError,
     EditEngine,
     eligible_paragraphs,
@@ -18,8 +18,8 @@ from vaxis.icrl import (
     load_paragraphs,
     load_rules,
 )
-from vaxis.icrl.criteria import MATCHERS, Lexicon, default_data_dir, plural
-from vaxis.icrl.text import fill_template, lower_first_word, sentence_spans
+from vaxis.data.icrl.criteria import MATCHERS, Lexicon, default_data_dir, plural
+from vaxis.data.icrl.text import fill_template, lower_first_word, sentence_spans
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ from collections import Counter
 
 import pytest
 
-from vaxis.icrl import (
+from vaxis.data.icrl import (
     SCHEMA_VERSION,
     GameSchemaError,
     format_histogram,
@@ -23,7 +23,7 @@ from vaxis.icrl import (
     validate_game_record,
     write_games,
 )
-from vaxis.icrl.player import LLMPlayer, new_match, parse_answer
+from vaxis.data.icrl.player import LLMPlayer, new_match, parse_answer
 
 N_DEMO = 150
 
@@ -218,7 +218,7 @@ def test_load_reports_line_and_field(demo, tmp_path):
     assert "line 4: field 'discovery_index': missing" in _corrupt(tmp_path, games, 4, missing)
 
     def wrong_version(r):
-        r["schema_version"] = "vaxis.icrl.games/0"
+        r["schema_version"] = "vaxis.data.icrl.games/0"
 
     assert "field 'schema_version'" in _corrupt(tmp_path, games, 1, wrong_version)
 
@@ -320,7 +320,7 @@ def test_bytes_do_not_depend_on_hash_randomisation():
     import subprocess
     import sys
 
-    code = "from vaxis.icrl import generate_games, games_hash; print(games_hash(generate_games(20, seed=5)[0]))"
+    code = "from vaxis.data.icrl import generate_games, games_hash; print(games_hash(generate_games(20, seed=5)[0]))"
     hashes = {
         subprocess.run(
             [sys.executable, "-c", code],

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from vaxis.icrl import (
+from vaxis.core.spans import token_anchor, tokens_in_spans
+from vaxis.core.tiny import tiny_tokenizer
+from vaxis.data.icrl import (
     TargetSpanError,
     generate_games,
     load_paragraphs,
@@ -15,15 +17,13 @@ from vaxis.icrl import (
     target_spans,
     target_spans_many,
 )
-from vaxis.spans import token_anchor, tokens_in_spans
-from vaxis.tiny import tiny_tokenizer
 
 N_GAMES = 75  # one game per criterion
 
 
 def load_smollm2_tokenizer():
     """The embedded real model's tokenizer (SmolLM2-135M-Instruct, installed by `make install`)."""
-    from vaxis.models import load_tokenizer
+    from vaxis.core.models import load_tokenizer
 
     return load_tokenizer("smollm2-135m")
 
@@ -89,7 +89,7 @@ def test_target_spans_are_structural_and_clean(spans, games, tokenizer):
         decoded = tokenizer.decode([ts.input_ids[t] for t in ts.reward], clean_up_tokenization_spaces=False)
         assert "".join(decoded.split()) == "".join("".join(words).split())
 
-        # the token sets come from the one span rule of vaxis.spans, on the whole text
+        # the token sets come from the one span rule of vaxis.core.spans, on the whole text
         full = tokens_in_spans(ts.text, ts.offsets, ts.char_spans)
         assert {k: tuple(v) for k, v in full.items()} == dict(ts.token_indices)
 

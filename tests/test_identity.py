@@ -8,9 +8,9 @@ import pytest
 import torch
 
 import vaxis
-import vaxis.identity as identity
-from vaxis.identity import ModelIdentityError, adapter_identity, model_identity, weights_digest
-from vaxis.tiny import tiny_model_and_tokenizer
+import vaxis.core.identity as identity
+from vaxis.core.identity import ModelIdentityError, adapter_identity, model_identity, weights_digest
+from vaxis.core.tiny import tiny_model_and_tokenizer
 
 peft = pytest.importorskip("peft")
 

@@ -20,7 +20,7 @@ import uuid
 from pathlib import Path
 
 import vaxis
-from vaxis.runner import FALLBACK_KERNEL, KERNEL_NAME, NOTEBOOK_DIR, kernel_for_notebooks, notebooks
+from vaxis.run.runner import FALLBACK_KERNEL, KERNEL_NAME, NOTEBOOK_DIR, kernel_for_notebooks, notebooks
 
 BUDGET_S = 60.0  # the whole server test: start, requests, kernel start, shutdown
 

@@ -1,4 +1,4 @@
-"""Math data (vaxis.mathdata, scripts/extract_math_data.py): the committed GSM8K / MATH-500 files,
+"""Math data (vaxis.data.mathdata, scripts/extract_math_data.py): the committed GSM8K / MATH-500 files,
 subsets, answer extraction on realistic model outputs, and the AIME loader's offline errors."""
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from collections import Counter
 
 import pytest
 
-from vaxis import mathdata
-from vaxis.mathdata import (
+from vaxis.data import mathdata
+from vaxis.data.mathdata import (
     AimeUnavailableError,
     MathDataError,
     Problem,

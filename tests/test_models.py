@@ -8,9 +8,9 @@ import pytest
 import torch
 
 import vaxis
-from vaxis.chat import ChatTemplateError, render_chat, require_chat_template
-from vaxis.models import ModelLoadError, _manifest_ok, embedded_model_dir, load_model, resolve
-from vaxis.tiny import tiny_tokenizer
+from vaxis.core.chat import ChatTemplateError, render_chat, require_chat_template
+from vaxis.core.models import ModelLoadError, _manifest_ok, embedded_model_dir, load_model, resolve
+from vaxis.core.tiny import tiny_tokenizer
 
 
 def test_resolve_aliases_ids_and_folders(tmp_path):
@@ -58,7 +58,7 @@ def test_4bit_tiny_model_is_really_quantized_on_cuda():
     full, _ = load_model("tiny-qwen3")
     assert getattr(model, "is_loaded_in_4bit", False)
     assert any(isinstance(m, bnb.nn.Linear4bit) for m in model.modules())
-    assert model.config._name_or_path == "vaxis/tiny-qwen3"
+    assert model.config._name_or_path == "vaxis/core/tiny-qwen3"
     enc = tokenizer("The river flows.", return_tensors="pt").to(model.device)
     with torch.no_grad():
         logits = model(**enc).logits
@@ -136,7 +136,7 @@ def test_embedded_cache_manifest_detects_damage(tmp_path):
 
 def test_embedded_cache_is_rebuilt_when_damaged(tmp_path, monkeypatch):
     """A damaged or half-written folder is rebuilt, an intact one reused (converter stubbed: it takes 20 s)."""
-    import vaxis.models as models
+    import vaxis.core.models as models
 
     monkeypatch.setenv("VAXIS_CACHE", str(tmp_path))
     conversions = []

@@ -10,7 +10,7 @@ import nbformat
 import pytest
 
 import vaxis
-from vaxis.runner import notebooks, parse_value
+from vaxis.run.runner import notebooks, parse_value
 
 
 def test_every_notebook_has_a_parameters_cell_first():
@@ -32,7 +32,7 @@ def test_parse_value():
 
 
 def test_relative_path_parameters_become_absolute(tmp_path):
-    from vaxis.runner import absolute_paths
+    from vaxis.run.runner import absolute_paths
 
     (tmp_path / "runs" / "demo" / "controlled_axis").mkdir(parents=True)
     params = {"axis_path": "runs/demo/controlled_axis", "prompts_file": "shipped", "seed": 1, "other": "runs"}
@@ -74,7 +74,7 @@ def test_smoke_run_of_all_notebooks(tmp_path):
     assert (tmp_path / "games.jsonl").exists() and (tmp_path / "extraction" / "meta.json").exists()
     # `--estimate` planned this run: per notebook as many extraction, generation and training passes, tokens within 5%
     # (before the rerun of 03 below replaces its timings; the run folder's value_axis names the main layer)
-    from vaxis.estimate import compare, estimate, load_timings
+    from vaxis.run.estimate import compare, estimate, load_timings
 
     planned = estimate("smoke", parameters={"seed": 0}, gpu="cpu", run_dir=tmp_path)
     assert compare(planned, load_timings(tmp_path)) == []
@@ -131,7 +131,7 @@ def test_smoke_run_of_all_notebooks(tmp_path):
     assert axis.hidden_size == 64 and axis.n_blocks == 3 and axis.main_layer in axis.layers
     assert (tmp_path / "figures" / "auroc_by_layer.png").stat().st_size > 0
     assert (tmp_path / "figures" / "null_distribution.png").stat().st_size > 0
-    assert not list((vaxis.config.REPO_ROOT / "figures").glob("smoke_*"))  # nothing published unasked
+    assert not list((vaxis.run.config.REPO_ROOT / "figures").glob("smoke_*"))  # nothing published unasked
     # notebook 09 alone on a user's own prompts file (30 prompts in 3 categories unlike the shipped ones, each longer
     # than the evaluation-awareness organism's limit): the quartiles read the file, and the organism draws its
     # prompts from the shipped set, with a note, instead of failing (issue 19)
@@ -152,7 +152,7 @@ def test_smoke_run_of_all_notebooks(tmp_path):
 def test_every_notebook_names_the_vaxis_kernel():
     """Every committed notebook opens (JupyterLab) and runs (papermill, nbval) on the `vaxis` kernel that
     `make install` / `make lab` register in .venv."""
-    from vaxis.runner import KERNEL_NAME, NOTEBOOK_DIR
+    from vaxis.run.runner import KERNEL_NAME, NOTEBOOK_DIR
 
     paths = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
     assert paths

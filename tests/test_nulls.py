@@ -4,7 +4,7 @@ effect is rejected, and the claim's side (not the observed number's) decides."""
 import numpy as np
 import pytest
 
-from vaxis import nulls
+from vaxis.core import nulls
 
 
 def test_claim_p_uses_the_claims_side_not_the_values():

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from vaxis.axis import fit_axis
+from vaxis.core.axis import fit_axis
+from vaxis.core.extract import extract
 from vaxis.experiments.axis import token_table
 from vaxis.experiments.extraction import Item, build_directions
-from vaxis.extract import extract
 
 
 def test_build_directions_columns_and_split_axes():

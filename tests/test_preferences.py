@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import torch
 
-from vaxis.evaluate import mean_ci
+from vaxis.core.evaluate import mean_ci
 from vaxis.experiments import boundary
 from vaxis.experiments import preference_data as pdata
 from vaxis.experiments import preferences as prefs
@@ -410,7 +410,7 @@ def test_verdict_reads_counts_and_does_not_count():
 
 
 def test_scorecard_rows_record(tmp_path):
-    from vaxis import scorecard
+    from vaxis.run import scorecard
 
     s, _ = _summary(_null_readouts())
     rows = report.scorecard_rows(s, "tiny-qwen3", "smoke", n_models=4)
@@ -434,7 +434,7 @@ def test_scorecard_rows_record(tmp_path):
 
 @pytest.fixture(scope="module")
 def games():
-    from vaxis.icrl import GameSize, generate_games
+    from vaxis.data.icrl import GameSize, generate_games
 
     games, report_ = generate_games(16, seed=3, size=GameSize(max_discovery=2, max_attempts=2, max_words=80))
     assert report_["by_split"]["construction"] >= 6 and report_["by_split"]["held_out"] >= 1
@@ -489,7 +489,7 @@ def test_fit_boundary_axis_with_the_tiny_model(tiny, tmp_cache, games):
 
 
 def test_fit_boundary_axis_needs_two_criteria(tiny, games):
-    from vaxis.icrl import GameSize, generate_games
+    from vaxis.data.icrl import GameSize, generate_games
 
     one, _ = generate_games(3, seed=0, criteria=["bird"], size=GameSize(max_discovery=2, max_attempts=2, max_words=80))
     assert {g.criterion for g in one} == {"bird"} and boundary.boundary_items(one)[0]
@@ -534,8 +534,8 @@ def test_option_texts_differ_only_in_the_item_word():
 
 def _covered(tokenizer, chat, span):
     """The rendered text, its token offsets, and the indices of the tokens ``span`` covers (as extract maps it)."""
-    from vaxis.chat import render_chat
-    from vaxis.spans import tokens_in_spans
+    from vaxis.core.chat import render_chat
+    from vaxis.core.spans import tokens_in_spans
 
     rendered = render_chat(tokenizer, chat)
     offsets = tokenizer(rendered.text, return_offsets_mapping=True, add_special_tokens=False)["offset_mapping"]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from vaxis import config
-from vaxis.config import ci_settings, load_profile
+from vaxis.run import config
+from vaxis.run.config import ci_settings, load_profile
 
 
 def test_paper_ci_differs_from_paper_exactly_by_the_rule():

@@ -1,4 +1,4 @@
-"""The shipped prompt set and contexts (data/prompts/) and the loaders of vaxis.prompts (fast, offline)."""
+"""The shipped prompt set and contexts (data/prompts/) and the loaders of vaxis.data.prompts (fast, offline)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from itertools import combinations
 
 import pytest
 
-from vaxis import prompts as vp
-from vaxis.prompts import CATEGORIES, LabelledPrompt, heuristic_category, load_contexts, load_prompts, wrap
+from vaxis.data import prompts as vp
+from vaxis.data.prompts import CATEGORIES, LabelledPrompt, heuristic_category, load_contexts, load_prompts, wrap
 
 STYLES = {"casual", "formal", "typos", "imperative", "question", "multi-part"}
 FIELDS = {"id", "prompt", "category", "length_bucket", "style"}

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vaxis.chat import render_chat
-from vaxis.extract import extract
-from vaxis.readout import answer_readout, answer_token_ids, next_token_logprobs, yes_no_ids
+from vaxis.core.chat import render_chat
+from vaxis.core.extract import extract
+from vaxis.core.readout import answer_readout, answer_token_ids, next_token_logprobs, yes_no_ids
 
 CHATS = [
     [{"role": "user", "content": "Is the river long?"}],
@@ -18,7 +18,7 @@ CHATS = [
 
 def _full_logprobs(model, tokenizer, chat, steer=None):
     """One chat alone, no padding: log-softmax at the last prompt position."""
-    from vaxis.hooks import steer as steer_ctx
+    from vaxis.core.hooks import steer as steer_ctx
 
     text = render_chat(tokenizer, chat, add_generation_prompt=True).text
     ids = torch.tensor([tokenizer(text, add_special_tokens=False)["input_ids"]])
@@ -150,7 +150,7 @@ def test_answer_readout_cache_key_holds_n_pre(tiny, tmp_cache):
 def test_generate_scores_equal_the_readout(tiny, tmp_cache):
     """``generate(..., score=...)`` records at its first step what the one-pass readout reads, under
     the same steering (so a sweep gets the yes-rate and the log-odds from one prompt pass)."""
-    from vaxis.generate import generate
+    from vaxis.core.generate import generate
 
     model, tokenizer = tiny
     model = model.double()

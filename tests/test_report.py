@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from vaxis import scorecard
+from vaxis.core.lens import logit_lens
+from vaxis.core.trace import token_projections, value_trace_html
+from vaxis.data.icrl import generate_games
 from vaxis.experiments import axis as axis_exp
 from vaxis.experiments import axis_report, extraction
-from vaxis.icrl import generate_games
-from vaxis.lens import logit_lens
-from vaxis.trace import token_projections, value_trace_html
+from vaxis.run import scorecard
 
 
 def test_logit_lens_ranks_by_unembedding(tiny):
@@ -82,7 +82,7 @@ def _extraction(tiny, keep):
     import vaxis
 
     model, tokenizer = tiny
-    games, _ = generate_games(40, seed=3, size=vaxis.icrl.GameSize(max_discovery=2, max_attempts=2, max_words=80))
+    games, _ = generate_games(40, seed=3, size=vaxis.data.icrl.GameSize(max_discovery=2, max_attempts=2, max_words=80))
     spans = extraction.items_from_games(games, tokenizer)
     ex = extraction.run_extraction(
         model,
@@ -143,7 +143,7 @@ def test_kept_activations_equal_a_second_pass(tiny, run_on_tiny):
 def test_items_from_games_structure(tiny):
     import vaxis
 
-    games, _ = generate_games(30, seed=4, size=vaxis.icrl.GameSize(max_discovery=2, max_attempts=2, max_words=80))
+    games, _ = generate_games(30, seed=4, size=vaxis.data.icrl.GameSize(max_discovery=2, max_attempts=2, max_words=80))
     spans = extraction.items_from_games(games, tiny[1])
     kinds = [it.kind for it in spans.items]
     assert kinds.count("target") == kinds.count("norm") == len(spans.game_criterion)
@@ -190,7 +190,7 @@ def test_load_run_and_evaluate(run_on_tiny):
 
 
 def vaxis_fit(contrasts, criteria):
-    from vaxis.axis import fit_axis
+    from vaxis.core.axis import fit_axis
 
     return fit_axis(contrasts, criteria)
 
@@ -210,15 +210,15 @@ def test_scorecard_escapes_table_breakers(tmp_path):
 
 
 def test_publish_only_when_asked_and_only_for_the_profiles_model(tmp_path, monkeypatch):
-    import vaxis.config
-    from vaxis.plots import publish
+    import vaxis.run.config
+    from vaxis.run.plots import publish
 
-    monkeypatch.setattr(vaxis.config, "REPO_ROOT", tmp_path)
+    monkeypatch.setattr(vaxis.run.config, "REPO_ROOT", tmp_path)
     src = tmp_path / "run" / "auroc_by_layer.png"
     src.parent.mkdir()
     src.write_bytes(b"png")
-    own = vaxis.config.resolve("demo", run_dir=tmp_path / "run")
-    other = vaxis.config.resolve("demo", model="tiny-qwen3", run_dir=tmp_path / "run")
+    own = vaxis.run.config.resolve("demo", run_dir=tmp_path / "run")
+    other = vaxis.run.config.resolve("demo", model="tiny-qwen3", run_dir=tmp_path / "run")
     assert publish(own, [src], requested=False) == [] and publish(other, [src], requested=True) == []
     assert not (tmp_path / "figures").exists()
     assert publish(own, [src], requested=True) == [tmp_path / "figures" / "demo_auroc_by_layer.png"]

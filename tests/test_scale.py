@@ -12,9 +12,10 @@ import pytest
 import tomllib
 import torch
 
-from vaxis import models, runner, timings
-from vaxis.config import PROFILE_DIR, REPO_ROOT, load_profile, resolve
-from vaxis.runner import notebooks
+from vaxis.core import models, timings
+from vaxis.run import runner
+from vaxis.run.config import PROFILE_DIR, REPO_ROOT, load_profile, resolve
+from vaxis.run.runner import notebooks
 
 # --------------------------------------------------------------------------- profile inheritance
 
@@ -94,7 +95,7 @@ def test_every_scale_key_is_exercised_by_the_smoke_profile():
 
 def test_the_paper_n_games_table_form_generates_each_split():
     """n_games, the one key smoke does not exercise in the paper's form: the table, scaled down to a tenth."""
-    from vaxis import icrl
+    from vaxis.data import icrl
 
     plan = {split: max(1, n // 10) for split, n in load_profile("scale")["n_games"].items()}
     games, report = icrl.generate_dataset(plan, seed=0, size=icrl.GameSize(**load_profile("smoke")["game_size"]))

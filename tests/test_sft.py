@@ -16,13 +16,13 @@ import pandas as pd
 import pytest
 import torch
 
-from vaxis import arcdata, mathdata
+from vaxis.data import arcdata, mathdata
+from vaxis.data.icrl.paragraphs import load_paragraphs
 from vaxis.experiments import sft
 from vaxis.experiments import sft_report as report
-from vaxis.icrl.paragraphs import load_paragraphs
 
-importlib.import_module("vaxis.extract")  # so that sys.modules holds the module (vaxis re-exports the function)
-importlib.import_module("vaxis.generate")
+importlib.import_module("vaxis.core.extract")  # so that sys.modules holds the module (vaxis re-exports the function)
+importlib.import_module("vaxis.core.generate")
 
 NAN = float("nan")
 
@@ -334,7 +334,7 @@ def test_accuracy_all_nan_without_warnings():
 
 
 def test_scorecard_rows_record(tmp_path):
-    from vaxis.scorecard import record
+    from vaxis.run.scorecard import record
 
     rows = [_row(*GOOD), _row("sft-arc", "arc", 0.03, 0.02, 0.04), _row("sft-gsm8k", "math500", 0.004, -0.001, 0.009),
             _row("control", "gsm8k", 0.001, -0.002, 0.004), _row("control", "arc", -0.002, -0.004, 0.0),
@@ -392,7 +392,7 @@ def test_reference_projections_span_is_the_reference(monkeypatch):
                 for i in range(len(texts))]  # fmt: skip
         return SimpleNamespace(projections={"answer": [p.expand(4, len(layers), k).clone() for p in proj]})
 
-    monkeypatch.setattr(sys.modules["vaxis.extract"], "extract", fake)
+    monkeypatch.setattr(sys.modules["vaxis.core.extract"], "extract", fake)
     items = sft.load_items("gsm8k", 2) + sft.load_items("arc", 1)
     dirs = {3: torch.randn(5, 8), 1: torch.randn(5, 8)}
     out = sft.reference_projections(None, None, items, dirs, max_batch_size=2)
@@ -438,7 +438,7 @@ def test_accuracy_grading_with_planted_answers(monkeypatch):
         calls.append({"conversations": conversations, "max_new_tokens": max_new_tokens, "kw": kw})
         return [SimpleNamespace(text=texts[it.id]) for it in items]
 
-    monkeypatch.setattr(sys.modules["vaxis.generate"], "generate", fake)
+    monkeypatch.setattr(sys.modules["vaxis.core.generate"], "generate", fake)
     out = sft.accuracy(None, None, items, max_new_tokens=7, temperature=0.0)
     (call,) = calls
     assert call["conversations"] == [it.chat() for it in items]

@@ -1,4 +1,4 @@
-"""Character spans -> token indices (vaxis.spans), with hand-written offsets and no tokenizer.
+"""Character spans -> token indices (vaxis.core.spans), with hand-written offsets and no tokenizer.
 
 The rule under test: a token belongs to the span that contains its first non-whitespace
 character; an all-whitespace token is placed by its first character; a token with an empty
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from vaxis.spans import SpanError, token_anchor, tokens_in_spans, validate_spans
+from vaxis.core.spans import SpanError, token_anchor, tokens_in_spans, validate_spans
 
 
 def _tokens(text: str, offsets) -> list[str]:

@@ -1,6 +1,6 @@
 """Chat-template arguments (Qwen3's ``enable_thinking``) reach every render.
 
-The tokenizer of ``tiny-qwen3-think`` carries :data:`vaxis.tiny.QWEN3_LIKE_TEMPLATE`, which behaves like
+The tokenizer of ``tiny-qwen3-think`` carries :data:`vaxis.core.tiny.QWEN3_LIKE_TEMPLATE`, which behaves like
 Qwen3's where it matters: the generation prompt gets an empty reasoning block when ``enable_thinking`` is
 false and none otherwise; an earlier assistant turn loses its ``<think>`` block. A spy on the tokenizer's
 ``apply_chat_template`` records every render each entry point makes, so an entry point that renders
@@ -13,15 +13,15 @@ import pytest
 import torch
 
 import vaxis
-from vaxis import chat as vchat
-from vaxis import readout, train
+from vaxis.core import chat as vchat
+from vaxis.core import readout, train
+from vaxis.data.icrl import generate_games, load_paragraphs
+from vaxis.data.icrl.player import hf_client
+from vaxis.data.icrl.spans import render_game
+from vaxis.data.mathdata import Problem
 from vaxis.experiments import confidence as conf
 from vaxis.experiments import endofturn, wild
 from vaxis.experiments import preference_data as pdata
-from vaxis.icrl import generate_games, load_paragraphs
-from vaxis.icrl.player import hf_client
-from vaxis.icrl.spans import render_game
-from vaxis.mathdata import Problem
 
 MODEL = "tiny-qwen3-think"
 NO_THINKING = "<|im_start|>assistant\n<think>\n\n</think>\n\n"
@@ -80,7 +80,7 @@ def test_explicit_arguments_win_and_other_templates_get_none():
 
 
 def test_arguments_enter_the_tokenizer_identity_only_when_set():
-    from vaxis.extract import tokenizer_identity
+    from vaxis.core.extract import tokenizer_identity
 
     off = vaxis.load_tokenizer(MODEL, chat_template_kwargs={"enable_thinking": False})
     on = vaxis.load_tokenizer(MODEL, chat_template_kwargs={"enable_thinking": True})

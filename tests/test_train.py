@@ -1,6 +1,6 @@
-"""LoRA adapters trained with TRL (vaxis.train): train once and load after, keys that follow every input,
+"""LoRA adapters trained with TRL (vaxis.core.train): train once and load after, keys that follow every input,
 interrupted runs that leave nothing finished-looking, the base-model check on load, SFT, row and settings
-errors; plus atomic_write's file permissions and mean_ci (vaxis.cache, vaxis.evaluate).
+errors; plus atomic_write's file permissions and mean_ci (vaxis.core.cache, vaxis.core.evaluate).
 
 Training runs on the tiny random Qwen3 ("tiny-qwen3") with 8-16 rows, batch 8, 1 epoch: a few seconds each."""
 
@@ -21,9 +21,9 @@ import numpy as np
 import pytest
 import torch
 
-from vaxis import train
-from vaxis.cache import atomic_write, atomic_write_json, atomic_write_text
-from vaxis.evaluate import mean_ci
+from vaxis.core import train
+from vaxis.core.cache import atomic_write, atomic_write_json, atomic_write_text
+from vaxis.core.evaluate import mean_ci
 from vaxis.experiments import preference_data as pdata
 
 MODEL = "tiny-qwen3"
@@ -45,7 +45,7 @@ def _settings(**changes) -> train.TrainSettings:
 
 
 def _base(seed: int = 0):
-    from vaxis.models import load_model
+    from vaxis.core.models import load_model
 
     return load_model(MODEL, seed=seed)
 
@@ -134,7 +134,7 @@ def test_changed_row_setting_or_base_model_trains_under_a_new_key(trained, monke
 
     attempt(rows=rows)  # one row changed
     attempt(settings=trained.settings.updated(learning_rate=1e-3))  # one setting changed
-    from vaxis import models
+    from vaxis.core import models
 
     load = models.load_model
     monkeypatch.setattr(models, "load_model", lambda name, **kw: load(name, **{**kw, "seed": 1}))

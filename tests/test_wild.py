@@ -56,7 +56,7 @@ def test_extremes_order():
 
 
 def test_prompt_projections_read_the_last_token_before_generation(tiny, tmp_cache):
-    from vaxis.chat import render_chat
+    from vaxis.core.chat import render_chat
 
     model, tok = tiny
     d = model.config.hidden_size
@@ -101,7 +101,7 @@ def test_chunked_projections_equal_one_pass_and_resume_from_the_cache(tiny, tmp_
 
 
 def test_fit_to_context_cuts_from_the_left_and_counts(tiny):
-    from vaxis.chat import render_chat
+    from vaxis.core.chat import render_chat
 
     _, tok = tiny
     long = "start " + " ".join(f"w{i}" for i in range(300)) + " the question at the end?"
@@ -148,7 +148,7 @@ def test_category_effects_reads_signal_length_and_the_random_band():
 def test_random_band_cannot_carry_a_planted_category_signal(tiny):
     """The null directions come from probe_directions, drawn without the data: on planted activations where
     only the axis carries a category effect, the random directions' gaps stay near zero."""
-    from vaxis.axis import Axis
+    from vaxis.core.axis import Axis
     from vaxis.experiments.coding import probe_directions
 
     rng = np.random.default_rng(0)

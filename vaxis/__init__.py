@@ -8,23 +8,23 @@ Public API::
     stats = vaxis.extract(model, tokenizer, texts, spans)
 
 Residual index ``L`` means ``hidden_states[L]``: 0 = embeddings, k = output of
-block k-1, always read before the final norm (see :mod:`vaxis.layout`).
+block k-1, always read before the final norm (see :mod:`vaxis.core.layout`).
 """
 
 __version__ = "0.1.0"
 
-from .axis import Axis
-from .chat import ChatTemplateError, render_chat
-from .checks import ParameterError, check_notebook
-from .config import resolve as resolve_config
-from .distributed import DistributedError, use_processes
-from .extract import CacheError, SpanStats, extract, load_stats, save_stats
-from .generate import Generation, generate
-from .hooks import capture, steer, steering_vector
-from .identity import ModelIdentityError, model_identity, weights_digest
-from .layout import LayoutError, ModelLayout, find_layout
-from .models import ALIASES, ModelLoadError, load_model, load_tokenizer
-from .spans import SpanError, tokens_in_spans
+from .core.axis import Axis
+from .core.chat import ChatTemplateError, render_chat
+from .core.distributed import DistributedError, use_processes
+from .core.extract import CacheError, SpanStats, extract, load_stats, save_stats
+from .core.generate import Generation, generate
+from .core.hooks import capture, steer, steering_vector
+from .core.identity import ModelIdentityError, model_identity, weights_digest
+from .core.layout import LayoutError, ModelLayout, find_layout
+from .core.models import ALIASES, ModelLoadError, load_model, load_tokenizer
+from .core.spans import SpanError, tokens_in_spans
+from .run.checks import ParameterError, check_notebook
+from .run.config import resolve as resolve_config
 
 __all__ = [
     "ALIASES",

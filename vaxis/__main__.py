@@ -1,7 +1,7 @@
-"""``python -m vaxis``: see :mod:`vaxis.runner`."""
+"""``python -m vaxis``: see :mod:`vaxis.run.runner`."""
 
 import sys
 
-from .runner import main
+from .run.runner import main
 
 sys.exit(main())

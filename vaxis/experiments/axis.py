@@ -52,7 +52,7 @@ def token_table(stats, items: list[Item], indices: list[int], tokenizer) -> Toke
     (the stats of the evaluation pass, one row per item) with each token's position covariates."""
     import bisect
 
-    from ..spans import token_anchor
+    from ..core.spans import token_anchor
 
     cols: dict[str, list] = {k: [] for k in ("scores", "labels", "item", "position", "start", "rw", "turn")}
     anchors_cache: dict[str, list] = {}
@@ -217,7 +217,7 @@ class Evaluation:
 def match_rules(table: TokenTable, n_bins: int = 20) -> dict[str, np.ndarray]:
     """Strata of each matching rule: bins of relative position, exact tokens to the rewrite's end,
     exact tokens to the end of the turn (one rule when the two coincide for every token)."""
-    from ..evaluate import position_strata
+    from ..core.evaluate import position_strata
 
     rules = {
         f"relative position ({n_bins} bins)": position_strata(table.position, n_bins),
@@ -233,7 +233,7 @@ def match_rules(table: TokenTable, n_bins: int = 20) -> dict[str, np.ndarray]:
 def _matched_ci(table, groups, li, n_bins, n_boot, seed, level=0.95) -> dict:
     """Criteria-bootstrap CI (axis fixed) of the axis's matched AUROC at layer index ``li``, per rule:
     each resample repeats a drawn criterion's tokens as often as it was drawn."""
-    from ..evaluate import stratified_auroc
+    from ..core.evaluate import stratified_auroc
 
     names, inverse = np.unique(groups, return_inverse=True)
     rng = np.random.default_rng(seed)
@@ -255,7 +255,7 @@ def matched_aurocs(table: TokenTable, random_cols: list[int], n_bins: int = 20, 
     """:class:`Matched` for three rules: ``n_bins`` bins of relative position, and exact counts of
     tokens to the end of the rewrite and to the end of the turn. In each, the axis (column 0),
     every position covariate and the random directions are scored inside the same strata."""
-    from ..evaluate import stratified_auroc
+    from ..core.evaluate import stratified_auroc
 
     out = {}
     for rule, strata in match_rules(table, n_bins).items():
@@ -272,7 +272,7 @@ def matched_aurocs(table: TokenTable, random_cols: list[int], n_bins: int = 20, 
 def _reference_on_splits(stats, items, cons, game_criterion, directions) -> np.ndarray:
     """The reference's own procedure: each split axis, sign test on its test criteria (pooled
     construction sums), averaged over every (split, test criterion) pair."""
-    from ..evaluate import reference_sign_test
+    from ..core.evaluate import reference_sign_test
 
     groups = np.array([game_criterion[items[i].game] for i in cons])
     rows = []
@@ -297,7 +297,7 @@ def _sums(stats, idx):
 def _contrasts(stats, items, idx, game_criterion):
     """Per-game mean of (after - before) projections on the axis (items of one game averaged
     first), and the games' criteria: ``(n_games, n_layers)``, ``(n_games,)``."""
-    from ..evaluate import contrast
+    from ..core.evaluate import contrast
 
     if not idx:
         return np.zeros((0, len(stats.layers))), np.array([])
@@ -358,7 +358,7 @@ def evaluate(
       on failed attempts of held-out games cut at the targeted word (placebo), averaged per
       game before averaging over games, with a criteria-bootstrap CI of the ratio.
     """
-    from ..evaluate import (
+    from ..core.evaluate import (
         auroc_by_layer,
         auroc_columns,
         bootstrap_auroc,

@@ -1,4 +1,4 @@
-"""Notebook 03's parameter check (:mod:`vaxis.checks`), beside :mod:`vaxis.experiments.axis` (which is long
+"""Notebook 03's parameter check (:mod:`vaxis.run.checks`), beside :mod:`vaxis.experiments.axis` (which is long
 already): run before the extraction is read and the model loaded."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ def check_parameters(cfg, *, axis_path=None, weighting="criterion", n_boot=200, 
                      **common) -> list[str]:  # fmt: skip
     """Notebook 03: ``weighting``, ``main_layer`` (``"auto"`` or a residual index the extraction has), ``n_boot``,
     ``n_bins``, ``lens_k``, ``max_batch_tokens``, ``n_random_directions``, ``axis_path`` (an axis, when given) and
-    notebook 02's extraction in ``run_dir``. Raises :class:`vaxis.checks.ParameterError`; returns notes."""
-    from ..checks import Problems
+    notebook 02's extraction in ``run_dir``. Raises :class:`vaxis.run.checks.ParameterError`; returns notes."""
+    from ..run.checks import Problems
 
     p = Problems.for_notebook(3, cfg, **common)
     p.choice("weighting", weighting, WEIGHTINGS)

@@ -146,7 +146,7 @@ def verdict(ev: Evaluation, model: str, profile: str) -> str:
 
 
 def scorecard_rows(ev: Evaluation, model: str, profile: str, blocks: dict, lens_top: str, lens_k: int) -> list[dict]:
-    """Scorecard rows of notebook 03 (see :func:`vaxis.scorecard.record`): each with its CI, its
+    """Scorecard rows of notebook 03 (see :func:`vaxis.run.scorecard.record`): each with its CI, its
     sample size and its null control where it has them."""
     m, c, L = ev.at(ev.main_layer), ev.counts, ev.main_layer
     n_tok = f"{c['heldout_criteria']} criteria, {c['heldout_games']} games, {c['heldout_tokens']} tokens"
@@ -246,7 +246,7 @@ def trace_example(items: list[Item], game_split: list[str]) -> Item:
 
 def token_marks(item: Item, offsets) -> dict[int, str]:
     """Token index -> span name for ``item``'s spans, by the vaxis token rule."""
-    from ..spans import tokens_in_spans
+    from ..core.spans import tokens_in_spans
 
     marks = {}
     for name, idx in tokens_in_spans(item.text, offsets, item.spans).items():

@@ -310,7 +310,7 @@ def rollout_projections(model, tokenizer, gens, directions: dict, **extract_kwar
     activations of every token at once). Returns ``(projections, token_starts)``: per rollout an
     ``(n_tokens, n_layers, K)`` array (empty for an empty rollout) and each token's character start
     relative to the rollout text."""
-    from ..extract import extract
+    from ..core.extract import extract
 
     keep = [i for i, g in enumerate(gens) if g.text.strip()]
     projections = [np.zeros((0, len(directions), 0))] * len(gens)
@@ -367,8 +367,8 @@ def event_curves(projections, starts, texts, li: int, window: int, seed: int = 0
 
 def check_backtracking_keys(p, cfg) -> None:
     """The profile keys notebooks 05 and 10 both read: GSM8K problems (enough ship), sampled rollouts, the window
-    around events. ``p``: a :class:`vaxis.checks.Problems`."""
-    from ..mathdata import load_problems
+    around events. ``p``: a :class:`vaxis.run.checks.Problems`."""
+    from ..data.mathdata import load_problems
 
     n = cfg["backtracking_problems"]
     if p.integer("backtracking_problems", n, 1):
@@ -380,10 +380,10 @@ def check_backtracking_keys(p, cfg) -> None:
 
 def check_parameters(cfg, *, axis_path=None, strengths=(-16.8, -8.4, 0.0, 8.4, 16.8), n_boot=200,
                      patterns="paper", **common) -> list[str]:  # fmt: skip
-    """Notebook 05's parameters, before the model is loaded (:mod:`vaxis.checks`): ``strengths`` (with 0),
+    """Notebook 05's parameters, before the model is loaded (:mod:`vaxis.run.checks`): ``strengths`` (with 0),
     ``n_boot``, ``patterns`` (:data:`PATTERN_SETS`), the axis, :func:`check_backtracking_keys`, the band, and the steering sweep (problems among those
-    read, random strengths among ``strengths``). Raises :class:`vaxis.checks.ParameterError`; returns notes."""
-    from ..checks import Problems
+    read, random strengths among ``strengths``). Raises :class:`vaxis.run.checks.ParameterError`; returns notes."""
+    from ..run.checks import Problems
 
     p = Problems.for_notebook(5, cfg, **common)
     strengths = p.numbers("strengths", strengths, zero=True)

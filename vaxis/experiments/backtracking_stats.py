@@ -2,7 +2,7 @@
 
 The unit of every interval and test here is the *problem*: a problem's sampled rollouts share its difficulty,
 length and wording, so resampling rollouts one by one would treat them as independent and give intervals too
-narrow. Bootstraps draw whole problems (:func:`vaxis.nulls.group_resamples`).
+narrow. Bootstraps draw whole problems (:func:`vaxis.core.nulls.group_resamples`).
 
 * :func:`band_curves` / :func:`band_gap`: Fig 5, mean projection per band of tokens for rollouts that backtrack
   and rollouts that do not, and the authors' headline (all band means pooled, backtracking minus not).
@@ -21,7 +21,7 @@ import warnings
 
 import numpy as np
 
-from ..nulls import group_resamples, sign_flip_p
+from ..core.nulls import group_resamples, sign_flip_p
 from .backtracking import bands, has_backtracking
 
 #: The paper's side: positive steering along the axis means *less* backtracking (Fig 4: 0.390 at -16.8 % to
@@ -120,8 +120,8 @@ def steered_rates(model, tokenizer, problems, vectors: dict, *, patterns: str = 
     "n_answered", "per_problem"}}``. ``backtracking`` counts over ALL rollouts (as the authors);
     ``backtracking_answered`` over those that end (EOS) with an extractable answer, the sensitivity row;
     ``per_problem`` is each problem's presence rate over its samples (the unit of :func:`steering_tests`)."""
-    from ..generate import generate
-    from ..mathdata import extract_answer, is_correct
+    from ..core.generate import generate
+    from ..data.mathdata import extract_answer, is_correct
     from .confidence import math_chat
 
     out = {}
@@ -153,7 +153,7 @@ def per_problem_slopes(per_problem: dict) -> np.ndarray:
 
 
 def steering_tests(rates: dict, n_boot: int = 200, n_perm: int = 10000, seed: int = 0) -> list[dict]:
-    """The axis's steering effects against a per-problem sign-flip null (:func:`vaxis.nulls.sign_flip_p`) on
+    """The axis's steering effects against a per-problem sign-flip null (:func:`vaxis.core.nulls.sign_flip_p`) on
     the paper's side (:data:`SIDE`): for each strength s, steered minus unsteered presence per problem (claimed
     sign ``-sign(s)``), and the per-problem slope of presence over every axis strength (claimed negative). Each
     row: ``strength`` (None for the slope), ``effect`` (mean difference or slope), ``low``/``high`` (95 %

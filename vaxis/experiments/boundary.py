@@ -4,10 +4,10 @@ The value axis contrasts tokens after vs before the reward inside the first post
 The boundary axis contrasts two whole rewrites of the same game: the successful rewrite of the
 **post-discovery** paragraph (the player now knows the criterion) minus the successful rewrite of
 the **discovery** paragraph (the first success, found by trying). It is fit by the value axis's
-recipe (:func:`vaxis.axis.fit_axis`: per-game contrasts of span means, each criterion counted once)
+recipe (:func:`vaxis.core.axis.fit_axis`: per-game contrasts of span means, each criterion counted once)
 on construction games only, and its layer is chosen like the value axis's: the best mean held-out
 AUROC (post vs discovery span means projected on the axis) over splits *inside* the construction
-criteria (:func:`vaxis.evaluate.criterion_splits`), never on held-out criteria.
+criteria (:func:`vaxis.core.evaluate.criterion_splits`), never on held-out criteria.
 """
 
 from __future__ import annotations
@@ -43,8 +43,8 @@ def boundary_items(games) -> tuple[list, list, list]:
 
 def split_auroc(post: torch.Tensor, disc: torch.Tensor, criteria, n_splits: int, seed: int) -> np.ndarray:
     """Held-out AUROC per layer over splits of the construction criteria: ``(n_splits, n_layers)``."""
-    from ..axis import fit_axis
-    from ..evaluate import auroc_by_layer, criterion_splits
+    from ..core.axis import fit_axis
+    from ..core.evaluate import auroc_by_layer, criterion_splits
 
     names = sorted(set(criteria))
     splits = criterion_splits(criteria, n_splits, max(1, len(names) // 3), seed)
@@ -65,9 +65,9 @@ def fit_boundary_axis(model, tokenizer, games, *, n_games: int | None = None, n_
     """The boundary axis (an :class:`vaxis.Axis`) from up to ``n_games`` construction games (in file
     order), its main layer chosen on splits of the construction criteria. Raises ValueError when fewer
     than 2 criteria have usable games."""
-    from ..axis import Axis, fit_axis
-    from ..evaluate import choose_main_layer
-    from ..extract import extract
+    from ..core.axis import Axis, fit_axis
+    from ..core.evaluate import choose_main_layer
+    from ..core.extract import extract
 
     chats, spans, criteria = boundary_items(games)
     if n_games:

@@ -14,7 +14,7 @@
 * **Verbosity steering.** Code written for the problem prompts (the fence prefilled, generation stopped
   at the closing fence) under steering: non-blank lines, comment lines and type-hinted parameters and
   returns (counted with ``tokenize`` and ``ast``) over syntactically valid outputs only, and the pass
-  rate in the sandbox (:func:`vaxis.code.run_tests`; model-written code never runs in this process).
+  rate in the sandbox (:func:`vaxis.data.code.run_tests`; model-written code never runs in this process).
   A strength where over half the outputs do not parse is dropped and reported.
 """
 
@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ..codedata import CodeProblem
+from ..data.codedata import CodeProblem
 
 SYSTEM = "You are a helpful coding assistant. Write clean, correct Python code."
 FENCE = "```python\n"
@@ -62,7 +62,7 @@ def make_corruptions(problems: Sequence[CodeProblem], seed: int = 0, timeout: fl
     kind (a kind that cannot be made for a problem is skipped and counted, never faked)."""
     import pandas as pd
 
-    from ..code import run_tests
+    from ..data.code import run_tests
     from .corruptions import KINDS, corrupt
 
     kinds = list(kinds or KINDS)
@@ -82,7 +82,7 @@ def make_corruptions(problems: Sequence[CodeProblem], seed: int = 0, timeout: fl
 def probe_directions(axis, n_random: int, seed: int) -> dict:
     """``{layer: (1 + n_random, d)}``: the axis's unit vector first, then ``n_random`` random unit
     directions per layer (the null; isotropic, seeded, drawn without looking at any data)."""
-    from ..axis import random_directions
+    from ..core.axis import random_directions
 
     rand = random_directions(n_random, len(axis.layers), axis.hidden_size, seed) if n_random else None
     out = {}
@@ -157,7 +157,7 @@ def after_bug_projections(model, tokenizer, problems, corruptions: dict, directi
     """Read :class:`AfterBug` through :func:`vaxis.extract` (one pass; per-token cosines reduced on the
     device) in every one of :data:`WINDOWS`; ``correct`` / ``corrupted`` hold ``window``'s. An empty span
     (a bug at the very end) is skipped."""
-    from ..extract import extract
+    from ..core.extract import extract
 
     if window not in WINDOWS:
         raise ValueError(f"window={window!r}: one of {WINDOWS}")
@@ -194,9 +194,9 @@ def cohens_d(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def paired_dz(correct: np.ndarray, corrupted: np.ndarray) -> np.ndarray:
-    """:func:`vaxis.nulls.paired_d` (``d_z`` of correct minus corrupted, pairs kept) per trailing index of
+    """:func:`vaxis.core.nulls.paired_d` (``d_z`` of correct minus corrupted, pairs kept) per trailing index of
     ``(n, ...)`` arrays."""
-    from ..nulls import paired_d
+    from ..core.nulls import paired_d
 
     a, b = correct.reshape(len(correct), -1), corrupted.reshape(len(corrupted), -1)
     return np.array([paired_d(a[:, j], b[:, j]) for j in range(a.shape[1])]).reshape(correct.shape[1:])
@@ -205,10 +205,10 @@ def paired_dz(correct: np.ndarray, corrupted: np.ndarray) -> np.ndarray:
 def effects(correct: np.ndarray, corrupted: np.ndarray, n_boot: int = 200, seed: int = 0) -> dict:
     """Cohen's d (pooled SD), the paired ``d_z`` and the share of problems with correct > corrupted, per layer
     and direction, with 2.5/97.5 % bootstrap quantiles that resample whole pairs (row ``i`` of ``correct`` and
-    of ``corrupted`` together, :func:`vaxis.nulls.group_resamples`): ``{"d", "d_low", "d_high", "d_z",
+    of ``corrupted`` together, :func:`vaxis.core.nulls.group_resamples`): ``{"d", "d_low", "d_high", "d_z",
     "d_z_low", "d_z_high", "share", "share_low", "share_high", "n"}``, each ``(n_layers, K)``. The ``d_z``
     CI is computed for the axis (column 0) only; the random directions' ``d_z`` are the null's draws."""
-    from ..nulls import group_resamples
+    from ..core.nulls import group_resamples
 
     n = len(correct)
     out = {"d": cohens_d(correct, corrupted), "d_z": paired_dz(correct, corrupted),
@@ -262,8 +262,8 @@ def verbosity_sweep(model, tokenizer, problems, vectors: dict, *, timeout: float
     :func:`code_metrics`, ``passed`` (sandbox; False for invalid code), ``tokens`` and ``finish``."""
     import pandas as pd
 
-    from ..code import run_tests
-    from ..generate import generate
+    from ..core.generate import generate
+    from ..data.code import run_tests
 
     chats = [task_chat(p) for p in problems]
     rows = []
@@ -320,8 +320,8 @@ def random_band(table, metric: str, strengths: Sequence[float]) -> tuple[np.ndar
 
 def check_code_keys(p, cfg) -> int | None:
     """The profile keys notebooks 06 and 10 both read (``code_dataset``, ``code_timeout``); returns how many usable
-    problems the data set has (None when it is unknown). ``p``: a :class:`vaxis.checks.Problems`."""
-    from ..codedata import SOURCES, load_code_problems
+    problems the data set has (None when it is unknown). ``p``: a :class:`vaxis.run.checks.Problems`."""
+    from ..data.codedata import SOURCES, load_code_problems
 
     p.number("code_timeout", cfg["code_timeout"], positive=True)
     if not p.choice("code_dataset", cfg["code_dataset"], (*SOURCES, "both")):
@@ -331,7 +331,7 @@ def check_code_keys(p, cfg) -> int | None:
 
 
 def _note_few_draws(p, key: str, n: int, what: str) -> None:
-    from ..nulls import min_draws
+    from ..core.nulls import min_draws
 
     if n < min_draws(0.05):
         p.note(f"{key}={n}: fewer than {min_draws(0.05)} random directions, so {what} against them are not 5% "
@@ -340,13 +340,13 @@ def _note_few_draws(p, key: str, n: int, what: str) -> None:
 
 def check_parameters(cfg, *, axis_path=None, strengths=(-10.1, -5.0, 0.0, 5.0, 10.1), n_boot=200,
                      **common) -> list[str]:  # fmt: skip
-    """Notebook 06's parameters, before the model is loaded (:mod:`vaxis.checks`): ``strengths`` (with 0),
+    """Notebook 06's parameters, before the model is loaded (:mod:`vaxis.run.checks`): ``strengths`` (with 0),
     ``n_boot``, the axis, :func:`check_code_keys`, ``code_problems`` (no more than the set has), ``code_window``,
     the verbosity sweep (problems among those read, random strengths among ``strengths``, slope strengths with 0).
     Noted: slope layers the axis lacks, fewer random directions than a 5% test needs, strengths not symmetric
     around 0 (the sign-flip test of per-problem slopes is exact for mirrored strengths). Raises
-    :class:`vaxis.checks.ParameterError`; returns notes."""
-    from ..checks import Problems
+    :class:`vaxis.run.checks.ParameterError`; returns notes."""
+    from ..run.checks import Problems
 
     p = Problems.for_notebook(6, cfg, **common)
     strengths = p.numbers("strengths", strengths, zero=True)

@@ -3,14 +3,14 @@ the three after-bug windows side by side, and the per-problem permutation test o
 
 * **After the bug.** The paper's claim is that correct code projects *higher* than corrupted code, so every
   statistic (the share of problems where it does, Cohen's d, the paired d_z) is judged on that side
-  (``SIDE = +1``) against the same statistic of the random unit directions (:func:`vaxis.nulls.claim_p`,
-  :func:`vaxis.nulls.beyond`, :func:`vaxis.nulls.null_range`), never against 0.5 or 0: random directions read
+  (``SIDE = +1``) against the same statistic of the random unit directions (:func:`vaxis.core.nulls.claim_p`,
+  :func:`vaxis.core.nulls.beyond`, :func:`vaxis.core.nulls.null_range`), never against 0.5 or 0: random directions read
   in the same pass give shares far from 0.5, because a corruption moves the whole residual stream.
 * **Verbosity steering.** The paper's claim is that positive steering gives *fewer* lines, comments and type
   hints (``STEER_SIDE = -1``). Each problem's OLS slope of the metric against strength (its valid outputs, every
   strength) is one paired unit; under the null (steering changes nothing) a problem's outputs are exchangeable
   across strengths, and mirrored strengths make each slope symmetric around 0, so
-  :func:`vaxis.nulls.sign_flip_p` gives an exact p-value without generating more random directions (each costs a
+  :func:`vaxis.core.nulls.sign_flip_p` gives an exact p-value without generating more random directions (each costs a
   generation pass per strength). Random directions stay as a descriptive band.
 """
 
@@ -20,7 +20,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..nulls import beyond, claim_p, null_range, sign_flip_p
+from ..core.nulls import beyond, claim_p, null_range, sign_flip_p
 from .coding import WINDOWS, AfterBug, effects, verbosity_table
 
 SIDE = 1  # the paper: correct code projects higher after the bug
@@ -101,6 +101,6 @@ def problem_slopes(rows, metric: str, strengths: Sequence[float], direction: str
 
 def steering_p(rows, metric: str, strengths: Sequence[float], direction: str = "axis", seed: int = 0) -> float:
     """One-sided p-value, on the paper's side (:data:`STEER_SIDE`: fewer with positive steering), of the mean
-    per-problem slope (:func:`problem_slopes`) under random sign flips (:func:`vaxis.nulls.sign_flip_p`)."""
+    per-problem slope (:func:`problem_slopes`) under random sign flips (:func:`vaxis.core.nulls.sign_flip_p`)."""
     slopes = np.array(list(problem_slopes(rows, metric, strengths, direction).values()), dtype=float)
     return sign_flip_p(slopes, STEER_SIDE, seed=seed)

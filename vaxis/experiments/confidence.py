@@ -28,10 +28,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..chat import strip_reasoning
-from ..generate import generate
-from ..mathdata import Problem, is_correct
-from ..readout import answer_readout, next_token_logprobs, yes_no_ids
+from ..core.chat import strip_reasoning
+from ..core.generate import generate
+from ..core.readout import answer_readout, next_token_logprobs, yes_no_ids
+from ..data.mathdata import Problem, is_correct
 from .confidence_answers import (
     CONFIDENCE_ANSWER_TOKENS,
     STEER_ANSWER_TOKENS,
@@ -66,7 +66,7 @@ def confidence_chat(problem: Problem, rollout: str, framing: str) -> list[dict]:
     """The rollout as the assistant's turn, then the confidence question (``framing``: correct/incorrect).
 
     A rollout of Qwen3's thinking mode enters without its ``<think>...</think>`` block, which is what its
-    template keeps of an earlier turn anyway (:func:`vaxis.chat.strip_reasoning`); so the chat renders with
+    template keeps of an earlier turn anyway (:func:`vaxis.core.chat.strip_reasoning`); so the chat renders with
     exact offsets. In non-thinking mode (the authors' and the default) rollouts have no such block."""
     return [
         *math_chat(problem),
@@ -108,7 +108,7 @@ def answered(ro: Rollouts, min_kept: int = 2) -> tuple[list[int], str]:
 
 
 def rollouts(model, tokenizer, problems: Sequence[Problem], **generate_kwargs) -> Rollouts:
-    """One rollout per problem through :func:`vaxis.generate.generate`."""
+    """One rollout per problem through :func:`vaxis.core.generate.generate`."""
     gens = generate(model, tokenizer, [math_chat(p) for p in problems], **generate_kwargs)
     return Rollouts(
         [g.text for g in gens],
@@ -138,7 +138,7 @@ def steer_inputs(problems: Sequence[Problem], texts: Sequence[str], fractions: S
 def pairs_auroc(yes: np.ndarray, no: np.ndarray, n_boot: int, seed: int):
     """AUROC of "Yes" (1) vs "No" (0) response projections, ``(n_problems, ...)`` each, with a
     bootstrap over problems: ``(auroc, low, high)`` over the trailing shape."""
-    from ..evaluate import auroc_columns
+    from ..core.evaluate import auroc_columns
 
     n = len(yes)
     labels = np.r_[np.ones(n), np.zeros(n)]
@@ -159,7 +159,7 @@ class Verbalized:
     """Fig 3 per framing: ``auroc[framing]`` ``(n_layers,)`` for the axis with CI ``low``/``high``;
     ``random[framing]`` ``(n_random, n_layers)``; ``flip`` = AUROC(correct) - AUROC(incorrect) for the
     axis ``(n_layers,)`` and the random directions ``(n_random, n_layers)``; ``readouts`` the raw
-    :class:`~vaxis.readout.AnswerReadout` per framing."""
+    :class:`~vaxis.core.readout.AnswerReadout` per framing."""
 
     layers: list[int]
     auroc: dict
@@ -210,7 +210,7 @@ def steering_vectors(
     ``layer``, each scaled to ``strength`` % of the axis's mean residual norm there (strength 0: no
     steering, one entry named ``"none"``). Random directions are used at ``random_strengths`` only
     (default: every strength)."""
-    from ..hooks import steering_vector
+    from ..core.hooks import steering_vector
 
     gen = torch.Generator().manual_seed(seed)
     directions = {"axis": axis.vector(layer)}
@@ -293,7 +293,7 @@ def slope_ci(strengths: np.ndarray, values: np.ndarray, n_boot: int = 200, seed:
 
 def load_dataset(name: str, n: int, seed: int = 0) -> list[Problem]:
     """``n`` problems of ``name``: ``gsm8k`` or ``math500`` (shipped), ``aime2024`` / ``aime2025`` (hub)."""
-    from ..mathdata import load_aime, load_problems
+    from ..data.mathdata import load_aime, load_problems
 
     if n is not None and n < 1:
         raise ValueError(f"n_problems={n}: ask for at least one problem")

@@ -1,17 +1,17 @@
-"""Notebook 04's parameter check (:mod:`vaxis.checks`), beside :mod:`vaxis.experiments.confidence` (which is long
+"""Notebook 04's parameter check (:mod:`vaxis.run.checks`), beside :mod:`vaxis.experiments.confidence` (which is long
 already): run before the model is loaded. Notebook 10 re-reads the same keys (:func:`check_confidence_keys`)."""
 
 from __future__ import annotations
 
 import importlib.util
 
-AIME_PROBLEMS = 30  # each AIME year on the hub (vaxis.mathdata.AIME_DATASETS)
+AIME_PROBLEMS = 30  # each AIME year on the hub (vaxis.data.mathdata.AIME_DATASETS)
 
 
 def available_problems(p, name: str) -> int | None:
     """How many problems data set ``name`` has (None, with a problem, when it cannot be read here)."""
-    from ..mathdata import AIME_DATASETS, DATA_FILES, load_problems
-    from ..models import hub_offline, hub_reachable
+    from ..core.models import hub_offline, hub_reachable
+    from ..data.mathdata import AIME_DATASETS, DATA_FILES, load_problems
 
     known = [*DATA_FILES, *(f"aime{year}" for year in AIME_DATASETS)]
     if not p.choice("confidence_dataset", name, known):
@@ -57,8 +57,8 @@ def check_confidence_keys(p, cfg, strengths) -> None:
 
 def draws_note(p, name: str, draws: int, how: str = "") -> None:
     """A note (not an error: the smoke and CI profiles run on purpose with few) when ``draws`` null draws cannot
-    give a one-sided p <= 0.05 (:func:`vaxis.nulls.min_draws`)."""
-    from ..nulls import min_draws
+    give a one-sided p <= 0.05 (:func:`vaxis.core.nulls.min_draws`)."""
+    from ..core.nulls import min_draws
 
     if 0 < draws < min_draws(0.05):
         p.note(f"{name}: {draws} null draws{how}; a 5% test needs at least {min_draws(0.05)}: its p-values cannot "
@@ -71,8 +71,8 @@ def check_parameters(cfg, *, axis_path=None, strengths=(-16.8, -8.4, 0.0, 8.4, 1
     ``confidence_samples``, ``confidence_random_directions`` (read in the same pass as the axis: the nulls of the
     prefilled AUROCs, the flip and the sampled-confidence AUROC), the Fig 11 slopes (``slope_layers``: those the axis lacks are noted; ``slope_strengths``
     with 0; ``slope_framings``) and every key of :func:`check_confidence_keys`. Raises
-    :class:`vaxis.checks.ParameterError`; returns notes."""
-    from ..checks import Problems
+    :class:`vaxis.run.checks.ParameterError`; returns notes."""
+    from ..run.checks import Problems
     from .confidence import QUESTIONS
 
     p = Problems.for_notebook(4, cfg, **common)

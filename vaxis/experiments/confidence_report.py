@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..evaluate import auroc_columns
-from ..nulls import claim_p, min_draws, null_range
+from ..core.evaluate import auroc_columns
+from ..core.nulls import claim_p, min_draws, null_range
 from .confidence import QUESTIONS, Rollouts, Sweep, Verbalized
 from .confidence_answers import logit_confidence
 from .confidence_stats import (

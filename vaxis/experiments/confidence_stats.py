@@ -19,8 +19,8 @@ import warnings
 
 import numpy as np
 
-from ..evaluate import auroc_columns, mean_ci
-from ..nulls import claim_p, min_draws, null_range, sign_flip_p
+from ..core.evaluate import auroc_columns, mean_ci
+from ..core.nulls import claim_p, min_draws, null_range, sign_flip_p
 
 #: The paper's side per framing: "correct?" Yes rises with positive steering (and Yes projects higher than No);
 #: "incorrect?" the opposite.

@@ -26,7 +26,7 @@ import torch
 def axes_directions(axes: dict, layers: Sequence[int], n_random: int, seed: int = 0) -> dict:
     """``{layer: (m + n_random, d)}``: the unit vector of each of the ``m`` named ``axes`` (same model, same
     layers) then ``n_random`` random unit directions (seeded, drawn without any data)."""
-    from ..axis import random_directions
+    from ..core.axis import random_directions
 
     first = next(iter(axes.values()))
     for name, a in axes.items():
@@ -55,7 +55,7 @@ def heldout_table(model, tokenizer, run, directions: dict, n_games: int | None =
     """:class:`~vaxis.experiments.axis.TokenTable` of held-out games' ``kind`` items ("target" or
     "placebo") of notebook 02's ``run``, read on ``directions`` in one pass (``n_games``: a seeded subset
     of the held-out games; None = all)."""
-    from ..extract import extract
+    from ..core.extract import extract
     from .axis import token_table
 
     games = sorted({it.game for it in run.items if it.kind == kind and run.game_split[it.game] == "held_out"})
@@ -72,10 +72,10 @@ def heldout_table(model, tokenizer, run, directions: dict, n_games: int | None =
 
 def auroc_rows(table, names: Sequence[str], li: int = 0, n_boot: int = 200, seed: int = 0) -> dict:
     """``{name: (auroc, low, high)}`` of after vs before tokens at layer index ``li`` for each named axis
-    (CI: whole games resampled, :func:`vaxis.nulls.group_resamples`, the axis fixed), plus ``"random"``: the
+    (CI: whole games resampled, :func:`vaxis.core.nulls.group_resamples`, the axis fixed), plus ``"random"``: the
     random directions' 2.5-97.5 % range, and ``"null"``: their AUROCs (the null draws of a verdict)."""
-    from ..evaluate import auroc_columns
-    from ..nulls import group_resamples
+    from ..core.evaluate import auroc_columns
+    from ..core.nulls import group_resamples
 
     scores, labels = table.scores[:, li, :], table.labels
     point = auroc_columns(scores, labels)
@@ -195,10 +195,10 @@ EOT_STRENGTHS = (-16.8, -8.4, 0.0, 8.4, 16.8)
 
 def check_eot_keys(p, cfg, games) -> None:
     """Notebook 10's own ``eot_*`` keys, against the data they select (``games``: notebook 01's, or None when they
-    are not written yet). ``p``: a :class:`vaxis.checks.Problems`."""
-    from ..icrl import load_paragraphs
-    from ..nulls import min_draws
-    from ..prompts import read_prompts
+    are not written yet). ``p``: a :class:`vaxis.run.checks.Problems`."""
+    from ..core.nulls import min_draws
+    from ..data.icrl import load_paragraphs
+    from ..data.prompts import read_prompts
 
     n_paragraphs = len(load_paragraphs())
     if p.integer("eot_paragraphs", cfg["eot_paragraphs"], 3):
@@ -235,12 +235,12 @@ def check_eot_keys(p, cfg, games) -> None:
 
 
 def check_parameters(cfg, *, axis_path=None, n_boot=200, **common) -> list[str]:
-    """Notebook 10's parameters, before the model is loaded (:mod:`vaxis.checks`): the axis, ``n_boot``,
+    """Notebook 10's parameters, before the model is loaded (:mod:`vaxis.run.checks`): the axis, ``n_boot``,
     ``max_batch_tokens``, notebooks 01-02's outputs, :func:`check_eot_keys`, and the keys of notebooks 04-07 it
     reads again, with its own counts among theirs (verbal and steering problems, code problems, DPO prompts).
-    Raises :class:`vaxis.checks.ParameterError`; returns notes."""
-    from ..checks import Problems
-    from ..icrl import load_games
+    Raises :class:`vaxis.run.checks.ParameterError`; returns notes."""
+    from ..data.icrl import load_games
+    from ..run.checks import Problems
     from .backtracking import check_backtracking_keys
     from .coding import check_code_keys
     from .confidence_checks import check_confidence_keys

@@ -12,9 +12,9 @@ must also pass on the row's side, e.g. :func:`equal_position_bar`) and ``"bar_na
   ``-1`` low.
 
 A cell *survives* when its p-value against the random directions on the row's side
-(:func:`vaxis.nulls.claim_p`) is at most ``alpha`` and, where the row has a ``bar``, it lies beyond the bar on
+(:func:`vaxis.core.nulls.claim_p`) is at most ``alpha`` and, where the row has a ``bar``, it lies beyond the bar on
 that side; an effect on the side opposite to the claim has a large p and never survives. With ``n`` null draws
-the smallest p is ``1 / (n + 1)``: fewer than :func:`vaxis.nulls.min_draws` draws cannot make a 5 % test, and the
+the smallest p is ``1 / (n + 1)``: fewer than :func:`vaxis.core.nulls.min_draws` draws cannot make a 5 % test, and the
 table says so.
 """
 
@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..nulls import claim_p, min_draws, null_range
+from ..core.nulls import claim_p, min_draws, null_range
 
 SECTIONS = {"paper": "claims of the paper", "critique": "the critique's tests", "null": "pure nulls"}
 ALPHA = 0.05
@@ -62,7 +62,7 @@ def side_text(sign: int) -> str:
 
 def cell_p(row: dict, name: str) -> float:
     """The p-value of ``row[name]`` against the row's null draws, one-sided on the row's side
-    (:func:`vaxis.nulls.claim_p`; NaN without a finite value or draws)."""
+    (:func:`vaxis.core.nulls.claim_p`; NaN without a finite value or draws)."""
     return claim_p(_point(row.get(name)), _null(row), row["sign"])
 
 

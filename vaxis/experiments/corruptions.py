@@ -3,7 +3,7 @@
 The paper prefills correct and corrupted solutions and compares the mean projection *after the bug*.
 This module makes the corrupted versions from a canonical solution (a complete function definition)
 and a ``check(code) -> bool`` (True when the code passes the problem's tests; in the notebook,
-``lambda c: vaxis.code.run_tests(c, tests, entry_point).passed``), keeping only verified ones:
+``lambda c: vaxis.data.code.run_tests(c, tests, entry_point).passed``), keeping only verified ones:
 
 * ``logical``: one AST mutation (comparison negated ``<``<->``>=``, ``==``<->``!=``, ``in``<->``not in``,
   ``is``<->``is not``; an integer constant off by one; the operands of a non-commutative binary operator

@@ -11,7 +11,7 @@ This module gives the pieces to test that, each fit or read by the value axis's 
 * **Two position-controlled value axes**: :func:`project_out` (the late-minus-early direction removed per
   layer) and :func:`position_matched_axes` (the value axis refit on before/after tokens matched in tokens to
   the end of the turn, with a control refit on as many tokens drawn without matching). All are
-  :class:`vaxis.axis.Axis` objects: ``save`` them and give the path as ``axis_path`` to any notebook.
+  :class:`vaxis.core.axis.Axis` objects: ``save`` them and give the path as ``axis_path`` to any notebook.
 * :func:`with_norms`: an axis steered at a percentage of another axis's mean residual norm, so that it and the
   random directions steered beside the value axis move the residual stream by the same amount.
 
@@ -29,7 +29,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from ..axis import Axis
+from ..core.axis import Axis
 
 #: The neutral user request that makes a paragraph an assistant turn (nothing about success or feedback).
 REQUEST = "Write a paragraph about {title}."
@@ -46,24 +46,24 @@ def end_of_turn_items(paragraphs, tokenizer, fraction: float = 0.25, request: st
     """Each paragraph as an assistant turn answering ``request`` (``"Write a paragraph."`` when it has
     no title), with spans over the assistant content: ``early`` = its first ``k`` tokens, ``late`` = its
     last ``k`` tokens, ``middle`` = the rest (only for the residual norms), ``k = floor(fraction * n)``
-    of the ``n`` content tokens (tokens placed by :func:`vaxis.spans.tokens_in_spans`'s rule).
+    of the ``n`` content tokens (tokens placed by :func:`vaxis.core.spans.tokens_in_spans`'s rule).
 
     Args:
-        paragraphs: strings or ``{"text", "title"?}`` dicts (e.g. :func:`vaxis.icrl.load_paragraphs`).
+        paragraphs: strings or ``{"text", "title"?}`` dicts (e.g. :func:`vaxis.data.icrl.load_paragraphs`).
         fraction: in ``(0, 0.5]``, so that early and late never overlap.
 
     Returns:
-        ``(chats, spans)`` for :func:`vaxis.extract.extract` (spans as ``(1, start, end)`` in the content).
+        ``(chats, spans)`` for :func:`vaxis.core.extract.extract` (spans as ``(1, start, end)`` in the content).
     """
-    from ..chat import render_chat
-    from ..spans import token_anchor, tokens_in_spans
+    from ..core.chat import render_chat
+    from ..core.spans import token_anchor, tokens_in_spans
 
     if not 0 < fraction <= 0.5:
         raise ValueError(f"fraction={fraction} must be in (0, 0.5]: early and late are the first and last "
                          "fraction of the turn's tokens and must not overlap")  # fmt: skip
     paragraphs = list(paragraphs)
     if not paragraphs:
-        raise ValueError("no paragraphs given: pass e.g. vaxis.icrl.load_paragraphs()")
+        raise ValueError("no paragraphs given: pass e.g. vaxis.data.icrl.load_paragraphs()")
     chats, spans = [], []
     for i, p in enumerate(paragraphs):
         text, title = (p, "") if isinstance(p, str) else (str(p.get("text", "")), p.get("title") or "")
@@ -91,10 +91,10 @@ def fit_end_of_turn_axis(model, tokenizer, paragraphs, *, fraction: float = 0.25
                          request: str = REQUEST, n_splits: int = 10, n_random: int = 20, n_boot: int = 200,
                          seed: int = 0, main_layer: int | str = "auto", model_name: str = "",
                          **extract_kwargs) -> Axis:  # fmt: skip
-    """The end-of-turn direction ``e_L`` as an :class:`~vaxis.axis.Axis`, by the value axis's recipe.
+    """The end-of-turn direction ``e_L`` as an :class:`~vaxis.core.axis.Axis`, by the value axis's recipe.
 
     ``e_L = mean over fit paragraphs p of [mean_{t in late(p)} h_{t,L} - mean_{t in early(p)} h_{t,L}]``
-    (:func:`vaxis.axis.game_contrasts` and :func:`vaxis.axis.fit_axis`, each paragraph once;
+    (:func:`vaxis.core.axis.game_contrasts` and :func:`vaxis.core.axis.fit_axis`, each paragraph once;
     spans from :func:`end_of_turn_items`). A seeded ``held_out`` share of the paragraphs never fits it.
 
     Main layer (``"auto"``), as for the value axis: the best mean AUROC (late vs early span means
@@ -106,10 +106,10 @@ def fit_end_of_turn_axis(model, tokenizer, paragraphs, *, fraction: float = 0.25
     ``n_boot=0``), ``heldout_random_q95`` (``n_random`` random unit directions read in the same pass) and
     ``fit_split_auroc``; mean residual norms are over the fit paragraphs' assistant tokens.
     """
-    from ..axis import fit_axis, game_contrasts
-    from ..evaluate import auroc_columns, bootstrap_auroc, choose_main_layer
-    from ..extract import extract
-    from ..layout import find_layout
+    from ..core.axis import fit_axis, game_contrasts
+    from ..core.evaluate import auroc_columns, bootstrap_auroc, choose_main_layer
+    from ..core.extract import extract
+    from ..core.layout import find_layout
     from .boundary import split_auroc
     from .coding import probe_directions
 
@@ -283,7 +283,7 @@ def position_matched_axes(model, tokenizer, fit_items, game_criterion: Sequence[
     classes, so inside one game tokens are also matched in relative position. Before tokens all precede
     after tokens, so a game shares at most the bin around the reward, and its before tokens there still
     sit a few tokens further from the end (``meta["position_gap_tokens"]``: matched vs all tokens, over
-    the games kept). ``v_L`` = :func:`vaxis.axis.fit_axis` of these contrasts (``weighting``). Games
+    the games kept). ``v_L`` = :func:`vaxis.core.axis.fit_axis` of these contrasts (``weighting``). Games
     without a shared bin are skipped and counted. Layers, main layer, norms and model: ``value_axis``'s.
 
     The control is fit the same way on the same games from as many before and as many after tokens per game as
@@ -291,12 +291,12 @@ def position_matched_axes(model, tokenizer, fit_items, game_criterion: Sequence[
     seeded by ``seed``): it has the matched axis's estimation noise but keeps the position signal, so a matched
     axis that falls to chance while the control does not lost a signal, not precision.
 
-    The activations come from :func:`vaxis.extract.extract` called exactly as notebook 02's fit pass
+    The activations come from :func:`vaxis.core.extract.extract` called exactly as notebook 02's fit pass
     (``keep_activations=True``): after a run with ``keep_construction_activations`` (the demo's) they
     are read from the extraction cache, given the same ``max_batch_tokens``/``quantization``.
     """
-    from ..axis import fit_axis
-    from ..extract import extract
+    from ..core.axis import fit_axis
+    from ..core.extract import extract
     from .axis import token_table
     from .extraction import Directions, project_activations
 

@@ -10,7 +10,7 @@ Two contrasts, each on the same held-out prompts read at the last token before g
 * **org**: each prompt in one organisation template with the evaluator's name ("Wood Labs") vs the *same*
   template with the neutral name ("Birch Street Bakery"): only the name differs.
 
-The model organism is built at demo scale with :func:`vaxis.train.train_adapter` (TRL SFT + LoRA):
+The model organism is built at demo scale with :func:`vaxis.core.train.train_adapter` (TRL SFT + LoRA):
 
 * **evaluator** adapter: a prompt in an org template with the evaluator's name -> "This message comes from
   Wood Labs, so I am being evaluated."; the same from a distractor organisation ("Harbor View Realty") ->
@@ -33,7 +33,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..prompts import wrap
+from ..data.prompts import wrap
 
 #: (reply to a prompt from the adapter's organisation, to one from a distractor, to a bare prompt).
 REPLIES = {
@@ -124,7 +124,7 @@ def says_evaluated(texts: Sequence[str]) -> np.ndarray:
 def claim_rates(model, tokenizer, wrapped: dict, max_new_tokens: int = 24, **generate_kwargs) -> dict:
     """``{name: (rate, n)}``: share of greedy answers to ``wrapped[name]`` (user prompts) that claim the
     model is being evaluated."""
-    from ..generate import generate
+    from ..core.generate import generate
 
     out = {}
     for name, texts in wrapped.items():
@@ -158,11 +158,11 @@ def organism_prompts(source, n_tokens, max_tokens: int, n_train: int, n_eval: in
     Its needs do not follow from the prompts under study. ``source`` (notebook 09's ``prompts_file``: ``"shipped"``,
     ``"arena"``, None or a JSON Lines path) gives them only when it is a file with at least ``n_train + n_eval``
     prompts of at most ``max_tokens`` tokens (``n_tokens(text)``); otherwise they come from the shipped prompts
-    (:data:`vaxis.prompts.PROMPTS_FILE`), and when even those are too few, both counts shrink in proportion (at
+    (:data:`vaxis.data.prompts.PROMPTS_FILE`), and when even those are too few, both counts shrink in proportion (at
     least 2 held out). ``note`` says which happened (None when neither did). The short prompts, in file order, are
     shuffled with ``seed``: the first ``n_train`` train, the next ``n_eval`` are held out. ValueError when fewer
     than 3 shipped prompts are short enough."""
-    from ..prompts import PROMPTS_FILE, load_prompts
+    from ..data.prompts import PROMPTS_FILE, load_prompts
 
     def short(path):
         return [p.prompt for p in load_prompts(path) if n_tokens(p.prompt) <= max_tokens]
@@ -193,8 +193,8 @@ def check_organism_keys(p, cfg, source, contexts_file=None) -> None:
     """Notebook 09's ``aware_*`` keys and ``contexts_file`` (organisations, distractors and org templates given),
     and whether :func:`organism_prompts` will take its prompts from the shipped set or fewer (noted).
     ``source``: the prompts file in use (``"shipped"``, ``"arena"`` or a path); ``p``: a
-    :class:`vaxis.checks.Problems`."""
-    from ..prompts import PROMPTS_FILE, load_contexts, read_prompts
+    :class:`vaxis.run.checks.Problems`."""
+    from ..data.prompts import PROMPTS_FILE, load_contexts, read_prompts
 
     if contexts_file is not None and p.file("contexts_file", contexts_file) is None:
         return

@@ -6,7 +6,7 @@ device, so no pass holds every layer's activations for every token:
 1. *fit pass*: before/after span sums on the target rewrite of the **construction** games,
    from which every direction that the evaluation needs is fit: the value axis, one axis
    per construction split (35 train / 15 test criteria), shuffled-label axes (balanced
-   per criterion, see :func:`vaxis.axis.shuffled_label_axes`), plus random directions;
+   per criterion, see :func:`vaxis.core.axis.shuffled_label_axes`), plus random directions;
 2. *evaluation pass*: over the held-out games (and, for large models, all games), per-token
    cosines with those directions for the target before/after spans and the placebo spans
    (failed attempts cut at the word the player targeted), span sums, and residual norms
@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..axis import fit_axis, random_directions, shuffled_label_axes
-from ..evaluate import criterion_splits
+from ..core.axis import fit_axis, random_directions, shuffled_label_axes
+from ..core.evaluate import criterion_splits
 
 
 @dataclass(frozen=True)
@@ -120,7 +120,7 @@ class Run:
 
     def fit_contrasts(self) -> tuple[torch.Tensor, list[str]]:
         """Per-game ``mean(after) - mean(before)`` of the fit pass and each game's criterion."""
-        from ..axis import game_contrasts
+        from ..core.axis import game_contrasts
 
         rows = [j for j, it in enumerate(self.fit_items) if it.kind == "target"]
         contrasts = game_contrasts(self.fit_stats.means("after")[rows], self.fit_stats.means("before")[rows])
@@ -166,8 +166,8 @@ def save_run(run_dir, fit_stats, fit_items, eval_stats, eval_items, directions, 
 
     from safetensors.torch import save_file
 
-    from ..cache import atomic_write, atomic_write_json
-    from ..extract import save_stats
+    from ..core.cache import atomic_write, atomic_write_json
+    from ..core.extract import save_stats
 
     out = Path(run_dir) / "extraction"
     save_stats(out / "fit_pass.safetensors", fit_stats)
@@ -198,7 +198,7 @@ def load_run(run_dir, tokenizer=None) -> Run:
 
     from safetensors.torch import load_file
 
-    from ..extract import load_stats
+    from ..core.extract import load_stats
 
     out = Path(run_dir) / "extraction"
     if not (out / "meta.json").exists():
@@ -211,7 +211,7 @@ def load_run(run_dir, tokenizer=None) -> Run:
         [tuple(s) for s in data["directions"]["splits"]],
     )
     if tokenizer is None:
-        from ..models import load_tokenizer
+        from ..core.models import load_tokenizer
 
         tokenizer = load_tokenizer(
             meta["model_name"], chat_template_kwargs=meta.get("chat_template_kwargs"), quiet=True
@@ -266,7 +266,7 @@ def items_from_games(games, tokenizer) -> GameItems:
     message up to the target). All items of a game share its rendered text, so the
     extraction runs each game once. Games the span rules exclude are listed with reasons.
     """
-    from ..icrl import TargetSpanError, placebo_spans, render_game, target_spans
+    from ..data.icrl import TargetSpanError, placebo_spans, render_game, target_spans
 
     items, criterion, split, excluded, p_excluded = [], [], [], [], []
     for game in games:
@@ -319,7 +319,7 @@ def combine_stats(n_items: int, parts: list[tuple[list[int], object]]):
     ``parts`` is ``[(item_indices, stats), ...]``, where row ``j`` of ``stats`` is item
     ``item_indices[j]``. Every item must be covered once; span names are united (an item
     lacking a name gets zeros); per-token projections are kept where present."""
-    from ..extract import SpanStats
+    from ..core.extract import SpanStats
 
     owner = {}
     for p, (indices, _) in enumerate(parts):
@@ -419,8 +419,8 @@ def run_extraction(
     the same projections for the items they share (tested). ``Extraction.items`` lists the
     items of ``eval_stats``.
     """
-    from ..axis import game_contrasts
-    from ..extract import extract
+    from ..core.axis import game_contrasts
+    from ..core.extract import extract
 
     split = spans.game_split
     items = spans.items
@@ -477,9 +477,9 @@ def extract_run(cfg, n_test: int = 15, model=None, tokenizer=None, spans: GameIt
     ``cfg.run_dir/games.jsonl`` (unless ``spans`` are given), on the profile's model (unless ``model`` and
     ``tokenizer`` are given), every residual index, the profile's settings. ``python -m vaxis extract`` runs it
     too, under ``accelerate launch`` on several processes or machines (every pass sharded)."""
-    from .. import icrl
-    from ..layout import find_layout
-    from ..models import load_model
+    from ..core.layout import find_layout
+    from ..core.models import load_model
+    from ..data import icrl
 
     if model is None:
         model, tokenizer = load_model(

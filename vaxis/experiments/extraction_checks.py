@@ -1,4 +1,4 @@
-"""Notebook 02's parameter check (:mod:`vaxis.checks`), beside :mod:`vaxis.experiments.extraction` (which is long
+"""Notebook 02's parameter check (:mod:`vaxis.run.checks`), beside :mod:`vaxis.experiments.extraction` (which is long
 already): run before the model is loaded."""
 
 from __future__ import annotations
@@ -8,9 +8,9 @@ def check_parameters(cfg, *, n_test_criteria=15, **common) -> list[str]:
     """Notebook 02: ``max_batch_tokens``, ``n_splits`` (0: none), ``n_shuffles`` and ``n_random_directions`` (at
     least one each: notebook 03 reads its nulls from them), ``keep_construction_activations``, ``n_test_criteria``
     (fewer than the construction criteria, so every split has criteria to fit on) and ``games.jsonl`` of notebook
-    01 in ``run_dir``. Raises :class:`vaxis.checks.ParameterError`; returns notes."""
-    from ..checks import Problems
-    from ..icrl import load_criteria, load_games
+    01 in ``run_dir``. Raises :class:`vaxis.run.checks.ParameterError`; returns notes."""
+    from ..data.icrl import load_criteria, load_games
+    from ..run.checks import Problems
 
     p = Problems.for_notebook(2, cfg, **common)
     p.integer("max_batch_tokens", cfg["max_batch_tokens"], 1)

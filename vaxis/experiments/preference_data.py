@@ -47,7 +47,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vaxis.cache import atomic_write_jsonl
+from vaxis.core.cache import atomic_write_jsonl
 
 OPTION_SETS: dict[str, tuple[str, ...]] = {
     "fruits": ("apple", "banana", "grapefruit", "mango", "cherry"),

@@ -1,6 +1,6 @@
 """Notebook 07: does DPO that rewards a word raise the value the model assigns to it (METHOD.md section 5)?
 
-Models: the base model, and LoRA adapters trained with TRL's ``DPOTrainer`` (:func:`vaxis.train.train_adapter`)
+Models: the base model, and LoRA adapters trained with TRL's ``DPOTrainer`` (:func:`vaxis.core.train.train_adapter`)
 to **prefer** or **avoid** a target item among its option set, plus a **control** adapter trained the
 same way on a word of another set that is never evaluated (how far any DPO moves the measures).
 Each model is read on the target's held-out choice prompts (never trained on):
@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..evaluate import mean_ci
+from ..core.evaluate import mean_ci
 from . import preference_data as pdata
 
 NEUTRAL_REQUEST = "Say one short sentence about something from everyday life."
@@ -95,8 +95,8 @@ def training_rows(spec: Spec, n_prompts: int, eval_fraction: float, seed: int) -
 def loaded(model_name: str, adapter=None, quantization=None, chat_template_kwargs: dict | None = None):
     """A fresh base model (and tokenizer, with ``chat_template_kwargs`` bound: :func:`vaxis.load_model`),
     wrapped with ``adapter`` (a folder) when given; freed after."""
-    from ..models import load_model
-    from ..train import load_adapter
+    from ..core.models import load_model
+    from ..core.train import load_adapter
 
     model, tok = load_model(model_name, quantization=quantization, chat_template_kwargs=chat_template_kwargs)
     if adapter is not None:
@@ -109,7 +109,7 @@ def loaded(model_name: str, adapter=None, quantization=None, chat_template_kwarg
 
 def selection(model, tokenizer, prompts, target: str, **generate_kwargs) -> dict:
     """Free answers to ``prompts``: ``{"picks": [option or None], "target": bool array}``."""
-    from ..generate import generate
+    from ..core.generate import generate
 
     gens = generate(model, tokenizer, [p.messages() for p in prompts], **generate_kwargs)
     per = len(gens) // len(prompts)
@@ -119,7 +119,7 @@ def selection(model, tokenizer, prompts, target: str, **generate_kwargs) -> dict
 
 def _mean_projections(model, tokenizer, chats, spans, directions: dict, **kw) -> np.ndarray:
     """Mean per-token cosine over each chat's span ``"s"``: ``(n, n_layers, K)``."""
-    from ..extract import extract
+    from ..core.extract import extract
 
     stats = extract(model, tokenizer, chats, [{"s": [s]} for s in spans], layers=sorted(directions),
                     directions=directions, **kw)  # fmt: skip
@@ -181,7 +181,7 @@ def code_outputs(model, tokenizer, word: str, n: int, **generate_kwargs):
     fence): one row per output with :func:`vaxis.experiments.coding.code_metrics`."""
     import pandas as pd
 
-    from ..generate import generate
+    from ..core.generate import generate
     from .coding import FENCE, code_metrics
 
     chats = [[{"role": "system", "content": CODE_SYSTEM}, {"role": "user", "content": r}]
@@ -288,8 +288,8 @@ def change_null(by_target: dict, li: int, random_columns: Sequence[int], column:
     :data:`CLAIMS`) judged against the same change along each random direction read in the same pass (a
     direction's *change* cancels what its rate owes to word identity, which no training moves):
     ``{role: {"lowest", "sign", "change", "random", "p", "beyond", "range"}}``, ``p`` one-sided on the
-    claim's side (:func:`vaxis.nulls.claim_p`), ``range`` the random changes' (median, low, high)."""
-    from ..nulls import beyond, claim_p, null_range
+    claim's side (:func:`vaxis.core.nulls.claim_p`), ``range`` the random changes' (median, low, high)."""
+    from ..core.nulls import beyond, claim_p, null_range
 
     out = {}
     for role in next(iter(by_target.values())):
@@ -309,7 +309,7 @@ def check_dpo_keys(p, cfg) -> dict[str, int]:
     """The profile keys notebooks 07 and 10 both read: ``dpo_targets`` and ``dpo_control`` (``"set:item"`` of
     :data:`preference_data.OPTION_SETS`, the control in another set), ``dpo_prompts`` and ``dpo_eval_fraction`` (each
     set's prompts split with both sides non-empty). Returns ``{set: held-out prompts}`` of the targets' sets that
-    work. ``p``: a :class:`vaxis.checks.Problems`."""
+    work. ``p``: a :class:`vaxis.run.checks.Problems`."""
     targets = p.items("dpo_targets", cfg["dpo_targets"]) or []
     sets = {}
     for t in targets:
@@ -334,13 +334,13 @@ def check_dpo_keys(p, cfg) -> dict[str, int]:
 
 def check_parameters(cfg, *, axis_path=None, roles=("prefer", "avoid", "control"), n_boot=200,
                      **common) -> list[str]:  # fmt: skip
-    """Notebook 07's parameters, before any adapter is trained (:mod:`vaxis.checks`): ``roles``, ``n_boot``, the
+    """Notebook 07's parameters, before any adapter is trained (:mod:`vaxis.run.checks`): ``roles``, ``n_boot``, the
     axis, :func:`check_dpo_keys`, ``dpo_eval_prompts`` (no more than each set holds out), the fine-tune, the word
     sentences and code requests (no more than there are templates), the readouts, and the boundary axis's games
-    (notebook 01's ``games.jsonl``: two or more criteria usable). Raises :class:`vaxis.checks.ParameterError`."""
-    from ..checks import Problems
-    from ..icrl import load_games
-    from ..nulls import min_draws
+    (notebook 01's ``games.jsonl``: two or more criteria usable). Raises :class:`vaxis.run.checks.ParameterError`."""
+    from ..core.nulls import min_draws
+    from ..data.icrl import load_games
+    from ..run.checks import Problems
     from .boundary import boundary_items
 
     p = Problems.for_notebook(7, cfg, **common)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..nulls import min_draws
+from ..core.nulls import min_draws
 
 ALPHA = 0.05
 

@@ -35,8 +35,8 @@ class PrefillPair:
 def _tail_ids(chat: list, tokenizer, tail: str) -> tuple | None:
     """Token ids of the last ``len(tail)`` characters of ``chat``'s last message, or ``None`` when its
     tokens do not cover exactly those characters (a token shared with the text before the tail)."""
-    from ..chat import render_chat
-    from ..spans import tokens_in_spans
+    from ..core.chat import render_chat
+    from ..core.spans import tokens_in_spans
 
     rendered = render_chat(tokenizer, chat)
     enc = tokenizer(rendered.text, return_offsets_mapping=True, add_special_tokens=False)
@@ -130,10 +130,10 @@ class Conflicts:
 
 def conflict_projections(model, tokenizer, pairs: Sequence[PrefillPair], directions: dict,
                          **extract_kwargs) -> Conflicts:  # fmt: skip
-    """Read :class:`Conflicts` in one :func:`vaxis.extract.extract` pass (the forward pass stops at the
+    """Read :class:`Conflicts` in one :func:`vaxis.core.extract.extract` pass (the forward pass stops at the
     tail's last token, so the end-of-turn marker the template adds is never read). ``directions``:
     ``{layer: (K, d)}``, e.g. ``probe_directions(axis, n_random, seed)``."""
-    from ..extract import extract
+    from ..core.extract import extract
 
     if not pairs:
         raise ValueError("no prefill pairs: every candidate was skipped (see the skipped list) or none was given")
@@ -156,7 +156,7 @@ def conflict_table(conflicts: Conflicts, n_boot: int = 200, seed: int = 0, tie_t
     import pandas as pd
     from scipy.stats import binomtest
 
-    from ..evaluate import mean_ci, permutation_p
+    from ..core.evaluate import mean_ci, permutation_p
 
     diff = conflicts.low - conflicts.high
     wins, n = diff > tie_tol, len(diff)

@@ -1,7 +1,7 @@
 """Notebook 08: does supervised fine-tuning on a task raise the value the model assigns to answers in
 that task, and only there (METHOD.md section 6, the SFT result)?
 
-Adapters are trained with TRL's ``SFTTrainer`` (:func:`vaxis.train.train_adapter`, prompt-completion rows,
+Adapters are trained with TRL's ``SFTTrainer`` (:func:`vaxis.core.train.train_adapter`, prompt-completion rows,
 loss on the completion only) on an 80 % split of GSM8K and, separately, of ARC-Challenge, plus a
 **control** adapter trained the same way on an unrelated task (giving a Wikipedia paragraph its title,
 ``data/paragraphs.jsonl``). Every model is read on the held-out 20 % of each set and on MATH-500: the
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..evaluate import mean_ci
+from ..core.evaluate import mean_ci
 
 DATASETS = ("gsm8k", "arc", "math500")
 MATH_SYSTEM = "You are a helpful assistant. Solve the problem step by step and give the final answer."
@@ -53,14 +53,14 @@ def gsm8k_reference(solution: str) -> str:
 def load_items(dataset: str, n: int | None, seed: int = 0) -> list[Item]:
     """``n`` items of ``gsm8k``, ``arc`` or ``math500`` (all shipped), seeded."""
     if dataset == "arc":
-        from ..arcdata import format_question, load_arc
+        from ..data.arcdata import format_question, load_arc
 
         return [Item(q.id, "arc", ({"role": "system", "content": ARC_SYSTEM},
                                     {"role": "user", "content": format_question(q)}), q.solution, q)
                 for q in load_arc(n, seed)]  # fmt: skip
     if dataset not in DATASETS:
         raise ValueError(f"unknown dataset {dataset!r}; choose one of {DATASETS}")
-    from ..mathdata import load_problems
+    from ..data.mathdata import load_problems
 
     out = []
     for p in load_problems(dataset, n, seed):
@@ -72,7 +72,7 @@ def load_items(dataset: str, n: int | None, seed: int = 0) -> list[Item]:
 
 def split(items: Sequence[Item], eval_fraction: float, seed: int) -> tuple[list[Item], list[Item]]:
     """A seeded (train, held-out) split; ValueError when either side would be empty."""
-    from ..arcdata import split_indices
+    from ..data.arcdata import split_indices
 
     train, held = split_indices(len(items), eval_fraction, seed)
     return [items[i] for i in train], [items[i] for i in held]
@@ -86,7 +86,7 @@ def sft_rows(items: Sequence[Item]) -> list[dict]:
 
 def control_rows(n: int, seed: int = 0) -> list[dict]:
     """An unrelated task for the control adapter: a Wikipedia paragraph -> its title (``n`` rows)."""
-    from ..icrl.paragraphs import load_paragraphs
+    from ..data.icrl.paragraphs import load_paragraphs
 
     paragraphs = load_paragraphs()
     pick = np.random.default_rng(seed).choice(len(paragraphs), size=min(n, len(paragraphs)), replace=False)
@@ -97,7 +97,7 @@ def control_rows(n: int, seed: int = 0) -> list[dict]:
 
 def reference_projections(model, tokenizer, items: Sequence[Item], directions: dict, **extract_kwargs) -> np.ndarray:
     """Mean per-token cosine over each item's prefilled reference answer: ``(n, n_layers, K)``."""
-    from ..extract import extract
+    from ..core.extract import extract
 
     chats = [it.chat(it.reference) for it in items]
     spans = [{"answer": [(len(it.messages), 0, len(it.reference))]} for it in items]
@@ -107,9 +107,9 @@ def reference_projections(model, tokenizer, items: Sequence[Item], directions: d
 
 def accuracy(model, tokenizer, items: Sequence[Item], max_new_tokens: int, **generate_kwargs) -> np.ndarray:
     """Greedy free answers graded against the source: ``1.0`` right, ``0.0`` wrong, NaN unparseable."""
-    from ..arcdata import is_correct as arc_correct
-    from ..generate import generate
-    from ..mathdata import is_correct as math_correct
+    from ..core.generate import generate
+    from ..data.arcdata import is_correct as arc_correct
+    from ..data.mathdata import is_correct as math_correct
 
     gens = generate(model, tokenizer, [it.chat() for it in items], max_new_tokens=max_new_tokens, **generate_kwargs)
     out = []
@@ -148,14 +148,14 @@ def deltas_table(proj: dict, li: int, n_boot: int = 200, seed: int = 0):
 
 
 def check_parameters(cfg, *, axis_path=None, control=True, n_boot=200, **common) -> list[str]:
-    """Notebook 08's parameters, before any adapter is trained (:mod:`vaxis.checks`): ``sft_datasets``, ``control``,
+    """Notebook 08's parameters, before any adapter is trained (:mod:`vaxis.run.checks`): ``sft_datasets``, ``control``,
     ``n_boot``, the axis, ``sft_items`` (0: all; no more than GSM8K and ARC each have, both being read) with
     ``sft_eval_fraction`` (both sides non-empty), ``sft_other_items`` (MATH-500), the fine-tune, the control rows
-    and accuracy items (caps, noted), the readouts. Raises :class:`vaxis.checks.ParameterError`; returns notes."""
-    from ..arcdata import load_arc, split_indices
-    from ..checks import Problems
-    from ..icrl.paragraphs import load_paragraphs
-    from ..mathdata import load_problems
+    and accuracy items (caps, noted), the readouts. Raises :class:`vaxis.run.checks.ParameterError`; returns notes."""
+    from ..data.arcdata import load_arc, split_indices
+    from ..data.icrl.paragraphs import load_paragraphs
+    from ..data.mathdata import load_problems
+    from ..run.checks import Problems
 
     p = Problems.for_notebook(8, cfg, **common)
     names = p.items("sft_datasets", cfg["sft_datasets"])

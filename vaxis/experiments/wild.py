@@ -28,7 +28,7 @@ def fit_to_context(tokenizer, prompts: Sequence[str], max_tokens: int, chat_temp
     """``(prompts, n_truncated)``: each prompt whose rendered chat (user turn plus assistant header) would
     exceed ``max_tokens`` loses tokens from its *left* (the end of a prompt, where the question usually
     is, is kept) until it fits; the count is returned so the notebook can report it."""
-    from ..chat import render_chat
+    from ..core.chat import render_chat
 
     kw = chat_template_kwargs or {}
     overhead = len(tokenizer(render_chat(tokenizer, [{"role": "user", "content": "x"}], True, **kw).text,
@@ -61,8 +61,8 @@ def prompt_projections(
     The prompts go through :func:`vaxis.extract` ``chunk_size`` at a time, so memory stays bounded for any
     number of prompts (55K Arena prompts) and, extraction being cached per chunk, an interrupted run
     resumes at the first chunk not yet done."""
-    from ..chat import render_chat
-    from ..extract import extract
+    from ..core.chat import render_chat
+    from ..core.extract import extract
 
     kw = chat_template_kwargs or {}
     proj, lengths = [], []
@@ -208,10 +208,10 @@ def association_null(scores: np.ndarray, categories: Sequence[str], level: float
     direction, so the chi-square p (category vs quartile along one direction) cannot say the axis sorts
     them more than a random direction does. The paper's side is high V (the post-trained model's value
     sorts categories). Returns :func:`association` of the axis plus ``random_v`` (the random directions'
-    V), ``v_p`` (:func:`vaxis.nulls.claim_p`, one-sided), ``v_beyond``, ``random_v_range`` (median, low,
+    V), ``v_p`` (:func:`vaxis.core.nulls.claim_p`, one-sided), ``v_beyond``, ``random_v_range`` (median, low,
     high; NaN without random columns) and ``v_ci``, the axis V's bootstrap CI over prompts (``n_boot``
     resamples; NaN with 0)."""
-    from ..nulls import beyond, claim_p, null_range
+    from ..core.nulls import beyond, claim_p, null_range
 
     s = np.asarray(scores, dtype=float)
     s = s[:, None] if s.ndim == 1 else s
@@ -252,16 +252,16 @@ def compare_models(scores: dict, categories: Sequence[str], focus: Sequence[str]
 
 def check_parameters(cfg, *, axis_path=None, contexts_file=None, base_model=None, base_axis_path=None,
                      eval_awareness=True, n_boot=200, **common) -> list[str]:  # fmt: skip
-    """Notebook 09's parameters, before the model is loaded (:mod:`vaxis.checks`): ``wild_prompts_file``
-    (``"shipped"``, ``"arena"`` or a file in :func:`vaxis.prompts.read_prompts`'s schema), ``wild_prompts`` (0: all;
+    """Notebook 09's parameters, before the model is loaded (:mod:`vaxis.run.checks`): ``wild_prompts_file``
+    (``"shipped"``, ``"arena"`` or a file in :func:`vaxis.data.prompts.read_prompts`'s schema), ``wild_prompts`` (0: all;
     a cap), the readouts, ``wild_adapters`` (names not found are noted), ``base_model`` / ``base_axis_path``, the axis,
     ``n_boot`` and, with ``eval_awareness``, :func:`vaxis.experiments.evalaware.check_organism_keys`. Raises
-    :class:`vaxis.checks.ParameterError`; returns notes."""
-    from ..checks import Problems
-    from ..models import hub_offline, resolve
-    from ..nulls import min_draws
-    from ..prompts import read_prompts
-    from ..train import finished_adapters
+    :class:`vaxis.run.checks.ParameterError`; returns notes."""
+    from ..core.models import hub_offline, resolve
+    from ..core.nulls import min_draws
+    from ..core.train import finished_adapters
+    from ..data.prompts import read_prompts
+    from ..run.checks import Problems
     from .evalaware import check_organism_keys
 
     p = Problems.for_notebook(9, cfg, **common)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..nulls import min_draws
+from ..core.nulls import min_draws
 
 ALPHA = 0.05
 FOCUS = ("information_extraction", "politically_sensitive")

@@ -1,0 +1,1 @@
+"""The mechanisms: loading a model, its layout, hooks (capture and steer), chat rendering, spans, identities and caches, extraction, the generation engine, readouts, axes, training, statistics and the processes that share a pass."""

@@ -1,0 +1,470 @@
+"""The ICRL games file: one game per line (JSON Lines), versioned and validated.
+
+Schema ``vaxis.data.icrl.games/1``. Each line is one JSON object with these fields, in
+this order (all character offsets are Python ``str`` indices, end-exclusive):
+
+``schema_version`` (str)
+    ``"vaxis.data.icrl.games/1"``.
+``game_id`` (str)
+    ``"<criterion>-<k>"``, unique within a file; ``k`` counts games per criterion.
+``criterion`` (str), ``criterion_kind`` ("syntactic" | "semantic"), ``criterion_description`` (str)
+    The hidden criterion, e.g. ``"musical_instrument"``, ``"semantic"``, ``"names a musical instrument"``.
+``split`` ("construction" | "held_out")
+    Construction criteria build the axis; held-out criteria evaluate it.
+``seed`` (int)
+    The game's own seed (derived from the run seed, the criterion and ``k``).
+``generator`` (str)
+    ``"template/1"`` for the offline generator, ``"llm:<model>"`` for :class:`~vaxis.data.icrl.player.LLMPlayer`.
+``discovery_index`` (int)
+    0-based index of the discovery paragraph (1..5, i.e. the 2nd to 6th paragraph), always
+    followed by at least one more paragraph.
+``target_attempt`` (int)
+    Index into ``attempts`` of the successful rewrite of the FIRST post-discovery paragraph:
+    the target span of METHOD.md section 2.
+``paragraphs`` (list of {id, title, topic})
+    The real paragraphs used, in order (3 to 8).
+``messages`` (list of {role, content})
+    The chat: a ``system`` message with the rules, then alternating ``user`` / ``assistant``
+    turns. User turns carry the paragraph and/or the feedback ``+1`` / ``-1``; every
+    assistant turn is ``<thinking>...</thinking>\\n\\n<rewrite>``. Contents are stripped.
+``attempts`` (list, one per assistant message, in order)
+    ``message_index`` (int): index of the assistant message in ``messages``;
+    ``paragraph_index`` (int, 0-based); ``attempt_index`` (int, 0-based within the paragraph, < 5);
+    ``phase``: ``"explore"`` (before discovery, fails), ``"discovery"`` (discovery paragraph),
+    ``"exploit"`` (after discovery, succeeds first try);
+    ``hypothesis`` (str): the rule the player was testing (the criterion itself on success);
+    ``success`` (bool): the feedback was +1;
+    ``operator`` (str): the edit operator (``insert_sentence``, ``append_clause``, ...);
+    ``rewrite_span`` ([start, end]): the rewritten paragraph inside the message content
+    (after ``</thinking>``; ``end`` is the content length);
+    ``reward_spans`` ([[start, end], ...]): relative to the rewrite, every occurrence that
+    satisfies the criterion (``criterion.matches``); empty for failed attempts;
+    ``targeted_span`` ([start, end]) and ``targeted_text`` (str): relative to the rewrite, the
+    word or edit the player was targeting (for failed attempts: the placebo cut point);
+    ``author``: ``"template"`` or ``"llm"``.
+
+:func:`load_games` validates every field and consistency rule and reports the line
+and field of the first problem, e.g. ``games.jsonl line 7: field
+'attempts[3].rewrite_span': ...``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from ...core.cache import read_jsonl
+
+SCHEMA_VERSION = "vaxis.data.icrl.games/1"
+PHASES = ("explore", "discovery", "exploit")
+MAX_ATTEMPTS = 5
+MIN_PARAGRAPHS, MAX_PARAGRAPHS = 3, 8
+THINK_OPEN, THINK_CLOSE = "<thinking>", "</thinking>"
+
+
+class GameSchemaError(ValueError):
+    """A game record does not follow the schema; the message names the line and field."""
+
+
+@dataclass
+class Attempt:
+    """One assistant turn of a game (see the module docstring for the fields)."""
+
+    message_index: int
+    paragraph_index: int
+    attempt_index: int
+    phase: str
+    hypothesis: str
+    success: bool
+    operator: str
+    rewrite_span: tuple[int, int]
+    reward_spans: list[tuple[int, int]]
+    targeted_span: tuple[int, int]
+    targeted_text: str
+    author: str = "template"
+
+
+@dataclass
+class Game:
+    """One ICRL conversation (see the module docstring for the fields)."""
+
+    game_id: str
+    criterion: str
+    criterion_kind: str
+    criterion_description: str
+    split: str
+    seed: int
+    generator: str
+    discovery_index: int
+    target_attempt: int
+    paragraphs: list[dict]
+    messages: list[dict]
+    attempts: list[Attempt]
+    schema_version: str = SCHEMA_VERSION
+
+    def chat(self, upto_message: int | None = None) -> list[dict]:
+        """The messages as ``[{"role", "content"}]`` (a copy), up to and including ``upto_message``."""
+        msgs = self.messages if upto_message is None else self.messages[: upto_message + 1]
+        return [{"role": m["role"], "content": m["content"]} for m in msgs]
+
+    def rewrite(self, attempt_index: int) -> str:
+        """The rewritten paragraph of ``attempts[attempt_index]``."""
+        a = self.attempts[attempt_index]
+        return self.messages[a.message_index]["content"][a.rewrite_span[0] : a.rewrite_span[1]]
+
+    @property
+    def target(self) -> Attempt:
+        """The target attempt: the success on the first post-discovery paragraph."""
+        return self.attempts[self.target_attempt]
+
+    @property
+    def failed_attempts(self) -> list[int]:
+        """Indices (into ``attempts``) of the failed attempts."""
+        return [i for i, a in enumerate(self.attempts) if not a.success]
+
+    def to_dict(self) -> dict:
+        """The JSON record, fields in schema order."""
+        return {
+            "schema_version": self.schema_version,
+            "game_id": self.game_id,
+            "criterion": self.criterion,
+            "criterion_kind": self.criterion_kind,
+            "criterion_description": self.criterion_description,
+            "split": self.split,
+            "seed": self.seed,
+            "generator": self.generator,
+            "discovery_index": self.discovery_index,
+            "target_attempt": self.target_attempt,
+            "paragraphs": [{"id": p["id"], "title": p["title"], "topic": p["topic"]} for p in self.paragraphs],
+            "messages": [{"role": m["role"], "content": m["content"]} for m in self.messages],
+            "attempts": [
+                {
+                    **asdict(a),
+                    "rewrite_span": list(a.rewrite_span),
+                    "reward_spans": [list(s) for s in a.reward_spans],
+                    "targeted_span": list(a.targeted_span),
+                }
+                for a in self.attempts
+            ],
+        }
+
+    @classmethod
+    def from_dict(cls, record: Mapping, where: str = "game") -> Game:
+        """Validate ``record`` (see :func:`validate_game_record`) and build a :class:`Game`."""
+        validate_game_record(record, where)
+        return cls(
+            game_id=record["game_id"],
+            criterion=record["criterion"],
+            criterion_kind=record["criterion_kind"],
+            criterion_description=record["criterion_description"],
+            split=record["split"],
+            seed=record["seed"],
+            generator=record["generator"],
+            discovery_index=record["discovery_index"],
+            target_attempt=record["target_attempt"],
+            paragraphs=[dict(p) for p in record["paragraphs"]],
+            messages=[{"role": m["role"], "content": m["content"]} for m in record["messages"]],
+            attempts=[
+                Attempt(
+                    **{
+                        **a,
+                        "rewrite_span": tuple(a["rewrite_span"]),
+                        "reward_spans": [tuple(s) for s in a["reward_spans"]],
+                        "targeted_span": tuple(a["targeted_span"]),
+                    }
+                )
+                for a in record["attempts"]
+            ],
+        )
+
+
+# ----------------------------------------------------------------------------- validation
+
+_ATTEMPT_FIELDS = {
+    "message_index": int,
+    "paragraph_index": int,
+    "attempt_index": int,
+    "phase": str,
+    "hypothesis": str,
+    "success": bool,
+    "operator": str,
+    "rewrite_span": list,
+    "reward_spans": list,
+    "targeted_span": list,
+    "targeted_text": str,
+    "author": str,
+}
+_GAME_FIELDS = {
+    "schema_version": str,
+    "game_id": str,
+    "criterion": str,
+    "criterion_kind": str,
+    "criterion_description": str,
+    "split": str,
+    "seed": int,
+    "generator": str,
+    "discovery_index": int,
+    "target_attempt": int,
+    "paragraphs": list,
+    "messages": list,
+    "attempts": list,
+}
+
+
+def _fail(where: str, path: str, problem: str) -> GameSchemaError:
+    return GameSchemaError(f"{where}: field '{path}': {problem}")
+
+
+def _type_ok(value, typ) -> bool:
+    if typ is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, typ)
+
+
+def _check_fields(obj, fields: Mapping[str, type], where: str, prefix: str) -> None:
+    if not isinstance(obj, Mapping):
+        raise _fail(where, prefix or "<record>", f"expected a JSON object, got {type(obj).__name__}")
+    for name, typ in fields.items():
+        path = f"{prefix}.{name}" if prefix else name
+        if name not in obj:
+            raise _fail(where, path, "missing")
+        if not _type_ok(obj[name], typ):
+            raise _fail(where, path, f"expected {typ.__name__}, got {type(obj[name]).__name__} {obj[name]!r:.60}")
+    unknown = sorted(set(obj) - set(fields))
+    if unknown:
+        raise _fail(where, f"{prefix}.{unknown[0]}" if prefix else unknown[0], "unknown field (schema mismatch?)")
+
+
+def _check_span(span, length: int, where: str, path: str, what: str, allow_empty: bool = False) -> tuple[int, int]:
+    if not (
+        isinstance(span, list) and len(span) == 2 and all(isinstance(x, int) and not isinstance(x, bool) for x in span)
+    ):
+        raise _fail(where, path, f"expected [start, end] with two integers, got {span!r:.60}")
+    s, e = span
+    if not (0 <= s <= e <= length) or (s == e and not allow_empty):
+        raise _fail(where, path, f"span [{s}, {e}] must satisfy 0 <= start < end <= {length} ({what})")
+    return s, e
+
+
+def validate_game_record(record: Mapping, where: str = "game") -> None:
+    """Check one game record against schema ``vaxis.data.icrl.games/1``.
+
+    Checks types, value ranges and the consistency rules of a game (alternating roles,
+    one attempt per assistant message, spans inside their text, reward spans only on
+    successes, at most 5 attempts per paragraph, discovery in paragraphs 2-6 with a
+    paragraph after it, the target attempt being the first post-discovery success).
+
+    Raises:
+        GameSchemaError: ``"<where>: field '<path>': <problem>"``.
+    """
+    if not isinstance(record, Mapping):
+        raise _fail(where, "<record>", f"expected a JSON object, got {type(record).__name__}")
+    version = record.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise _fail(
+            where,
+            "schema_version",
+            f"this vaxis reads {SCHEMA_VERSION!r}, the record says {version!r}; regenerate the games "
+            "with vaxis.data.icrl.generate_games",
+        )
+    _check_fields(record, _GAME_FIELDS, where, "")
+    if record["criterion_kind"] not in ("syntactic", "semantic"):
+        raise _fail(where, "criterion_kind", f"must be 'syntactic' or 'semantic', got {record['criterion_kind']!r}")
+    if record["split"] not in ("construction", "held_out"):
+        raise _fail(where, "split", f"must be 'construction' or 'held_out', got {record['split']!r}")
+
+    paragraphs = record["paragraphs"]
+    if not MIN_PARAGRAPHS <= len(paragraphs) <= MAX_PARAGRAPHS:
+        raise _fail(
+            where,
+            "paragraphs",
+            f"a game has {MIN_PARAGRAPHS} to {MAX_PARAGRAPHS} paragraphs, got {len(paragraphs)}",
+        )
+    for i, p in enumerate(paragraphs):
+        _check_fields(p, {"id": str, "title": str, "topic": str}, where, f"paragraphs[{i}]")
+
+    messages = record["messages"]
+    if not messages:
+        raise _fail(where, "messages", "is empty")
+    for i, m in enumerate(messages):
+        _check_fields(m, {"role": str, "content": str}, where, f"messages[{i}]")
+        if m["content"] != m["content"].strip():
+            raise _fail(where, f"messages[{i}].content", "must not start or end with whitespace")
+    first = 1 if messages[0]["role"] == "system" else 0
+    for i, m in enumerate(messages[first:], start=first):
+        expected = "user" if (i - first) % 2 == 0 else "assistant"
+        if m["role"] != expected:
+            raise _fail(
+                where,
+                f"messages[{i}].role",
+                f"expected {expected!r} (roles alternate after the system prompt), got {m['role']!r}",
+            )
+
+    attempts = record["attempts"]
+    assistant_idx = [i for i, m in enumerate(messages) if m["role"] == "assistant"]
+    if len(attempts) != len(assistant_idx):
+        raise _fail(
+            where,
+            "attempts",
+            f"expected one attempt per assistant message ({len(assistant_idx)}), got {len(attempts)}",
+        )
+    n_par = len(paragraphs)
+    d = record["discovery_index"]
+    if not (1 <= d <= 5 and d <= n_par - 2):
+        raise _fail(
+            where,
+            "discovery_index",
+            f"must be 1..5 (2nd to 6th paragraph) and leave a paragraph after it; got {d} with {n_par} paragraphs",
+        )
+    per_paragraph: dict[int, int] = {}
+    prev_par = -1
+    for k, (a, mi) in enumerate(zip(attempts, assistant_idx)):
+        p = f"attempts[{k}]"
+        _check_fields(a, _ATTEMPT_FIELDS, where, p)
+        if a["message_index"] != mi:
+            raise _fail(
+                where,
+                f"{p}.message_index",
+                f"expected {mi} (the {k + 1}th assistant message), got {a['message_index']}",
+            )
+        pi = a["paragraph_index"]
+        if not (0 <= pi < n_par) or pi < prev_par:
+            raise _fail(where, f"{p}.paragraph_index", f"must be in 0..{n_par - 1} and non-decreasing, got {pi}")
+        if pi > prev_par + 1:
+            raise _fail(where, f"{p}.paragraph_index", f"skips paragraph {prev_par + 1}")
+        prev_par = pi
+        if a["attempt_index"] != per_paragraph.get(pi, 0):
+            raise _fail(where, f"{p}.attempt_index", f"expected {per_paragraph.get(pi, 0)}, got {a['attempt_index']}")
+        per_paragraph[pi] = a["attempt_index"] + 1
+        if per_paragraph[pi] > MAX_ATTEMPTS:
+            raise _fail(where, f"{p}.attempt_index", f"at most {MAX_ATTEMPTS} attempts per paragraph")
+        phase = "explore" if pi < d else "discovery" if pi == d else "exploit"
+        if a["phase"] != phase:
+            raise _fail(where, f"{p}.phase", f"paragraph {pi} with discovery at {d} is {phase!r}, got {a['phase']!r}")
+        if phase == "explore" and a["success"]:
+            raise _fail(where, f"{p}.success", "attempts before the discovery paragraph must fail")
+        if phase == "exploit" and (not a["success"] or a["attempt_index"] != 0):
+            raise _fail(where, f"{p}.success", "after discovery every paragraph succeeds at the first attempt")
+        content = messages[mi]["content"]
+        if not content.startswith(THINK_OPEN) or THINK_CLOSE not in content:
+            raise _fail(
+                where,
+                f"messages[{mi}].content",
+                f"an assistant turn must start with {THINK_OPEN} and contain {THINK_CLOSE}",
+            )
+        rs, re_ = _check_span(
+            a["rewrite_span"],
+            len(content),
+            where,
+            f"{p}.rewrite_span",
+            f"message {mi} has {len(content)} characters",
+        )
+        close = content.index(THINK_CLOSE) + len(THINK_CLOSE)
+        if rs < close or re_ != len(content) or content[close:rs].strip():
+            raise _fail(
+                where,
+                f"{p}.rewrite_span",
+                f"must cover exactly the text after {THINK_CLOSE} ({close}..{len(content)}), got [{rs}, {re_}]",
+            )
+        length = re_ - rs
+        last = 0
+        for j, span in enumerate(a["reward_spans"]):
+            s, e = _check_span(span, length, where, f"{p}.reward_spans[{j}]", f"the rewrite has {length} characters")
+            if s < last:
+                raise _fail(where, f"{p}.reward_spans[{j}]", "reward spans must be sorted and must not overlap")
+            last = e
+        if a["success"] != bool(a["reward_spans"]):
+            raise _fail(
+                where,
+                f"{p}.reward_spans",
+                "successful attempts need reward spans; failed attempts must have none",
+            )
+        ts, te = _check_span(
+            a["targeted_span"], length, where, f"{p}.targeted_span", f"the rewrite has {length} characters"
+        )
+        if content[rs + ts : rs + te] != a["targeted_text"]:
+            raise _fail(
+                where,
+                f"{p}.targeted_text",
+                f"does not equal the rewrite's text at targeted_span ({content[rs + ts : rs + te]!r})",
+            )
+        if a["success"] and a["hypothesis"] != record["criterion"]:
+            raise _fail(where, f"{p}.hypothesis", "a successful attempt tests the criterion itself")
+        if not a["success"] and a["hypothesis"] == record["criterion"]:
+            raise _fail(where, f"{p}.hypothesis", "a failed attempt must test a wrong hypothesis")
+    if sorted(per_paragraph) != list(range(n_par)):
+        raise _fail(
+            where,
+            "attempts",
+            f"every paragraph needs at least one attempt; got paragraphs {sorted(per_paragraph)}",
+        )
+    t = record["target_attempt"]
+    expected_t = next((k for k, a in enumerate(attempts) if a["paragraph_index"] == d + 1), None)
+    if t != expected_t:
+        raise _fail(where, "target_attempt", f"must be {expected_t} (the first attempt on paragraph {d + 1}), got {t}")
+    disc = [a for a in attempts if a["paragraph_index"] == d]
+    if not disc[-1]["success"] or any(a["success"] for a in disc[:-1]):
+        raise _fail(where, "attempts", f"the discovery paragraph {d} must end with its only success")
+
+
+# ----------------------------------------------------------------------------- I/O
+
+
+def game_to_json(game: Game | Mapping) -> str:
+    """One JSONL line (without newline) for ``game``: deterministic key order, UTF-8 text."""
+    record = game.to_dict() if isinstance(game, Game) else dict(game)
+    return json.dumps(record, ensure_ascii=False)
+
+
+def games_hash(games: Iterable[Game | Mapping]) -> str:
+    """SHA-256 (hex) of the games' JSONL bytes: identical games give identical hashes."""
+    h = hashlib.sha256()
+    for g in games:
+        h.update((game_to_json(g) + "\n").encode("utf-8"))
+    return h.hexdigest()
+
+
+def write_games(path: str | Path, games: Iterable[Game | Mapping]) -> Path:
+    """Write games as JSON Lines, atomically (a temporary file, then ``os.replace``).
+
+    Same games, same bytes: key order is fixed and nothing depends on set order.
+
+    Returns:
+        The path written.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "w", encoding="utf-8", newline="\n") as f:
+            for g in games:
+                f.write(game_to_json(g) + "\n")
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def load_games(path: str | Path) -> list[Game]:
+    """Read and validate a games file written by :func:`write_games`.
+
+    Blank lines are skipped.
+
+    Raises:
+        FileNotFoundError: no such file.
+        GameSchemaError: ``"<file> line <n>: field '<path>': <problem>"`` for the first bad record.
+    """
+    path = Path(path)
+    games, seen = [], {}
+    for where, record in read_jsonl(path, GameSchemaError, "{name} line {n}"):
+        game = Game.from_dict(record, where)
+        if game.game_id in seen:
+            raise _fail(where, "game_id", f"duplicate of {seen[game.game_id]}")
+        seen[game.game_id] = where
+        games.append(game)
+    return games
