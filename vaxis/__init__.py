@@ -6,6 +6,7 @@ Public API::
     with vaxis.capture(model, [0, 12]) as acts: ...
     with vaxis.steer(model, {12: vector}, positions="generated"): ...
     stats = vaxis.extract(model, tokenizer, texts, spans)
+    live = vaxis.monitor(model, tokenizer, axis, chat)  # tokens coloured by the axis as they arrive
 
 Residual index ``L`` means ``hidden_states[L]``: 0 = embeddings, k = output of
 block k-1, always read before the final norm (see :mod:`vaxis.core.layout`).
@@ -22,6 +23,7 @@ from .core.hooks import capture, steer, steering_vector
 from .core.identity import ModelIdentityError, model_identity, weights_digest
 from .core.layout import LayoutError, ModelLayout, find_layout
 from .core.models import ALIASES, ModelLoadError, load_model, load_tokenizer
+from .core.monitor import Monitored, monitor
 from .core.spans import SpanError, tokens_in_spans
 from .run.checks import ParameterError, check_notebook
 from .run.config import resolve as resolve_config
@@ -37,6 +39,7 @@ __all__ = [
     "ModelLayout",
     "ModelIdentityError",
     "ModelLoadError",
+    "Monitored",
     "ParameterError",
     "SpanError",
     "SpanStats",
@@ -49,6 +52,7 @@ __all__ = [
     "load_stats",
     "load_tokenizer",
     "model_identity",
+    "monitor",
     "weights_digest",
     "render_chat",
     "resolve_config",
