@@ -218,7 +218,7 @@ def test_load_reports_line_and_field(demo, tmp_path):
     assert "line 4: field 'discovery_index': missing" in _corrupt(tmp_path, games, 4, missing)
 
     def wrong_version(r):
-        r["schema_version"] = "vaxis.data.icrl.games/0"
+        r["schema_version"] = "vaxis.icrl.games/0"
 
     assert "field 'schema_version'" in _corrupt(tmp_path, games, 1, wrong_version)
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from .cache import atomic_write_json
 
 ENV_VAR = "VAXIS_TIMINGS"
-SCHEMA = "vaxis.core.timings/1"
+SCHEMA = "vaxis.timings/1"
 
 
 def peak_rss_mb() -> float:
