@@ -11,7 +11,7 @@ import sys
 
 import torch
 
-from vaxis.core import distributed
+from vaxis.core import jobs
 
 fault = os.environ.get("VAXIS_PLANTED_FAULT")
 if os.environ.get("RANK") == "1" and fault == "fail":
@@ -26,7 +26,7 @@ if os.environ.get("RANK") == "1" and fault == "fail":
 
     extract_module._run_batch = failing
 elif os.environ.get("RANK") == "1" and fault == "mismatch":
-    real_load = distributed.load_source
+    real_load = jobs.load_source
 
     def changed(source):
         model, tokenizer = real_load(source)
@@ -34,6 +34,6 @@ elif os.environ.get("RANK") == "1" and fault == "mismatch":
             next(model.parameters()).add_(1.0)
         return model, tokenizer
 
-    distributed.load_source = changed
+    jobs.load_source = changed
 
-sys.exit(distributed.job_main(sys.argv[1]))
+sys.exit(jobs.job_main(sys.argv[1]))

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 import vaxis
-from vaxis.core import distributed
+from vaxis.core import distributed, jobs
 from vaxis.core.distributed import DistributedError
 
 PLANTED = Path(__file__).with_name("planted_fault_job.py")
@@ -156,7 +156,7 @@ def test_bad_settings_fail_before_any_launch(tiny64, tmp_cache, tmp_path, monkey
     with pytest.raises(ValueError, match="keep cache=True"):
         vaxis.generate(model, tok, CHATS, processes=2, cache=False, **GENERATE)
     with pytest.raises(SystemExit, match="not a vaxis job folder"):
-        distributed.job_main(tmp_path)
+        jobs.job_main(tmp_path)
     assert not (tmp_cache / "jobs").exists()
 
 

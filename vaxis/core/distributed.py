@@ -21,7 +21,8 @@ Two ways in:
   writes a job folder (``<cache_root>/jobs/<kind>-<key>``, the inputs and how to rebuild the model),
   runs ``accelerate launch -m vaxis job <folder>`` and reads the merged result back from the cache;
 * from the shell, for clusters: ``accelerate launch [--config_file node.yaml] -m vaxis job <folder>``
-  (a job folder a notebook wrote) or ``-m vaxis extract --run-dir R`` (notebook 02's passes), on each
+  (a job folder a notebook wrote; each process runs :func:`vaxis.core.jobs.job_main`) or
+  ``-m vaxis extract --run-dir R`` (notebook 02's passes), on each
   machine, with ``runs/`` and the vaxis cache on a shared filesystem; a later run on one machine
   finds everything in the cache.
 
@@ -38,10 +39,9 @@ import socket
 import subprocess
 import sys
 import time
-import traceback
 from pathlib import Path
 
-from .cache import atomic_write, atomic_write_json, atomic_write_text, cache_root
+from .cache import atomic_write, atomic_write_json, cache_root
 
 # Variables torchrun / accelerate set for each process; hidden from TRL while one adapter trains.
 LAUNCH_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "ROLE_RANK",
@@ -63,6 +63,16 @@ def note_share(**counts) -> None:
     """Add to this process's share of the job (reported in ``rank<r>.json``)."""
     for k, v in counts.items():
         _share[k] = _share.get(k, 0) + v
+
+
+def reset_share() -> None:
+    """Start this process's share of a job from nothing (:func:`vaxis.core.jobs.pass_share`)."""
+    _share.clear()
+
+
+def share_counts() -> dict:
+    """What :func:`note_share` added up since :func:`reset_share`."""
+    return dict(_share)
 
 
 def available_processes() -> int:
@@ -225,7 +235,7 @@ def alone():
 
 def model_source(model) -> dict:
     """How to load ``model`` again in another process (recorded by :func:`vaxis.load_model` and
-    :func:`vaxis.core.train.load_adapter`)."""
+    :func:`vaxis.core.train.load_adapter`; :func:`vaxis.core.jobs.load_source` loads it)."""
     source = getattr(model, "_vaxis_source", None)
     if source is None:
         raise DistributedError(
@@ -233,21 +243,6 @@ def model_source(model) -> dict:
             "(plus vaxis.core.train.load_adapter for adapters), or run with processes=1"
         )
     return dict(source)
-
-
-def load_source(source: dict):
-    """``(model, tokenizer)`` from :func:`model_source`'s description, on this process's device."""
-    import torch
-
-    from .models import load_model
-    from .train import load_adapter
-
-    model, tokenizer = load_model(source["name"], quantization=source["quantization"],
-                                  dtype=getattr(torch, source["dtype"]), seed=source.get("seed", 0),
-                                  chat_template_kwargs=source.get("chat_template_kwargs"))  # fmt: skip
-    for folder in source.get("adapters", []):
-        model = load_adapter(model, folder, source["quantization"])
-    return model, tokenizer
 
 
 def job_folder(kind: str, key: str) -> Path:
@@ -349,53 +344,3 @@ def _failure_message(kind: str, folder: Path, returncode: int, processes: int = 
         detail = "\n".join(tail)
     return (f"{head}\n{detail}\nLog: {folder / 'launch.log'}. Finished batches stay in the cache: a rerun "
             "resumes from them.")  # fmt: skip
-
-
-# ---------------------------------------------------------------- `python -m vaxis job <folder>`
-
-
-def job_main(job_dir: str | os.PathLike) -> int:
-    """Entry point of one process of a job (``accelerate launch -m vaxis job <folder>``)."""
-    import torch
-
-    folder = Path(job_dir)
-    if not (folder / JOB_FILE).exists():
-        raise SystemExit(f"{folder} is not a vaxis job folder (no {JOB_FILE}); notebooks write them with processes > 1")
-    rank = int(os.environ.get("RANK", "0"))
-    pin_device()
-    start = time.perf_counter()
-    try:
-        job = torch.load(folder / JOB_FILE, weights_only=False)
-        if job["kind"] == "train":
-            report = _train_share(job, rank, int(os.environ.get("WORLD_SIZE", "1")))
-        else:
-            with process_group():
-                report = _pass_share(job)
-        report.update(rank=rank, seconds=time.perf_counter() - start, host=socket.gethostname())
-        atomic_write_json(folder / f"rank{rank}.json", report)
-    except BaseException:
-        atomic_write_text(folder / f"error-rank{rank}.txt", traceback.format_exc())
-        raise
-    return 0
-
-
-def _pass_share(job: dict) -> dict:
-    from .extract import extract
-    from .generate import generate
-
-    model, tokenizer = load_source(job["model"])
-    call = extract if job["kind"] == "extract" else generate
-    _share.clear()
-    call(model, tokenizer, **job["kwargs"], expect_key=job["key"])
-    return {"key": job["key"], **_share}
-
-
-def _train_share(job: dict, rank: int, world: int) -> dict:
-    from .train import train_adapter
-
-    mine = list(range(rank, len(job["calls"]), world))
-    trained = []
-    with alone():
-        for i in mine:
-            trained.append(bool(train_adapter(**job["calls"][i]).trained_now))
-    return {"key": job["key"], "adapters": mine, "trained_now": trained}

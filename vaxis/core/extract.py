@@ -251,46 +251,61 @@ def extract(
     layout = layout or find_layout(model)
     layers = layout.check_layers(list(layers) if layers is not None else list(layout.residual_indices))
     items, names = as_items(tokenizer, texts, spans)
-    tokenwise = set(names if token_spans is None else token_spans)
-    unknown_names = tokenwise - set(names)
-    if unknown_names:
-        raise ValueError(f"token_spans names {sorted(unknown_names)} are not span names ({names})")
+    tokenwise = _tokenwise(names, token_spans)
     dir_matrix = _direction_matrix(directions, layers, layout.hidden_size)
     prepared = _prepare_texts(tokenizer, items, names, add_special_tokens)
     key = _cache_key(model, tokenizer, quantization, prepared, items, layers, dir_matrix, add_special_tokens,
                      [max_batch_tokens, max_batch_size], tokenwise, keep_activations)  # fmt: skip
     folder = Path(cache_dir) if cache_dir is not None else cache_root() / "extract"
     final_path = folder / f"{key}.safetensors"
-    if expect_key is not None and expect_key != key:
-        raise distributed.DistributedError(
-            f"this process's extraction inputs hash to {key}, the launching process's to {expect_key}: it loaded "
-            "another model or read other inputs; nothing was merged"
-        )
-    distributed.same_everywhere(key, "extraction cache keys")
-    needed = prepared.needed
-    runnable = [u for u in range(len(needed)) if needed[u] > 0]
-    batches = plan_batches([needed[u] for u in runnable], max_batch_tokens, max_batch_size)
-    batches = [[runnable[j] for j in b] for b in batches]
-    plan = {"sequences": len(runnable), "batches": len(batches)}  # in every record, cached or not
+    _check_key(key, expect_key)
+    batches, plan = _plan_pass(prepared.needed, max_batch_tokens, max_batch_size)
     if use_cache and final_path.exists():
-        return _read_cached(final_path, key, sum(needed), plan)
-    n_proc = distributed.processes_for(processes, sum(needed))
+        return _read_cached(final_path, key, sum(prepared.needed), plan)
+    n_proc = distributed.processes_for(processes, sum(prepared.needed))
     if n_proc > 1:
         if not use_cache:
             raise ValueError("processes > 1 merges the processes' batches through the cache: keep use_cache=True")
-        kwargs = dict(
-            texts=[t for t, _ in items], spans=[sp for _, sp in items], layers=layers,
-            directions={k: torch.as_tensor(v).detach().cpu() for k, v in (directions or {}).items()} or None,
-            max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size, add_special_tokens=add_special_tokens,
-            cache_dir=cache_dir, progress=progress, quantization=quantization, token_spans=token_spans,
-            keep_activations=keep_activations,
-        )  # fmt: skip
+        kwargs = dict(texts=[t for t, _ in items], spans=[sp for _, sp in items], layers=layers,
+                      directions={k: torch.as_tensor(v).detach().cpu() for k, v in (directions or {}).items()} or None,
+                      max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size, cache_dir=cache_dir,
+                      add_special_tokens=add_special_tokens, progress=progress, quantization=quantization,
+                      token_spans=token_spans, keep_activations=keep_activations)  # fmt: skip
         return _extract_sharded(model, kwargs, key, final_path, n_proc, plan, progress)
     if distributed.shard() is not None and not use_cache:
         raise ValueError("a process of a sharded job writes its batches to the cache: keep use_cache=True")
     job = _Job(model, layout, layers, names, tokenwise, dir_matrix, keep_activations, input_device(model), prepared,
                _groups_by_text(items, names, prepared, tokenwise), batches)  # fmt: skip
     return _extract_here(job, items, key, final_path, use_cache, progress, plan)
+
+
+def _tokenwise(names: list[str], token_spans) -> set[str]:
+    """The span names that get per-token outputs: ``token_spans``, checked against ``names`` (default: all)."""
+    tokenwise = set(names if token_spans is None else token_spans)
+    unknown_names = tokenwise - set(names)
+    if unknown_names:
+        raise ValueError(f"token_spans names {sorted(unknown_names)} are not span names ({names})")
+    return tokenwise
+
+
+def _check_key(key: str, expect_key: str | None) -> None:
+    """Stop (in every process of a job) unless this process's cache key is the launching process's and the
+    other processes'."""
+    if expect_key is not None and expect_key != key:
+        raise distributed.DistributedError(
+            f"this process's extraction inputs hash to {key}, the launching process's to {expect_key}: it loaded "
+            "another model or read other inputs; nothing was merged"
+        )
+    distributed.same_everywhere(key, "extraction cache keys")
+
+
+def _plan_pass(needed: list[int], max_batch_tokens: int, max_batch_size: int) -> tuple[list[list[int]], dict]:
+    """The batches (of distinct-text indices; texts without a span token run in none) and the planned sizes that
+    go in every timing record of the pass, cached or not."""
+    runnable = [u for u in range(len(needed)) if needed[u] > 0]
+    batches = plan_batches([needed[u] for u in runnable], max_batch_tokens, max_batch_size)
+    batches = [[runnable[j] for j in b] for b in batches]
+    return batches, {"sequences": len(runnable), "batches": len(batches)}
 
 
 @dataclass

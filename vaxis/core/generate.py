@@ -234,6 +234,15 @@ def generate(
     Returns:
         ``len(conversations) * n_samples`` :class:`Generation`, conversation-major, in input order.
     """
+    run = _prepare(model, tokenizer, conversations, max_new_tokens, temperature, top_p, n_samples, seed, steer,
+                   positions, prefill, stop, max_batch_tokens, chat_template_kwargs, score, refill, engine, progress)  # fmt: skip
+    found = run.from_cache(cache, processes, expect_key)
+    return found if found is not None else run.compute(processes, cache)
+
+
+def _check_arguments(conversations, max_new_tokens, n_samples, temperature, top_p, prefill, stop):
+    """``(prefills, stops)``: :func:`generate`'s ``prefill`` (one per conversation) and ``stop`` as lists, once
+    its arguments pass their checks (a ValueError that says what to give)."""
     if isinstance(conversations, (str, dict)) or not len(conversations):
         raise ValueError("conversations must be a non-empty list of chats (lists of {'role', 'content'} messages)")
     if isinstance(conversations[0], dict):
@@ -253,6 +262,13 @@ def generate(
     stops = [stop] if isinstance(stop, str) else list(stop or [])
     if not all(isinstance(s, str) and s for s in stops):
         raise ValueError("stop: give a list of non-empty strings")
+    return prefills, stops
+
+
+def _prepare(model, tokenizer, conversations, max_new_tokens, temperature, top_p, n_samples, seed, steer, positions,
+             prefill, stop, max_batch_tokens, chat_template_kwargs, score, refill, engine, progress):  # fmt: skip
+    """:func:`generate`'s arguments checked and its conversations rendered: the :class:`_GenerationPass` to run."""
+    prefills, stops = _check_arguments(conversations, max_new_tokens, n_samples, temperature, top_p, prefill, stop)
     layout = find_layout(model)
     vectors = resolve_steer(model, layout, steer)
     _positions_key(positions)  # validates
@@ -262,11 +278,6 @@ def generate(
     static = _static(engine, device, refill)  # validates engine=
     budget = max_batch_tokens or generation_budget(model, device)
     sampling = temperature > 0
-
-    def plan() -> dict:  # the planned sizes, in every timing record of this pass
-        return generation_plan(tokenizer, [p + f for p, f in zip(prompts, prefills)], max_new_tokens, budget,
-                               n_samples, sampling, static)  # fmt: skip
-
     cfg = dict(
         max_new_tokens=max_new_tokens,
         temperature=float(temperature),
@@ -277,97 +288,169 @@ def generate(
         vectors=vectors,
         score={str(k): [int(t) for t in v] for k, v in (score or {}).items()},
     )
+    job_kwargs = dict(  # what each process of a sharded job calls generate with
+        conversations=list(conversations), max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+        n_samples=n_samples, seed=seed, steer=vectors or None, positions=positions, prefill=prefills, stop=stops,
+        max_batch_tokens=budget, progress=progress, chat_template_kwargs=chat_template_kwargs, score=score,
+        refill=refill, engine=engine,
+    )  # fmt: skip
+    return _GenerationPass(model, tokenizer, prompts, prefills, cfg, n_samples, seed, layout, device, budget, refill,
+                           engine, static, progress, job_kwargs, where=distributed.shard())  # fmt: skip
 
-    where = distributed.shard()
-    if not cache and (where is not None or (processes or 1) > 1):
-        raise ValueError("processes > 1 merges the processes' sequences through the cache: keep cache=True")
-    if cache:  # the key needs the model's weight digest: skipped when the cache is off
-        key = _cache_key(model, tokenizer, prompts, prefills, cfg, n_samples, seed)
-        if expect_key is not None and expect_key != key:
+
+@dataclass
+class _GenerationPass:
+    """One call of :func:`generate` once its arguments are checked: the rendered prompts, the decode settings
+    (``cfg``, as :class:`vaxis.core.engine.Decoder` takes them), where it runs (``where``:
+    :func:`vaxis.core.distributed.shard`) and, with the cache on, its key and files."""
+
+    model: object
+    tokenizer: object
+    prompts: list[str]
+    prefills: list[str]
+    cfg: dict
+    n_samples: int
+    seed: int
+    layout: object
+    device: object
+    budget: int
+    refill: bool
+    engine: str
+    static: bool
+    progress: bool
+    job_kwargs: dict
+    where: tuple[int, int] | None = None
+    key: str | None = None
+    final: Path | None = None
+    partial: Path | None = None
+    start: float = 0.0
+
+    @property
+    def sampling(self) -> bool:
+        return self.cfg["temperature"] > 0
+
+    def plan(self) -> dict:  # the planned sizes, in every timing record of this pass
+        return generation_plan(self.tokenizer, [p + f for p, f in zip(self.prompts, self.prefills)],
+                               self.cfg["max_new_tokens"], self.budget, self.n_samples, self.sampling, self.static)  # fmt: skip
+
+    def load_final(self) -> list[Generation]:
+        return _load_final(self.final, len(self.prompts) * self.n_samples)
+
+    def from_cache(self, cache: bool, processes: int | None, expect_key: str | None) -> list[Generation] | None:
+        """With ``cache``: the pass's key (checked against ``expect_key`` and the other processes' keys) and files,
+        and its result when the cache has it (else None). Without: None, after checking that no job needs it."""
+        if not cache and (self.where is not None or (processes or 1) > 1):
+            raise ValueError("processes > 1 merges the processes' sequences through the cache: keep cache=True")
+        if not cache:  # the key needs the model's weight digest: skipped when the cache is off
+            return None
+        self.key = _cache_key(self.model, self.tokenizer, self.prompts, self.prefills, self.cfg, self.n_samples,
+                              self.seed)  # fmt: skip
+        if expect_key is not None and expect_key != self.key:
             raise distributed.DistributedError(
-                f"this process's generation inputs hash to {key}, the launching process's to {expect_key}: it "
+                f"this process's generation inputs hash to {self.key}, the launching process's to {expect_key}: it "
                 "loaded another model or read other inputs; nothing was merged"
             )
-        distributed.same_everywhere(key, "generation cache keys")
-        final = cache_root() / "generate" / f"{key}.jsonl"
-        partial = final.with_name(final.name + ".partial")
-        if final.exists():
-            out = _load_final(final, n * n_samples)
-            if where is None:
-                record_pass("generate", sum(g.n_new_tokens for g in out), 0.0, cached=True, **plan())
-            return out
-
-    # Greedy samples are identical: compute sample 0 and copy it.
-    todo = [(i, s) for i in range(n) for s in range(n_samples if sampling else 1)]
-    done = _read_partials(partial, set(todo)) if cache else {}
-    todo = [seq for seq in todo if seq not in done]
-    texts = {i: prompts[i] + prefills[i] for i in {i for i, _ in todo}}
-    ids = {i: tokenizer(t, add_special_tokens=False)["input_ids"] for i, t in texts.items()}
-    batches = plan_batches([len(ids[i]) + max_new_tokens for i, _ in todo], budget, 1 << 30)
-    n_proc = distributed.processes_for(processes, sum(len(ids[i]) + max_new_tokens for i, _ in todo))
-    if n_proc > 1 and todo:
-        kwargs = dict(
-            conversations=list(conversations), max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
-            n_samples=n_samples, seed=seed, steer=vectors or None, positions=positions, prefill=prefills, stop=stops,
-            max_batch_tokens=budget, progress=progress, chat_template_kwargs=chat_template_kwargs, score=score,
-            refill=refill, engine=engine,
-        )  # fmt: skip
-        job = {"model": distributed.model_source(model), "kwargs": kwargs}
-        start = time.perf_counter()
-        distributed.run_job("generate", job, key, n_proc, progress=progress)
-        if not final.exists():
-            raise distributed.DistributedError(f"the sharded generation finished without writing {final}")
-        out = _load_final(final, n * n_samples)
-        record_pass("generate", sum(g.n_new_tokens for g in out), time.perf_counter() - start, cached=False,
-                    processes=n_proc, **plan())  # fmt: skip
+        distributed.same_everywhere(self.key, "generation cache keys")
+        self.final = cache_root() / "generate" / f"{self.key}.jsonl"
+        self.partial = self.final.with_name(self.final.name + ".partial")
+        if not self.final.exists():
+            return None
+        out = self.load_final()
+        if self.where is None:
+            record_pass("generate", sum(g.n_new_tokens for g in out), 0.0, cached=True, **self.plan())
         return out
-    if where is not None:  # a process of a sharded job: every process has read the same finished sequences
-        distributed.barrier()
-        partial = partial.with_name(f"{partial.name}.rank{where[0]}")
-        batches = [batches[b] for b in distributed.my_batches(len(batches))]
-    bar = tqdm(total=len(todo), unit="seq", desc="generate", disable=not progress, mininterval=10)
-    start, n_tokens = time.perf_counter(), 0
-    jobs = [Job(todo[j], ids[todo[j][0]], _seed(seed, texts[todo[j][0]], todo[j][1])) for b in batches for j in b]
-    decoder = _decoder(model, tokenizer, layout, cfg, device, budget, refill, engine, [j.ids for j in jobs])
-    with open(partial, "a", encoding="utf-8") if cache else contextlib.nullcontext() as handle:
 
-        def finished(results: list) -> None:  # written (flushed, fsynced) as sequences finish
-            nonlocal n_tokens
-            for job, (token_ids, text, reason, scores) in results:
-                i, s = job.key
-                done[job.key] = Generation(
-                    i, s, prompts[i], prefills[i], text, token_ids, len(token_ids), reason, scores
-                )
-                n_tokens += len(token_ids)
-            if handle is not None:
-                handle.write("".join(json.dumps(asdict(done[job.key])) + "\n" for job, _ in results))
-                handle.flush()
-                os.fsync(handle.fileno())
-            bar.update(len(results))
-            bar.set_postfix_str(f"{n_tokens / (time.perf_counter() - start):.1f} tok/s", refresh=False)
-
-        decoder.run(jobs, finished)
-    bar.close()
-    if where is not None:  # process 0 merges every process's sequences; the others read its file
-        distributed.note_share(sequences_this_process=sum(len(b) for b in batches))
-        distributed.barrier()
-        if where[0] != 0:
+    def compute(self, processes: int | None, cache: bool) -> list[Generation]:
+        """The sequences not yet in the cache (nor in its partial files): decoded here (in a process of a job, its
+        share of the batches), or by a sharded job on ``processes`` processes; then the whole result."""
+        # Greedy samples are identical: compute sample 0 and copy it.
+        todo = [(i, s) for i in range(len(self.prompts)) for s in range(self.n_samples if self.sampling else 1)]
+        done = _read_partials(self.partial, set(todo)) if cache else {}
+        todo = [seq for seq in todo if seq not in done]
+        texts = {i: self.prompts[i] + self.prefills[i] for i in {i for i, _ in todo}}
+        ids = {i: self.tokenizer(t, add_special_tokens=False)["input_ids"] for i, t in texts.items()}
+        sizes = [len(ids[i]) + self.cfg["max_new_tokens"] for i, _ in todo]
+        batches = plan_batches(sizes, self.budget, 1 << 30)
+        n_proc = distributed.processes_for(processes, sum(sizes))
+        if n_proc > 1 and todo:
+            return self.launch(n_proc)
+        partial = self.partial if cache else None
+        if self.where is not None:  # a process of a sharded job: every process has read the same finished sequences
             distributed.barrier()
-            return _load_final(final, n * n_samples)
-        partial = final.with_name(final.name + ".partial")
-        done.update(_read_partials(partial, set(todo)))
-    picks = [(i, s, done[(i, s if sampling else 0)]) for i in range(n) for s in range(n_samples)]
-    out = [Generation(**{**asdict(g), "sample": s}) for i, s, g in picks]
-    if cache:
-        atomic_write_text(final, "".join(json.dumps(asdict(g)) + "\n" for g in out))
-        for leftover in [partial, *partial.parent.glob(f"{partial.name}.rank*")]:
-            leftover.unlink(missing_ok=True)
-    if where is not None:
-        distributed.barrier()
-    else:
-        record_pass("generate", n_tokens, time.perf_counter() - start, cached=False, processes=1,
-                    decode_steps_run=decoder.steps, **plan())  # fmt: skip
-    return out
+            partial = partial.with_name(f"{partial.name}.rank{self.where[0]}")
+            batches = [batches[b] for b in distributed.my_batches(len(batches))]
+        bar = tqdm(total=len(todo), unit="seq", desc="generate", disable=not self.progress, mininterval=10)
+        self.start = time.perf_counter()
+        jobs = [
+            Job(todo[j], ids[todo[j][0]], _seed(self.seed, texts[todo[j][0]], todo[j][1])) for b in batches for j in b
+        ]
+        n_tokens, decoder = self.decode(jobs, done, partial, bar)
+        bar.close()
+        return self.finish(todo, done, len(jobs), n_tokens, decoder, cache)
+
+    def launch(self, n_proc: int) -> list[Generation]:
+        """Run the pass as a sharded job on ``n_proc`` processes and read its merged result from the cache."""
+        job = {"model": distributed.model_source(self.model), "kwargs": self.job_kwargs}
+        if self.key is None:  # cache=False, with use_processes' setting above 1
+            raise ValueError("processes > 1 merges the processes' sequences through the cache: keep cache=True")
+        start = time.perf_counter()
+        distributed.run_job("generate", job, self.key, n_proc, progress=self.progress)
+        if not self.final.exists():
+            raise distributed.DistributedError(f"the sharded generation finished without writing {self.final}")
+        out = self.load_final()
+        record_pass("generate", sum(g.n_new_tokens for g in out), time.perf_counter() - start, cached=False,
+                    processes=n_proc, **self.plan())  # fmt: skip
+        return out
+
+    def decode(self, jobs: list[Job], done: dict, partial: Path | None, bar) -> tuple[int, Decoder]:
+        """Decode ``jobs`` here; each finished sequence goes into ``done`` and (flushed and fsynced as it finishes)
+        into ``partial``. Returns the tokens generated and the decoder."""
+        decoder = _decoder(self.model, self.tokenizer, self.layout, self.cfg, self.device, self.budget, self.refill,
+                           self.engine, [j.ids for j in jobs])  # fmt: skip
+        n_tokens = 0
+        with open(partial, "a", encoding="utf-8") if partial is not None else contextlib.nullcontext() as handle:
+
+            def finished(results: list) -> None:
+                nonlocal n_tokens
+                for job, (token_ids, text, reason, scores) in results:
+                    i, s = job.key
+                    done[job.key] = Generation(
+                        i, s, self.prompts[i], self.prefills[i], text, token_ids, len(token_ids), reason, scores
+                    )
+                    n_tokens += len(token_ids)
+                if handle is not None:
+                    handle.write("".join(json.dumps(asdict(done[job.key])) + "\n" for job, _ in results))
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                bar.update(len(results))
+                bar.set_postfix_str(f"{n_tokens / (time.perf_counter() - self.start):.1f} tok/s", refresh=False)
+
+            decoder.run(jobs, finished)
+        return n_tokens, decoder
+
+    def finish(self, todo: list, done: dict, n_mine: int, n_tokens: int, decoder, cache: bool) -> list[Generation]:
+        """Every sequence in input order (greedy samples copied), written to the cache; in a process of a job,
+        process 0 merges every process's sequences and the others read its file."""
+        if self.where is not None:
+            distributed.note_share(sequences_this_process=n_mine)
+            distributed.barrier()
+            if self.where[0] != 0:
+                distributed.barrier()
+                return self.load_final()
+            done.update(_read_partials(self.partial, set(todo)))
+        n = len(self.prompts)
+        picks = [(i, s, done[(i, s if self.sampling else 0)]) for i in range(n) for s in range(self.n_samples)]
+        out = [Generation(**{**asdict(g), "sample": s}) for i, s, g in picks]
+        if cache:
+            atomic_write_text(self.final, "".join(json.dumps(asdict(g)) + "\n" for g in out))
+            for leftover in [self.partial, *self.partial.parent.glob(f"{self.partial.name}.rank*")]:
+                leftover.unlink(missing_ok=True)
+        if self.where is not None:
+            distributed.barrier()
+        else:
+            record_pass("generate", n_tokens, time.perf_counter() - self.start, cached=False, processes=1,
+                        decode_steps_run=decoder.steps, **self.plan())  # fmt: skip
+        return out
 
 
 def _static(engine: str, device, refill: bool) -> bool:

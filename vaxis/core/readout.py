@@ -18,6 +18,7 @@ is read from a single forward pass over the prompt, under the same steering, wit
 from __future__ import annotations
 
 import contextlib
+import copy
 import inspect
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -214,8 +215,6 @@ def answer_readout(
             answer too, and the projections read the steered residual stream.
         cache: keep the result on disk, keyed like :func:`next_token_logprobs` plus the directions.
     """
-    import copy
-
     if not len(conversations):
         raise ValueError("give at least one conversation")
     if n_pre < 1:
@@ -235,65 +234,11 @@ def answer_readout(
     ids = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in prompts]
     if min(len(i) for i in ids) < n_pre:
         raise ValueError(f"a prompt is shorter than n_pre={n_pre} tokens")
-    tails = {}
-    for name, text in answers.items():
-        tails[name] = []
-        for prompt, prompt_ids in zip(prompts, ids):
-            full = tokenizer(prompt + text, add_special_tokens=False)["input_ids"]
-            if full[: len(prompt_ids)] != prompt_ids or len(full) == len(prompt_ids):
-                raise ValueError(
-                    f"answer {text!r} merges with the end of the prompt into other tokens; prefill it differently"
-                )
-            tails[name].append(full[len(prompt_ids) :])
-    n, k = len(conversations), unit.shape[1]
+    tails = _answer_tails(tokenizer, prompts, ids, answers)
 
     def compute() -> dict:
-        result = AnswerReadout(
-            layers,
-            {name: torch.zeros(n) for name in answer_ids},
-            torch.zeros(n, len(layers), k),
-            {name: torch.zeros(n, len(layers), k) for name in answers},
-        )
-        device = input_device(model)
-        budget = max_batch_tokens or default_max_batch_tokens(device)
-        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        cache_arg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
-        for batch in plan_batches([len(i) + 8 for i in ids], budget, 1 << 30):
-            input_ids, mask, position_ids, _ = left_padded([ids[i] for i in batch], pad_id, device)
-            pre = torch.zeros(len(batch), len(layers), k)
-            with steer_context(model, vectors, "all", layout=layout) if vectors else contextlib.nullcontext():
-                handles = _cosine_hooks(layout, layers, unit, pre, slice(-n_pre, None))
-                try:
-                    output = model(input_ids=input_ids, attention_mask=mask, position_ids=position_ids, use_cache=True,
-                                   **_last_logits_only(model))  # fmt: skip
-                finally:
-                    for h in handles:
-                        h.remove()
-                logp = torch.log_softmax(output.logits[:, -1].float(), dim=-1).cpu()
-                kv = output.cache if getattr(output, "cache", None) is not None else output.past_key_values
-                for name, tokens in answer_ids.items():
-                    result.logprobs[name][batch] = torch.logsumexp(logp[:, list(tokens)], dim=-1)
-                result.pre[batch] = pre
-                for name in answers:
-                    rows = [tails[name][i] for i in batch]
-                    width = max(len(r) for r in rows)
-                    if any(len(r) != width for r in rows):
-                        raise ValueError(f"answer {answers[name]!r} tokenizes differently after different prompts")
-                    step = torch.tensor(rows, dtype=torch.long, device=device)
-                    step_mask = torch.cat([mask, mask.new_ones(len(batch), width)], dim=1)
-                    step_pos = position_ids[:, -1:] + 1 + torch.arange(width, device=device)
-                    got = torch.zeros(len(batch), len(layers), k)
-                    handles = _cosine_hooks(layout, layers, unit, got, slice(None))
-                    try:
-                        model(input_ids=step, attention_mask=step_mask, position_ids=step_pos, use_cache=True,
-                              **{cache_arg: copy.deepcopy(kv)})  # fmt: skip
-                    finally:
-                        for h in handles:
-                            h.remove()
-                    result.response[name][batch] = got
-        flat = {f"logprobs/{name}": v for name, v in result.logprobs.items()}
-        flat.update({f"response/{name}": v for name, v in result.response.items()}, pre=result.pre)
-        return flat
+        reading = _Reading(model, tokenizer, layout, layers, unit, vectors, answers, answer_ids, tails, n_pre)
+        return reading.run(ids, max_batch_tokens)
 
     key = _readout_key("answer_readout", model, tokenizer, prompts, vectors, answers=dict(answers),
                        answer_ids={k: list(v) for k, v in answer_ids.items()}, directions=dict(zip(map(str, layers), unit)),
@@ -305,3 +250,97 @@ def answer_readout(
         flat["pre"],
         {name: flat[f"response/{name}"] for name in answers},
     )
+
+
+def _answer_tails(tokenizer, prompts: list[str], ids: list[list[int]], answers: Mapping[str, str]) -> dict:
+    """``{name: [token ids of answer name after prompt i]}``: the tokens each answer adds to each rendered prompt
+    (a ValueError when an answer merges with the prompt's last tokens)."""
+    tails = {}
+    for name, text in answers.items():
+        tails[name] = []
+        for prompt, prompt_ids in zip(prompts, ids):
+            full = tokenizer(prompt + text, add_special_tokens=False)["input_ids"]
+            if full[: len(prompt_ids)] != prompt_ids or len(full) == len(prompt_ids):
+                raise ValueError(
+                    f"answer {text!r} merges with the end of the prompt into other tokens; prefill it differently"
+                )
+            tails[name].append(full[len(prompt_ids) :])
+    return tails
+
+
+@dataclass
+class _Reading:
+    """The forward passes of one :func:`answer_readout`: per batch of prompts one steered prompt pass (log-probs at
+    the answer position, projections of its last ``n_pre`` tokens), then one cached step per prefilled answer."""
+
+    model: object
+    tokenizer: object
+    layout: object
+    layers: list[int]
+    unit: torch.Tensor  # (n_layers, K, d), unit rows
+    vectors: dict
+    answers: Mapping[str, str]
+    answer_ids: Mapping[str, Sequence[int]]
+    tails: dict
+    n_pre: int
+
+    def run(self, ids: list[list[int]], max_batch_tokens: int | None) -> dict:
+        """Every prompt's readout, flat for the cache (``logprobs/<name>``, ``response/<name>``, ``pre``)."""
+        n, k = len(ids), self.unit.shape[1]
+        result = AnswerReadout(
+            self.layers,
+            {name: torch.zeros(n) for name in self.answer_ids},
+            torch.zeros(n, len(self.layers), k),
+            {name: torch.zeros(n, len(self.layers), k) for name in self.answers},
+        )
+        device = input_device(self.model)
+        budget = max_batch_tokens or default_max_batch_tokens(device)
+        pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        for batch in plan_batches([len(i) + 8 for i in ids], budget, 1 << 30):
+            padded = left_padded([ids[i] for i in batch], pad_id, device)
+            vectors, layout = self.vectors, self.layout
+            with steer_context(self.model, vectors, "all", layout=layout) if vectors else contextlib.nullcontext():
+                self.batch(batch, padded, result, device)
+        flat = {f"logprobs/{name}": v for name, v in result.logprobs.items()}
+        flat.update({f"response/{name}": v for name, v in result.response.items()}, pre=result.pre)
+        return flat
+
+    def batch(self, batch: list[int], padded, result: AnswerReadout, device) -> None:
+        """The prompt pass of ``batch`` (left-``padded``) and its answers' steps, into ``result``'s rows."""
+        input_ids, mask, position_ids, _ = padded
+        pre = torch.zeros(len(batch), len(self.layers), self.unit.shape[1])
+        handles = _cosine_hooks(self.layout, self.layers, self.unit, pre, slice(-self.n_pre, None))
+        try:
+            output = self.model(input_ids=input_ids, attention_mask=mask, position_ids=position_ids, use_cache=True,
+                                **_last_logits_only(self.model))  # fmt: skip
+        finally:
+            for h in handles:
+                h.remove()
+        logp = torch.log_softmax(output.logits[:, -1].float(), dim=-1).cpu()
+        kv = output.cache if getattr(output, "cache", None) is not None else output.past_key_values
+        for name, tokens in self.answer_ids.items():
+            result.logprobs[name][batch] = torch.logsumexp(logp[:, list(tokens)], dim=-1)
+        result.pre[batch] = pre
+        for name in self.answers:
+            rows = [self.tails[name][i] for i in batch]
+            result.response[name][batch] = self.prefilled(name, rows, mask, position_ids, kv, device)
+
+    def prefilled(self, name: str, rows: list[list[int]], mask, position_ids, kv, device) -> torch.Tensor:
+        """``(rows, n_layers, K)``: the mean projections of answer ``name``'s tokens (``rows``, one per prompt),
+        run as one step on a copy of the prompts' KV cache ``kv``."""
+        width = max(len(r) for r in rows)
+        if any(len(r) != width for r in rows):
+            raise ValueError(f"answer {self.answers[name]!r} tokenizes differently after different prompts")
+        step = torch.tensor(rows, dtype=torch.long, device=device)
+        step_mask = torch.cat([mask, mask.new_ones(len(rows), width)], dim=1)
+        step_pos = position_ids[:, -1:] + 1 + torch.arange(width, device=device)
+        got = torch.zeros(len(rows), len(self.layers), self.unit.shape[1])
+        handles = _cosine_hooks(self.layout, self.layers, self.unit, got, slice(None))
+        cache_arg = "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
+        try:
+            self.model(input_ids=step, attention_mask=step_mask, position_ids=step_pos, use_cache=True,
+                       **{cache_arg: copy.deepcopy(kv)})  # fmt: skip
+        finally:
+            for h in handles:
+                h.remove()
+        return got

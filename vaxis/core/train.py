@@ -252,21 +252,47 @@ def train_adapter(
     model, tokenizer = load_model(model_name, quantization=quantization, chat_template_kwargs=chat_template_kwargs)
     bound = bound_template_kwargs(tokenizer)
     lengths = rendered_lengths(tokenizer, rows, settings.method)  # once: the length check and the timing record
-    long = _too_long(lengths, settings.max_length)
-    if long == len(rows):
-        raise ValueError(
-            f"every training row is longer than max_length={settings.max_length} tokens with this tokenizer, so TRL "
-            "would truncate them all: raise max_length"
-        )
-    if long:
-        warnings.warn(
-            f"{long} of {len(rows)} rows exceed max_length={settings.max_length} tokens and are truncated", stacklevel=2
-        )
+    _check_lengths(lengths, settings.max_length)
     base = _base_fingerprint(model, quantization)
     key = adapter_key(base, rows, settings, bound)
     folder = root / f"{name}-{key}"
-    done = read_sidecar(folder)
     cached = Path(shared) / folder.name if shared else None
+    done = _finished_folder(folder, key, cached)
+    if done is not None:
+        del model
+        losses = [json.loads(x) for x in (folder / "losses.jsonl").read_text().splitlines() if x.strip()]
+        _record_training(tokenizer, rows, settings, name, 0.0, cached=True, lengths=lengths)
+        return Adapter(folder, done, False, losses)
+    sidecar = {
+        "name": name, "key": key, "base_model": model_name, "base_fingerprint": base, "quantization": quantization,
+        "method": settings.method, "settings": asdict(settings), "n_rows": len(rows), "meta": meta or {},
+        "chat_template_kwargs": bound,
+    }  # fmt: skip
+    seconds, losses = _train_into(folder, model, tokenizer, rows, settings, sidecar)
+    if cached is not None:
+        _copy_folder(folder, cached)
+    _record_training(tokenizer, rows, settings, name, seconds, cached=False, lengths=lengths)
+    return Adapter(folder, sidecar, True, losses)
+
+
+def _check_lengths(lengths: list[list[int]], max_length: int) -> None:
+    """A ValueError when every row renders to more than ``max_length`` tokens; a warning when some do."""
+    long = _too_long(lengths, max_length)
+    if long == len(lengths):
+        raise ValueError(
+            f"every training row is longer than max_length={max_length} tokens with this tokenizer, so TRL "
+            "would truncate them all: raise max_length"
+        )
+    if long:
+        warnings.warn(  # stacklevel 3: the caller of train_adapter
+            f"{long} of {len(lengths)} rows exceed max_length={max_length} tokens and are truncated", stacklevel=3
+        )
+
+
+def _finished_folder(folder: Path, key: str, cached: Path | None) -> dict | None:
+    """The sidecar of the finished adapter ``folder`` when its key is ``key``, copied first from ``cached`` (the
+    shared folder) when only that one has it; None when the adapter is still to train."""
+    done = read_sidecar(folder)
     if (
         (done is None or done.get("key") != key)
         and cached is not None
@@ -274,13 +300,16 @@ def train_adapter(
     ):
         _copy_folder(cached, folder)
         done = read_sidecar(folder)
-    if done is not None and done.get("key") == key:
-        del model
-        losses = [json.loads(x) for x in (folder / "losses.jsonl").read_text().splitlines() if x.strip()]
-        _record_training(tokenizer, rows, settings, name, 0.0, cached=True, lengths=lengths)
-        return Adapter(folder, done, False, losses)
-    tmp = root / f".{name}-{key}.tmp-{os.getpid()}"
-    for stale in root.glob(f".{name}-{key}.tmp-*"):
+    return done if done is not None and done.get("key") == key else None
+
+
+def _train_into(folder: Path, model, tokenizer, rows: list[dict], settings: TrainSettings, sidecar: dict):
+    """``(seconds, losses)``: train the adapter in a temporary folder beside ``folder`` (those of runs that died
+    removed first), write its losses and then its ``sidecar`` (last: a folder without it is not an adapter), and
+    move it into place; a failure removes the temporary folder."""
+    root = folder.parent
+    tmp = root / f".{folder.name}.tmp-{os.getpid()}"
+    for stale in root.glob(f".{folder.name}.tmp-*"):
         if not _alive(stale.name.rsplit("-", 1)[-1]):  # left by a run that died; a live one keeps its folder
             shutil.rmtree(stale, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -298,11 +327,6 @@ def train_adapter(
             if "loss" in h
         ]
         atomic_write_jsonl(tmp / "losses.jsonl", losses)
-        sidecar = {
-            "name": name, "key": key, "base_model": model_name, "base_fingerprint": base, "quantization": quantization,
-            "method": settings.method, "settings": asdict(settings), "n_rows": len(rows), "meta": meta or {},
-            "chat_template_kwargs": bound,
-        }  # fmt: skip
         atomic_write_json(tmp / SIDECAR, sidecar)  # last: a folder without it is not an adapter
         if folder.exists():
             shutil.rmtree(folder)
@@ -310,10 +334,7 @@ def train_adapter(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    if cached is not None:
-        _copy_folder(folder, cached)
-    _record_training(tokenizer, rows, settings, name, seconds, cached=False, lengths=lengths)
-    return Adapter(folder, sidecar, True, losses)
+    return seconds, losses
 
 
 def train_adapters(calls: list[dict], processes: int | None = None) -> list[Adapter]:

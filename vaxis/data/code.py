@@ -214,70 +214,84 @@ def run_tests(
             program=PROGRAM_NAME, entry_point=entry_point, strip_repo=site_packages, repo=str(REPO_ROOT)
         )
         flags = ["-I", "-B", "-X", "utf8"] + ([] if site_packages else ["-S"])
-        env = {
-            "PATH": os.environ.get("PATH", os.defpath),
-            "HOME": workdir,
-            "TMPDIR": workdir,
-            "LANG": "C.UTF-8",
-            "PYTHONDONTWRITEBYTECODE": "1",
-            "OMP_NUM_THREADS": "1",
-            "OPENBLAS_NUM_THREADS": "1",
-            "MKL_NUM_THREADS": "1",
-        }
-        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-            start = time.monotonic()
-            try:
-                proc = subprocess.Popen(
-                    [sys.executable, *flags, "-c", runner],
-                    stdin=subprocess.PIPE,
-                    stdout=out,
-                    stderr=err,
-                    cwd=workdir,
-                    env=env,
-                    start_new_session=True,
-                    preexec_fn=_limits(memory_mb, math.ceil(timeout) + 1, max_processes),
-                    close_fds=True,
-                )
-            except OSError as e:
-                return TestResult(False, f"could not start the interpreter: {e}", False, None)
-            timed_out = False
-            try:
-                proc.stdin.write((token + "\n").encode())
-                proc.stdin.close()
-            except BrokenPipeError:
-                pass
-            try:
-                returncode = proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                timed_out = True
-                _kill_group(proc.pid)
-                returncode = proc.wait()
-            _kill_group(proc.pid)  # background children left behind by a normal exit
-            duration = time.monotonic() - start
-            stdout, stderr = _tail(out, tail_chars + 2 * len(token)), _tail(err, tail_chars)
+        limits = _limits(memory_mb, math.ceil(timeout) + 1, max_processes)
+        ran = _run_sandboxed([sys.executable, *flags, "-c", runner], workdir, token, timeout, limits, tail_chars)
     finally:
         _rmtree(workdir)
-
+    if isinstance(ran, TestResult):  # the interpreter did not start
+        return ran
+    returncode, timed_out, duration, stdout, stderr = ran
     marker = "\n" + token + "\n"
     finished = stdout.endswith(marker)
     stdout = (stdout[: -len(marker)] if finished else stdout)[-tail_chars:]
     passed = returncode == 0 and finished and not timed_out
-    if passed:
-        error = None
-    elif timed_out:
-        error = f"timed out after {timeout:g} s"
-    elif returncode == -signal.SIGXCPU:
-        error = "CPU time limit exceeded"
-    elif returncode == -signal.SIGKILL:
-        error = "killed by SIGKILL (CPU hard limit, or out of memory)"
-    elif returncode == -signal.SIGXFSZ:  # Python ignores SIGXFSZ: usually "OSError: [Errno 27] File too large"
-        error = f"file size limit exceeded (a file or the output grew past {MAX_FILE_BYTES} bytes)"
-    elif returncode is not None and returncode < 0:
-        error = f"killed by signal {signal.Signals(-returncode).name}"
-    elif returncode == 0:
-        error = "exited with status 0 before the tests finished (sys.exit / os._exit in the code?)"
-    else:
-        error = _error_line(stderr) or f"exited with status {returncode}"
-        if error.startswith("MemoryError"):
-            error = f"MemoryError (memory limit {memory_mb} MB)"
+    error = None if passed else _failure(returncode, timed_out, timeout, memory_mb, stderr)
     return TestResult(passed, error, timed_out, returncode, stdout, stderr, duration)
+
+
+def _run_sandboxed(cmd: list[str], workdir: str, token: str, timeout: float, limits, tail_chars: int):
+    """Run ``cmd`` in ``workdir`` (its home and temporary folder) with a bare environment, in a session of its
+    own under ``limits`` (a ``preexec_fn``), ``token`` on its stdin; its whole process group is killed at the
+    end, at ``timeout`` seconds at the latest. Returns ``(returncode, timed_out, seconds, stdout tail, stderr
+    tail)``, or a failed :class:`TestResult` when the interpreter cannot start."""
+    env = {
+        "PATH": os.environ.get("PATH", os.defpath),
+        "HOME": workdir,
+        "TMPDIR": workdir,
+        "LANG": "C.UTF-8",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "OMP_NUM_THREADS": "1",
+        "OPENBLAS_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+    }
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        start = time.monotonic()
+        try:
+            proc = subprocess.Popen(
+                cmd,
+                stdin=subprocess.PIPE,
+                stdout=out,
+                stderr=err,
+                cwd=workdir,
+                env=env,
+                start_new_session=True,
+                preexec_fn=limits,
+                close_fds=True,
+            )
+        except OSError as e:
+            return TestResult(False, f"could not start the interpreter: {e}", False, None)
+        timed_out = False
+        try:
+            proc.stdin.write((token + "\n").encode())
+            proc.stdin.close()
+        except BrokenPipeError:
+            pass
+        try:
+            returncode = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+            _kill_group(proc.pid)
+            returncode = proc.wait()
+        _kill_group(proc.pid)  # background children left behind by a normal exit
+        duration = time.monotonic() - start
+        return returncode, timed_out, duration, _tail(out, tail_chars + 2 * len(token)), _tail(err, tail_chars)
+
+
+def _failure(returncode: int | None, timed_out: bool, timeout: float, memory_mb: int, stderr: str) -> str:
+    """Why a run that did not pass failed, in one line."""
+    if timed_out:
+        return f"timed out after {timeout:g} s"
+    if returncode == -signal.SIGXCPU:
+        return "CPU time limit exceeded"
+    if returncode == -signal.SIGKILL:
+        return "killed by SIGKILL (CPU hard limit, or out of memory)"
+    if returncode == -signal.SIGXFSZ:  # Python ignores SIGXFSZ: usually "OSError: [Errno 27] File too large"
+        return f"file size limit exceeded (a file or the output grew past {MAX_FILE_BYTES} bytes)"
+    if returncode is not None and returncode < 0:
+        return f"killed by signal {signal.Signals(-returncode).name}"
+    if returncode == 0:
+        return "exited with status 0 before the tests finished (sys.exit / os._exit in the code?)"
+    error = _error_line(stderr) or f"exited with status {returncode}"
+    if error.startswith("MemoryError"):
+        error = f"MemoryError (memory limit {memory_mb} MB)"
+    return error

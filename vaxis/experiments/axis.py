@@ -358,17 +358,6 @@ def evaluate(
       on failed attempts of held-out games cut at the targeted word (placebo), averaged per
       game before averaging over games, with a criteria-bootstrap CI of the ratio.
     """
-    from ..core.evaluate import (
-        auroc_by_layer,
-        auroc_columns,
-        bootstrap_auroc,
-        choose_main_layer,
-        incremental_auroc,
-        mean_level_metric,
-        permutation_p,
-        reference_sign_test,
-    )
-
     layers = list(stats.layers)
     target = [i for i, it in enumerate(items) if it.kind == "target"]
     held = [i for i in target if game_split[items[i].game] == "held_out"]
@@ -377,18 +366,73 @@ def evaluate(
         raise ValueError("no held-out target items: notebook 01 must generate held-out games")
     t_held = token_table(stats, items, held, tokenizer)
     groups = np.array([game_criterion[items[i].game] for i in t_held.item])
+    held_out = _held_out_aurocs(stats, items, held, t_held, groups, game_criterion, directions, n_boot, seed, n_bins)
+    split = _split_aurocs(stats, items, cons, game_criterion, directions, tokenizer)
+    chosen, rule = _main_layer(main_layer, split, layers)
+    li = layers.index(chosen)
+    for name, ci in _matched_ci(t_held, groups, li, n_bins, n_boot, seed).items():
+        held_out["matched"][name].ci_main = ci
+    real, real_groups = _contrasts(stats, items, held, game_criterion)
+    placebo_idx = [i for i, it in enumerate(items) if it.kind == "placebo" and game_split[it.game] == "held_out"]
+    placebo, placebo_groups = _contrasts(stats, items, placebo_idx, game_criterion)
+    return Evaluation(
+        layers=layers,
+        **held_out,
+        reference_splits=_reference_on_splits(stats, items, cons, game_criterion, directions),
+        split=split,
+        real_contrast=real.mean(0),
+        placebo_contrast=placebo.mean(0) if len(placebo) else np.full(len(layers), np.nan),
+        placebo_ratio_ci=_ratio_ci(real, real_groups, placebo, placebo_groups, n_boot, seed),
+        beyond_position=_beyond_position(t_held, groups, li, directions.columns("random")[:20]),
+        main_layer=chosen,
+        main_layer_rule=rule,
+        heldout_best_layer=int(layers[int(np.argmax(held_out["auroc"]))]),
+        counts=_counts(items, held, cons, t_held, groups, placebo_idx, placebo, split, held_out, directions),
+    )
+
+
+def _held_out_aurocs(stats, items, held, t_held, groups, game_criterion, directions, n_boot, seed, n_bins) -> dict:
+    """On the held-out target tokens (``t_held``, criteria ``groups``): the axis's AUROC per layer with its
+    criteria-bootstrap CI, the reference's sign test and its cosine variant, the random and shuffled nulls with
+    permutation p-values, each position covariate alone and the matched AUROCs (:class:`Evaluation`'s fields)."""
+    from ..core.evaluate import (
+        auroc_by_layer,
+        auroc_columns,
+        bootstrap_auroc,
+        mean_level_metric,
+        permutation_p,
+        reference_sign_test,
+    )
+
+    n_layers = len(stats.layers)
     axis_scores = t_held.scores[:, :, 0]
     auroc = auroc_by_layer(axis_scores, t_held.labels)
     low, high = bootstrap_auroc(axis_scores, t_held.labels, groups, n_boot=n_boot, seed=seed)
     held_groups = [game_criterion[items[i].game] for i in held]
     reference = reference_sign_test(*_sums(stats, held), held_groups, directions.vectors[0].numpy())
-    cosine_ml = mean_level_metric(axis_scores, t_held.labels, groups)
     rand_cols, shuf_cols = directions.columns("random"), directions.columns("shuffled")
-    empty = np.zeros((0, len(layers)))
+    empty = np.zeros((0, n_layers))
     rand = auroc_columns(t_held.scores[:, :, rand_cols], t_held.labels).T if rand_cols else empty
     shuf = auroc_columns(t_held.scores[:, :, shuf_cols], t_held.labels).T if shuf_cols else empty
-    position = {name: float(auroc_columns(t_held.feature(name), t_held.labels)) for name in POSITION_FEATURES}
-    matched = matched_aurocs(t_held, rand_cols, n_bins=n_bins)
+    return {
+        "auroc": auroc,
+        "ci_low": low,
+        "ci_high": high,
+        "reference_metric": reference,
+        "cosine_mean_level": mean_level_metric(axis_scores, t_held.labels, groups),
+        "random": rand,
+        "shuffled": shuf,
+        "p_shuffled": np.asarray(permutation_p(auroc, shuf)) if len(shuf) else np.full(n_layers, np.nan),
+        "p_random": np.asarray(permutation_p(auroc, rand)) if len(rand) else np.full(n_layers, np.nan),
+        "position": {name: float(auroc_columns(t_held.feature(name), t_held.labels)) for name in POSITION_FEATURES},
+        "matched": matched_aurocs(t_held, rand_cols, n_bins=n_bins),
+    }
+
+
+def _split_aurocs(stats, items, cons, game_criterion, directions, tokenizer) -> np.ndarray:
+    """``(n_splits, n_layers)``: each split axis's AUROC per layer on the target tokens of its test criteria
+    (construction games only); a split whose test tokens lack a class is left out."""
+    from ..core.evaluate import auroc_by_layer
 
     split_rows = []
     if cons and directions.splits:
@@ -398,7 +442,12 @@ def evaluate(
             m = np.isin(cons_groups, test)
             if len(np.unique(t_cons.labels[m])) == 2:
                 split_rows.append(auroc_by_layer(t_cons.scores[m][:, :, k], t_cons.labels[m]))
-    split = np.array(split_rows) if split_rows else empty
+    return np.array(split_rows) if split_rows else np.zeros((0, len(stats.layers)))
+
+
+def _main_layer(main_layer: int | str, split: np.ndarray, layers: list[int]) -> tuple[int, str]:
+    """The main layer and the rule that chose it (see :func:`evaluate`)."""
+    from ..core.evaluate import choose_main_layer
 
     if main_layer == "auto":
         if len(split):
@@ -412,20 +461,24 @@ def evaluate(
         chosen, rule = int(main_layer), "fixed by the user"
     if chosen not in layers:
         raise ValueError(f"main layer {chosen} is not among the extracted layers {layers}")
+    return chosen, rule
 
-    for name, ci in _matched_ci(t_held, groups, layers.index(chosen), n_bins, n_boot, seed).items():
-        matched[name].ci_main = ci
-    li, rand_some = layers.index(chosen), rand_cols[:20]
+
+def _beyond_position(t_held: TokenTable, groups, li: int, rand_some: list[int]) -> dict:
+    """At layer index ``li``: the out-of-fold AUROC of the position covariates together, with the axis added, and
+    with each of the random directions ``rand_some`` added instead (:class:`Evaluation`'s ``beyond_position``)."""
+    from ..core.evaluate import incremental_auroc
+
     covariates = np.stack([t_held.feature(name) for name in POSITION_FEATURES], axis=1)
     extra = t_held.scores[:, li, [0, *rand_some]]
     base_auc, full = incremental_auroc(covariates, extra, t_held.labels, groups)
-    beyond = {"position": base_auc, "position+axis": float(full[0]), "position+random": full[1:]}
-    real, real_groups = _contrasts(stats, items, held, game_criterion)
-    placebo_idx = [i for i, it in enumerate(items) if it.kind == "placebo" and game_split[it.game] == "held_out"]
-    placebo, placebo_groups = _contrasts(stats, items, placebo_idx, game_criterion)
-    ratio_ci = _ratio_ci(real, real_groups, placebo, placebo_groups, n_boot, seed)
+    return {"position": base_auc, "position+axis": float(full[0]), "position+random": full[1:]}
+
+
+def _counts(items, held, cons, t_held, groups, placebo_idx, placebo, split, held_out: dict, directions) -> dict:
+    """How many games, criteria, tokens, placebos, splits and null directions the evaluation read."""
     split_sizes = sorted({(len(tr), len(te)) for tr, te in directions.splits})
-    counts = {
+    return {
         "heldout_games": len({items[i].game for i in held}),
         "heldout_criteria": len(set(groups)),
         "heldout_tokens": int(len(t_held.labels)),
@@ -436,31 +489,7 @@ def evaluate(
         "placebo_games": len(placebo),
         "splits": len(split),
         "split_train_test_criteria": "; ".join(f"{a}/{b}" for a, b in split_sizes),
-        "random_directions": len(rand),
-        "shuffled_axes": len(shuf),
+        "random_directions": len(held_out["random"]),
+        "shuffled_axes": len(held_out["shuffled"]),
         "rewrite_ends_turn": float(np.mean(t_held.to_rewrite_end == t_held.to_turn_end)),
     }
-    return Evaluation(
-        layers=layers,
-        auroc=auroc,
-        ci_low=low,
-        ci_high=high,
-        reference_metric=reference,
-        reference_splits=_reference_on_splits(stats, items, cons, game_criterion, directions),
-        cosine_mean_level=cosine_ml,
-        random=rand,
-        shuffled=shuf,
-        split=split,
-        p_shuffled=np.asarray(permutation_p(auroc, shuf)) if len(shuf) else np.full(len(layers), np.nan),
-        p_random=np.asarray(permutation_p(auroc, rand)) if len(rand) else np.full(len(layers), np.nan),
-        position=position,
-        matched=matched,
-        real_contrast=real.mean(0),
-        placebo_contrast=placebo.mean(0) if len(placebo) else np.full(len(layers), np.nan),
-        placebo_ratio_ci=ratio_ci,
-        beyond_position=beyond,
-        main_layer=chosen,
-        main_layer_rule=rule,
-        heldout_best_layer=int(layers[int(np.argmax(auroc))]),
-        counts=counts,
-    )

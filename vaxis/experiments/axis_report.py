@@ -69,6 +69,16 @@ def verdict(ev: Evaluation, model: str, profile: str) -> str:
         f"- Held-out token AUROC {m['auroc']:.3f} (95% CI {lo:.3f}-{hi:.3f}) is {where}chance. The CI resamples "
         "held-out criteria with the axis fixed; criteria with more tokens weigh more."
     )
+    lines += _null_lines(m, c)
+    lines += _position_lines(ev, m)
+    lines += _contrast_lines(m, c)
+    return "\n".join(lines)
+
+
+def _null_lines(m: dict, c: dict) -> list[str]:
+    """The verdict's lines on the random directions and the shuffled-label axes (``m``: the main layer's
+    :meth:`Evaluation.at`, ``c``: the counts)."""
+    lines = []
     if c["random_directions"]:
         above = "above" if m["auroc"] > m["random_max"] else "**not** above"
         lines.append(
@@ -86,31 +96,19 @@ def verdict(ev: Evaluation, model: str, profile: str) -> str:
             f"every criterion's games, so a shift shared by the games cancels): median {m['shuffled_median']:.3f}, "
             f"95th percentile {m['shuffled_q95']:.3f}; permutation {_p(m['p_shuffled'])}: {reading}."
         )
+    return lines
+
+
+def _position_lines(ev: Evaluation, m: dict) -> list[str]:
+    """The verdict's lines on position: alone, matched (one line per rule) and together with the axis."""
     best_name, best = max(ev.position.items(), key=lambda kv: kv[1])
     beats = "beats" if m["auroc"] > best else "does **not** beat"
-    lines.append(
+    lines = [
         f"- It {beats} position alone: {best_name} scores {best:.3f} on the same tokens (before tokens always "
         "precede after tokens, so a direction that tracks progress through the answer scores high with no notion "
         "of value)."
-    )
-    for rule, mm in m["matched"].items():
-        if not np.isfinite(mm["axis"]):
-            lines.append(f"- Matched on {rule}: too few tokens of both kinds in any stratum to tell.")
-            continue
-        margin = mm["axis"] - max(mm["baseline"], mm["random_q95"])
-        ci = mm["ci"]
-        ci_text = f" (95% CI {ci[0]:.3f}-{ci[1]:.3f})" if np.isfinite(ci[0]) else ""
-        if np.isfinite(ci[0]) and ci[0] > max(mm["baseline"], mm["random_q95"]):
-            reading = "it carries information beyond this kind of position"
-        elif margin > 0:
-            reading = "slightly above, but its CI reaches down to them: little beyond this kind of position"
-        else:
-            reading = "**no more than position and chance give**"
-        lines.append(
-            f"- Among tokens with equal {rule} ({mm['coverage']:.0%} of tokens in strata with both kinds): axis "
-            f"{mm['axis']:.3f}{ci_text} vs position's own {mm['baseline']:.3f} and random directions' 95th "
-            f"percentile {mm['random_q95']:.3f}: {reading}."
-        )
+    ]
+    lines += [_matched_line(rule, mm) for rule, mm in m["matched"].items()]
     b = ev.beyond_position
     null_q95 = float(np.quantile(b["position+random"], 0.95)) if len(b["position+random"]) else float("nan")
     gain = b["position+axis"] - b["position"]
@@ -121,6 +119,32 @@ def verdict(ev: Evaluation, model: str, profile: str) -> str:
         f"direction added instead, up to {null_q95:.3f} (95th percentile of {len(b['position+random'])}). "
         f"Beyond position, the axis {adds}."
     )
+    return lines
+
+
+def _matched_line(rule: str, mm: dict) -> str:
+    """The verdict's line on the axis among tokens matched on ``rule``."""
+    if not np.isfinite(mm["axis"]):
+        return f"- Matched on {rule}: too few tokens of both kinds in any stratum to tell."
+    margin = mm["axis"] - max(mm["baseline"], mm["random_q95"])
+    ci = mm["ci"]
+    ci_text = f" (95% CI {ci[0]:.3f}-{ci[1]:.3f})" if np.isfinite(ci[0]) else ""
+    if np.isfinite(ci[0]) and ci[0] > max(mm["baseline"], mm["random_q95"]):
+        reading = "it carries information beyond this kind of position"
+    elif margin > 0:
+        reading = "slightly above, but its CI reaches down to them: little beyond this kind of position"
+    else:
+        reading = "**no more than position and chance give**"
+    return (
+        f"- Among tokens with equal {rule} ({mm['coverage']:.0%} of tokens in strata with both kinds): axis "
+        f"{mm['axis']:.3f}{ci_text} vs position's own {mm['baseline']:.3f} and random directions' 95th "
+        f"percentile {mm['random_q95']:.3f}: {reading}."
+    )
+
+
+def _contrast_lines(m: dict, c: dict) -> list[str]:
+    """The verdict's lines on the placebo contrast, the reference's statistic and the split analysis."""
+    lines = []
     if np.isfinite(m["placebo_ratio"]):
         r, (rlo, rhi) = m["placebo_ratio"], m["placebo_ratio_ci"]
         size = "larger than" if rlo > 1 else "smaller than" if rhi < 1 else "statistically as large as"
@@ -142,7 +166,7 @@ def verdict(ev: Evaluation, model: str, profile: str) -> str:
             f"- Within construction criteria ({c['splits']} splits, {c['split_train_test_criteria']} train/test "
             f"criteria) the mean token AUROC at this layer is {m['split_mean']:.3f}."
         )
-    return "\n".join(lines)
+    return lines
 
 
 def scorecard_rows(ev: Evaluation, model: str, profile: str, blocks: dict, lens_top: str, lens_k: int) -> list[dict]:
@@ -151,8 +175,35 @@ def scorecard_rows(ev: Evaluation, model: str, profile: str, blocks: dict, lens_
     m, c, L = ev.at(ev.main_layer), ev.counts, ev.main_layer
     n_tok = f"{c['heldout_criteria']} criteria, {c['heldout_games']} games, {c['heldout_tokens']} tokens"
     ctx = f"{model}, profile {profile}, L={L}"
+    rows = _auroc_rows(ev, m, n_tok, ctx, model, profile)
+    rows += [
+        {"key": "fig2.main_layer", "value": f"{L} of {ev.layers[-1]}", "context": ev.main_layer_rule},
+        {
+            "key": "fig2.layers_above_0.9",
+            "value": layer_ranges(ev.layers, ev.auroc > 0.9) or "none",
+            "context": f"token AUROC; {model}, profile {profile}",
+        },
+        {"key": "fig2.cos_early_late", "value": blocks["early vs late"], "context": f"{model}; {blocks['blocks']}"},
+        {"key": "fig2.cos_mid_late", "value": blocks["mid vs late"], "context": f"{model}; {blocks['blocks']}"},
+        {"key": "fig2.logit_lens", "value": lens_top, "context": f"top of {lens_k} via W_U at L={L}; {model}"},
+        {
+            "key": "sec7.placebo_ratio",
+            "value": m["placebo_ratio"],
+            "ci": m["placebo_ratio_ci"],
+            "n": f"{c['placebo_games']} games, {c['placebo_items']} failed attempts",
+            "null": "1.0 = same size",
+            "context": f"averaged per game first; CI: criteria bootstrap; {ctx}",
+        },
+    ]
+    return rows + _control_rows(ev, m, n_tok, ctx, model, profile)
+
+
+def _auroc_rows(ev: Evaluation, m: dict, n_tok: str, ctx: str, model: str, profile: str) -> list[dict]:
+    """The scorecard's held-out AUROC rows: at the main layer, the reference's statistic (held out and on the
+    construction splits), and at the last layer."""
+    c = ev.counts
     null = f"shuffled-label q95 {m['shuffled_q95']:.3f} ({_p(m['p_shuffled'])}); random max {m['random_max']:.3f}"
-    rows = [
+    return [
         {
             "key": "fig2.heldout_auroc_token_replication",
             "value": m["auroc"],
@@ -183,26 +234,13 @@ def scorecard_rows(ev: Evaluation, model: str, profile: str, blocks: dict, lens_
             "n": n_tok,
             "context": f"token AUROC, L={ev.layers[-1]}; {model}, profile {profile}",
         },
-        {"key": "fig2.main_layer", "value": f"{L} of {ev.layers[-1]}", "context": ev.main_layer_rule},
-        {
-            "key": "fig2.layers_above_0.9",
-            "value": layer_ranges(ev.layers, ev.auroc > 0.9) or "none",
-            "context": f"token AUROC; {model}, profile {profile}",
-        },
-        {"key": "fig2.cos_early_late", "value": blocks["early vs late"], "context": f"{model}; {blocks['blocks']}"},
-        {"key": "fig2.cos_mid_late", "value": blocks["mid vs late"], "context": f"{model}; {blocks['blocks']}"},
-        {"key": "fig2.logit_lens", "value": lens_top, "context": f"top of {lens_k} via W_U at L={L}; {model}"},
-        {
-            "key": "sec7.placebo_ratio",
-            "value": m["placebo_ratio"],
-            "ci": m["placebo_ratio_ci"],
-            "n": f"{c['placebo_games']} games, {c['placebo_items']} failed attempts",
-            "null": "1.0 = same size",
-            "context": f"averaged per game first; CI: criteria bootstrap; {ctx}",
-        },
     ]
+
+
+def _control_rows(ev: Evaluation, m: dict, n_tok: str, ctx: str, model: str, profile: str) -> list[dict]:
+    """The scorecard's position controls: position alone, the axis matched on each rule, position with the axis."""
     best_name, best = max(ev.position.items(), key=lambda kv: kv[1])
-    rows.append(
+    rows = [
         {
             "key": "controls.position_auroc",
             "metric": "position alone, best covariate (AUROC)",
@@ -211,7 +249,7 @@ def scorecard_rows(ev: Evaluation, model: str, profile: str, blocks: dict, lens_
             "n": n_tok,
             "context": f"{best_name}; {model}, profile {profile}",
         }
-    )
+    ]
     for rule, mm in m["matched"].items():
         rows.append(
             {

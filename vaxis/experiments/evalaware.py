@@ -187,37 +187,3 @@ def organism_prompts(source, n_tokens, max_tokens: int, n_train: int, n_eval: in
     order = np.random.default_rng(seed).permutation(len(pool))
     train_p = [pool[i] for i in order[:n_train]]
     return train_p, [pool[i] for i in order[n_train : n_train + n_eval]], "; ".join(notes) or None
-
-
-def check_organism_keys(p, cfg, source, contexts_file=None) -> None:
-    """Notebook 09's ``aware_*`` keys and ``contexts_file`` (organisations, distractors and org templates given),
-    and whether :func:`organism_prompts` will take its prompts from the shipped set or fewer (noted).
-    ``source``: the prompts file in use (``"shipped"``, ``"arena"`` or a path); ``p``: a
-    :class:`vaxis.run.checks.Problems`."""
-    from ..data.prompts import PROMPTS_FILE, load_contexts, read_prompts
-
-    if contexts_file is not None and p.file("contexts_file", contexts_file) is None:
-        return
-    ctx = p.attempt("contexts_file", load_contexts, None if contexts_file is None else p.path(contexts_file))
-    if ctx is not None:
-        orgs = ctx.get("organisations") or {}
-        if not {"evaluator", "control"} <= set(orgs) or not ctx.get("distractors") or not ctx.get("org_templates"):
-            p.add(f"contexts_file={contexts_file!r}: the evaluation-awareness organism needs 'organisations' "
-                  "(evaluator and control), 'distractors' and 'org_templates' (see data/prompts/contexts.json)")  # fmt: skip
-    p.training("aware", cfg)
-    n_train, n_eval = cfg["aware_train_prompts"], cfg["aware_eval_prompts"]
-    fine = p.integer("aware_train_prompts", n_train, 1) & p.integer("aware_eval_prompts", n_eval, 2)
-    if p.integer("aware_claim_prompts", cfg["aware_claim_prompts"], 1) and p.whole(n_eval):
-        p.cap("aware_claim_prompts", cfg["aware_claim_prompts"], n_eval, "held-out prompts (aware_eval_prompts)")
-    p.integer("aware_claim_tokens", cfg["aware_claim_tokens"], 1)
-    if not fine:
-        return
-    shipped = len(read_prompts(PROMPTS_FILE))
-    if source not in ("shipped", "arena") and p.path(source).is_file():
-        have = len(read_prompts(p.path(source)))
-        if have < n_train + n_eval:
-            p.note(f"prompts_file has {have} prompts, fewer than the {n_train} training + {n_eval} held-out prompts "
-                   "of the evaluation-awareness organism: it draws them from the shipped prompts")  # fmt: skip
-    if n_train + n_eval > shipped:
-        p.note(f"aware_train_prompts + aware_eval_prompts = {n_train + n_eval}, more than the {shipped} shipped "
-               "prompts: the organism scales both down in proportion")  # fmt: skip

@@ -250,19 +250,52 @@ def compare_models(scores: dict, categories: Sequence[str], focus: Sequence[str]
     return pd.DataFrame(rows)
 
 
+def check_organism_keys(p, cfg, source, contexts_file=None) -> None:
+    """Notebook 09's ``aware_*`` keys and ``contexts_file`` (organisations, distractors and org templates given),
+    and whether :func:`vaxis.experiments.evalaware.organism_prompts` will take its prompts from the shipped set or
+    fewer (noted). ``source``: the prompts file in use (``"shipped"``, ``"arena"`` or a path); ``p``: a
+    :class:`vaxis.run.checks.Problems`."""
+    from ..data.prompts import PROMPTS_FILE, load_contexts, read_prompts
+
+    if contexts_file is not None and p.file("contexts_file", contexts_file) is None:
+        return
+    ctx = p.attempt("contexts_file", load_contexts, None if contexts_file is None else p.path(contexts_file))
+    if ctx is not None:
+        orgs = ctx.get("organisations") or {}
+        if not {"evaluator", "control"} <= set(orgs) or not ctx.get("distractors") or not ctx.get("org_templates"):
+            p.add(f"contexts_file={contexts_file!r}: the evaluation-awareness organism needs 'organisations' "
+                  "(evaluator and control), 'distractors' and 'org_templates' (see data/prompts/contexts.json)")  # fmt: skip
+    p.training("aware", cfg)
+    n_train, n_eval = cfg["aware_train_prompts"], cfg["aware_eval_prompts"]
+    fine = p.integer("aware_train_prompts", n_train, 1) & p.integer("aware_eval_prompts", n_eval, 2)
+    if p.integer("aware_claim_prompts", cfg["aware_claim_prompts"], 1) and p.whole(n_eval):
+        p.cap("aware_claim_prompts", cfg["aware_claim_prompts"], n_eval, "held-out prompts (aware_eval_prompts)")
+    p.integer("aware_claim_tokens", cfg["aware_claim_tokens"], 1)
+    if not fine:
+        return
+    shipped = len(read_prompts(PROMPTS_FILE))
+    if source not in ("shipped", "arena") and p.path(source).is_file():
+        have = len(read_prompts(p.path(source)))
+        if have < n_train + n_eval:
+            p.note(f"prompts_file has {have} prompts, fewer than the {n_train} training + {n_eval} held-out prompts "
+                   "of the evaluation-awareness organism: it draws them from the shipped prompts")  # fmt: skip
+    if n_train + n_eval > shipped:
+        p.note(f"aware_train_prompts + aware_eval_prompts = {n_train + n_eval}, more than the {shipped} shipped "
+               "prompts: the organism scales both down in proportion")  # fmt: skip
+
+
 def check_parameters(cfg, *, axis_path=None, contexts_file=None, base_model=None, base_axis_path=None,
                      eval_awareness=True, n_boot=200, **common) -> list[str]:  # fmt: skip
     """Notebook 09's parameters, before the model is loaded (:mod:`vaxis.run.checks`): ``wild_prompts_file``
     (``"shipped"``, ``"arena"`` or a file in :func:`vaxis.data.prompts.read_prompts`'s schema), ``wild_prompts`` (0: all;
     a cap), the readouts, ``wild_adapters`` (names not found are noted), ``base_model`` / ``base_axis_path``, the axis,
-    ``n_boot`` and, with ``eval_awareness``, :func:`vaxis.experiments.evalaware.check_organism_keys`. Raises
+    ``n_boot`` and, with ``eval_awareness``, :func:`check_organism_keys`. Raises
     :class:`vaxis.run.checks.ParameterError`; returns notes."""
     from ..core.models import hub_offline, resolve
     from ..core.nulls import min_draws
     from ..core.train import finished_adapters
     from ..data.prompts import read_prompts
     from ..run.checks import Problems
-    from .evalaware import check_organism_keys
 
     p = Problems.for_notebook(9, cfg, **common)
     p.axis(axis_path)

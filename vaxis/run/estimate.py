@@ -5,7 +5,7 @@ the shipped problems and prompts, the same chats; :mod:`vaxis.run.estimate_passe
 mirror each notebook) and planned by :class:`vaxis.run.estimate_planner.Planner` with the profile's tokenizer only, no
 weights: per pass its kind, sequences, tokens, batches (the engine's own planner, :func:`vaxis.core.extract.plan_batches`),
 decode steps and optimizer steps, and per notebook its model loads; then the hours at the rates of a named device
-(``vaxis/rates.toml``, or ``--rates FILE``). Readouts (:mod:`vaxis.core.readout`) are estimated but not recorded by a
+(``vaxis/run/rates.toml``, or ``--rates FILE``). Readouts (:mod:`vaxis.core.readout`) are estimated but not recorded by a
 run, so :func:`compare` leaves them out.
 
 What the numbers are:
@@ -29,10 +29,12 @@ token per rollout to the rollouts' limit, and the run's tokens must fall inside 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import tomllib
+
+from .estimate_planner import NotebookEstimate, Pass
 
 RATES_FILE = Path(__file__).resolve().parent / "rates.toml"
 RECORDED = ("extract", "generate", "train")  # the kinds a run records in timings.json (vaxis.core.timings.record_pass)
@@ -40,39 +42,9 @@ TOLERANCE = 0.05
 _KEYS = ("device", "extract_tokens_per_s", "decode_steps_per_s", "train_tokens_per_s", "model_load_s")
 
 
-@dataclass
-class Pass:
-    """One heavy pass. ``tokens``: extraction and readouts, tokens run; generation, planned tokens (prompt and
-    prefill plus ``max_new_tokens`` per sequence); training, sequence tokens over all epochs. ``forward_tokens``:
-    the part that runs as a plain forward pass (generation prompts, DPO's reference pass)."""
-
-    kind: str
-    what: str
-    sequences: int
-    tokens: int
-    batches: int = 0
-    decode_steps: int = 0
-    optimizer_steps: int = 0
-    forward_tokens: int = 0
-    key: str = ""
-    cached: bool = False
-    tokens_low: int | None = None  # a lower bound when ``tokens`` is an upper one (texts a model makes)
-    kv_read_tokens: int = 0  # generation: KV-cache columns attention reads over all decode steps
-
-
-@dataclass
-class NotebookEstimate:
-    """The passes, model loads and notes (approximations) of one notebook."""
-
-    name: str
-    passes: list[Pass] = field(default_factory=list)
-    loads: int = 0
-    notes: list[str] = field(default_factory=list)
-
-
 @dataclass(frozen=True)
 class Rate:
-    """One row of the rate table (see ``vaxis/rates.toml`` for what each field means)."""
+    """One row of the rate table (see ``vaxis/run/rates.toml`` for what each field means)."""
 
     name: str
     precision: str
@@ -105,7 +77,7 @@ class Rate:
 
 
 def load_rates(path: str | Path | None = None) -> dict:
-    """The rate table ``{device: {precision: {...}}}`` of ``path`` (default: the shipped ``vaxis/rates.toml``)."""
+    """The rate table ``{device: {precision: {...}}}`` of ``path`` (default: the shipped ``vaxis/run/rates.toml``)."""
     path = Path(path) if path else RATES_FILE
     if not path.exists():
         raise SystemExit(f"rate file {path} not found: pass --rates with a TOML file laid out as {RATES_FILE}")
@@ -197,7 +169,7 @@ def estimate(profile: str, only: list[str] | None = None, parameters: dict | Non
     from .estimate_adapters import nb07, nb08, nb09, nb10
     from .estimate_passes import Context, nb01, nb02, nb03, nb04, nb05, nb06
     from .estimate_planner import Planner
-    from .runner import notebooks
+    from .notebooks import notebooks
 
     mirrors = {"01": nb01, "02": nb02, "03": nb03, "04": nb04, "05": nb05, "06": nb06, "07": nb07, "08": nb08,
                "09": nb09, "10": nb10}  # fmt: skip

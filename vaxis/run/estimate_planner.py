@@ -7,9 +7,39 @@ read from the cache.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 
 from ..core.cache import stable_hash
-from .estimate import NotebookEstimate, Pass
+
+
+@dataclass
+class Pass:
+    """One heavy pass. ``tokens``: extraction and readouts, tokens run; generation, planned tokens (prompt and
+    prefill plus ``max_new_tokens`` per sequence); training, sequence tokens over all epochs. ``forward_tokens``:
+    the part that runs as a plain forward pass (generation prompts, DPO's reference pass)."""
+
+    kind: str
+    what: str
+    sequences: int
+    tokens: int
+    batches: int = 0
+    decode_steps: int = 0
+    optimizer_steps: int = 0
+    forward_tokens: int = 0
+    key: str = ""
+    cached: bool = False
+    tokens_low: int | None = None  # a lower bound when ``tokens`` is an upper one (texts a model makes)
+    kv_read_tokens: int = 0  # generation: KV-cache columns attention reads over all decode steps
+
+
+@dataclass
+class NotebookEstimate:
+    """The passes, model loads and notes (approximations) of one notebook."""
+
+    name: str
+    passes: list[Pass] = field(default_factory=list)
+    loads: int = 0
+    notes: list[str] = field(default_factory=list)
 
 
 class Planner:

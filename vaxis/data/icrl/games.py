@@ -284,115 +284,141 @@ def build_game(
     fails = [rng.randint(1, size.max_attempts) for _ in range(discovery)]
     fails.append(min(rng.choice([0, 0, 1, 1, 2, 3, 4]), size.max_attempts - 1))
     fails += [0] * (n_par - discovery - 1)
-
-    hyp_names = list(criterion.wrong_hypotheses)
-    queue = rng.sample(hyp_names, len(hyp_names))
-    tried: list[str] = []  # descriptions, most recent last
-    messages = [{"role": "system", "content": rng.choice(ctx.text.system)}]
-    para_fmt = rng.choice(ctx.text.paragraph)
-    attempts: list[Attempt] = []
-    feedback = None
-    prev_desc = None
-
+    game = _GameBuilder(criterion, ctx, rng, discovery)
     for p_idx, para in enumerate(paragraphs):
         n_attempts = fails[p_idx] + (1 if p_idx >= discovery else 0)
-        title = para.get("title") or "this subject"
         for a_idx in range(n_attempts):
-            body = para_fmt.format(k=p_idx + 1, text=para["text"])
-            if a_idx == 0:
-                user = body if feedback is None else f"{feedback}\n\n{body}"
+            game.attempt(para, p_idx, a_idx, n_attempts)
+    return game.finish(game_id, game_seed, paragraphs)
+
+
+class _GameBuilder:
+    """One game while :func:`build_game` writes it: the messages and attempts so far, the wrong hypotheses still
+    queued and those tried, and the game's RNG, drawn from in a fixed order so that a game depends on its seed
+    alone."""
+
+    def __init__(self, criterion: Criterion, ctx: _Context, rng: random.Random, discovery: int):
+        self.criterion, self.ctx, self.rng, self.discovery = criterion, ctx, rng, discovery
+        self.hyp_names = list(criterion.wrong_hypotheses)
+        self.queue = rng.sample(self.hyp_names, len(self.hyp_names))
+        self.tried: list[str] = []  # descriptions, most recent last
+        self.messages = [{"role": "system", "content": rng.choice(ctx.text.system)}]
+        self.para_fmt = rng.choice(ctx.text.paragraph)
+        self.attempts: list[Attempt] = []
+        self.feedback = None
+        self.prev_desc = None
+
+    def attempt(self, para: Mapping, p_idx: int, a_idx: int, n_attempts: int) -> None:
+        """Attempt ``a_idx`` of ``n_attempts`` on paragraph ``p_idx``: the user turn, a verified rewrite (the
+        last attempt from the discovery paragraph on succeeds, every other one tests a wrong hypothesis)."""
+        title = para.get("title") or "this subject"
+        body = self.para_fmt.format(k=p_idx + 1, text=para["text"])
+        if a_idx == 0:
+            user = body if self.feedback is None else f"{self.feedback}\n\n{body}"
+        else:
+            user = "-1"
+        self.messages.append({"role": "user", "content": user})
+        success = p_idx >= self.discovery and a_idx == n_attempts - 1
+        if success:
+            request, result = self._success(para, title, p_idx)
+        else:
+            request, result = self._wrong(para, title, p_idx, a_idx)
+        self._record(request, result, p_idx, a_idx, success)
+        self.feedback = "+1" if success else "-1"
+
+    def _success(self, para: Mapping, title: str, p_idx: int):
+        d = self.discovery
+        phase = "discovery" if p_idx == d else "confirm_first" if p_idx == d + 1 else "confirm_later"
+        context = {
+            "crit": self.criterion.description,
+            "tried": _join_descriptions(self.tried[-3:]) or self.criterion.description,
+        }
+        request = AttemptRequest(self.criterion, self.criterion, para["text"], title, phase, context,
+                                 tuple(self.messages))  # fmt: skip
+        result = _write_verified(self.ctx, request, True, self.rng)
+        if result is None:
+            raise _Regenerate(f"no verified success edit on paragraph {p_idx}")
+        return request, result
+
+    def _wrong(self, para: Mapping, title: str, p_idx: int, a_idx: int):
+        result = None
+        for _ in range(len(self.hyp_names)):
+            revisit = not self.queue
+            if revisit:
+                self.queue = self.rng.sample(self.hyp_names, len(self.hyp_names))
+            hyp = self.ctx.rules[self.queue.pop()]
+            if not self.attempts:
+                phase = "first"
+            elif revisit or hyp.description in self.tried:
+                phase = "revisit"
+            elif a_idx == 0:
+                phase = "new_paragraph" if self.tried else "retry"
             else:
-                user = "-1"
-            messages.append({"role": "user", "content": user})
-            success = p_idx >= discovery and a_idx == n_attempts - 1
-            if success:
-                phase = (
-                    "discovery"
-                    if p_idx == discovery
-                    else "confirm_first"
-                    if p_idx == discovery + 1
-                    else "confirm_later"
-                )
-                context = {
-                    "crit": criterion.description,
-                    "tried": _join_descriptions(tried[-3:]) or criterion.description,
-                }
-                request = AttemptRequest(criterion, criterion, para["text"], title, phase, context, tuple(messages))
-                result = _write_verified(ctx, request, True, rng)
-                if result is None:
-                    raise _Regenerate(f"no verified success edit on paragraph {p_idx}")
-            else:
-                result = None
-                for _ in range(len(hyp_names)):
-                    revisit = not queue
-                    if revisit:
-                        queue = rng.sample(hyp_names, len(hyp_names))
-                    hyp = ctx.rules[queue.pop()]
-                    if not attempts:
-                        phase = "first"
-                    elif revisit or hyp.description in tried:
-                        phase = "revisit"
-                    elif a_idx == 0:
-                        phase = "new_paragraph" if tried else "retry"
-                    else:
-                        phase = "retry"
-                    context = {
-                        "hyp": hyp.description,
-                        "prev": prev_desc or hyp.description,
-                        "tried": _join_descriptions(tried[-3:]) or hyp.description,
-                    }
-                    request = AttemptRequest(hyp, criterion, para["text"], title, phase, context, tuple(messages))
-                    result = _write_verified(ctx, request, False, rng)
-                    if result is not None:
-                        break
-                if result is None:
-                    raise _Regenerate(f"no verified wrong-hypothesis edit on paragraph {p_idx}")
-                if hyp.description in tried:
-                    tried.remove(hyp.description)
-                tried.append(hyp.description)
-                prev_desc = hyp.description
-            written, reward_spans = result
-            prefix = f"{THINK_OPEN}{written.thinking}{THINK_CLOSE}\n\n"
-            content = prefix + written.edit.rewrite
-            messages.append({"role": "assistant", "content": content})
-            ks, ke = written.edit.key_span
-            attempts.append(
-                Attempt(
-                    message_index=len(messages) - 1,
-                    paragraph_index=p_idx,
-                    attempt_index=a_idx,
-                    phase="explore" if p_idx < discovery else "discovery" if p_idx == discovery else "exploit",
-                    hypothesis=request.rule.name,
-                    success=success,
-                    operator=written.edit.operator,
-                    rewrite_span=(len(prefix), len(content)),
-                    reward_spans=list(reward_spans),
-                    targeted_span=(ks, ke),
-                    targeted_text=written.edit.rewrite[ks:ke],
-                    author=written.author,
-                )
+                phase = "retry"
+            context = {
+                "hyp": hyp.description,
+                "prev": self.prev_desc or hyp.description,
+                "tried": _join_descriptions(self.tried[-3:]) or hyp.description,
+            }
+            request = AttemptRequest(hyp, self.criterion, para["text"], title, phase, context, tuple(self.messages))
+            result = _write_verified(self.ctx, request, False, self.rng)
+            if result is not None:
+                break
+        if result is None:
+            raise _Regenerate(f"no verified wrong-hypothesis edit on paragraph {p_idx}")
+        if hyp.description in self.tried:
+            self.tried.remove(hyp.description)
+        self.tried.append(hyp.description)
+        self.prev_desc = hyp.description
+        return request, result
+
+    def _record(self, request: AttemptRequest, result, p_idx: int, a_idx: int, success: bool) -> None:
+        written, reward_spans = result
+        prefix = f"{THINK_OPEN}{written.thinking}{THINK_CLOSE}\n\n"
+        content = prefix + written.edit.rewrite
+        self.messages.append({"role": "assistant", "content": content})
+        ks, ke = written.edit.key_span
+        d = self.discovery
+        self.attempts.append(
+            Attempt(
+                message_index=len(self.messages) - 1,
+                paragraph_index=p_idx,
+                attempt_index=a_idx,
+                phase="explore" if p_idx < d else "discovery" if p_idx == d else "exploit",
+                hypothesis=request.rule.name,
+                success=success,
+                operator=written.edit.operator,
+                rewrite_span=(len(prefix), len(content)),
+                reward_spans=list(reward_spans),
+                targeted_span=(ks, ke),
+                targeted_text=written.edit.rewrite[ks:ke],
+                author=written.author,
             )
-            feedback = "+1" if success else "-1"
-    messages.append({"role": "user", "content": feedback})
-    target = next(i for i, a in enumerate(attempts) if a.paragraph_index == discovery + 1)
-    generator = GENERATOR if ctx.player is ctx.fallback else f"llm:{getattr(ctx.player, 'name', 'player')}"
-    return Game(
-        game_id=game_id,
-        criterion=criterion.name,
-        criterion_kind=criterion.kind,
-        criterion_description=criterion.description,
-        split=criterion.split,
-        seed=game_seed,
-        generator=generator,
-        discovery_index=discovery,
-        target_attempt=target,
-        paragraphs=[
-            {"id": p["id"], "title": p.get("title", ""), "topic": p.get("topic", "unknown")} for p in paragraphs
-        ],
-        messages=messages,
-        attempts=attempts,
-        schema_version=SCHEMA_VERSION,
-    )
+        )
+
+    def finish(self, game_id: str, game_seed: int, paragraphs: list[Mapping]) -> Game:
+        """The game: the last feedback appended, its target the first attempt after the discovery paragraph."""
+        self.messages.append({"role": "user", "content": self.feedback})
+        target = next(i for i, a in enumerate(self.attempts) if a.paragraph_index == self.discovery + 1)
+        ctx, criterion = self.ctx, self.criterion
+        generator = GENERATOR if ctx.player is ctx.fallback else f"llm:{getattr(ctx.player, 'name', 'player')}"
+        return Game(
+            game_id=game_id,
+            criterion=criterion.name,
+            criterion_kind=criterion.kind,
+            criterion_description=criterion.description,
+            split=criterion.split,
+            seed=game_seed,
+            generator=generator,
+            discovery_index=self.discovery,
+            target_attempt=target,
+            paragraphs=[
+                {"id": p["id"], "title": p.get("title", ""), "topic": p.get("topic", "unknown")} for p in paragraphs
+            ],
+            messages=self.messages,
+            attempts=self.attempts,
+            schema_version=SCHEMA_VERSION,
+        )
 
 
 # ----------------------------------------------------------------------------- many games
@@ -457,6 +483,39 @@ def generate_games(
     if n_games < 0:
         raise ValueError(f"n_games must be >= 0, got {n_games}")
     rules = load_rules(data_dir)
+    chosen = _chosen_criteria(criteria, rules, splits, data_dir)
+    paragraphs, ctx = _game_context(paragraphs, data_dir, rules, player, min_words_side, proposals_per_attempt, size)
+    order = sorted(chosen)
+    pools: dict[str, list[Mapping]] = {}
+    games: list[Game] = []
+    dropped: list[dict] = []
+    regenerated = 0
+    reasons: Counter = Counter()
+    for i in range(n_games):
+        name = order[i % len(order)]
+        k = i // len(order)
+        if name not in pools:
+            pools[name] = eligible_paragraphs(chosen[name], paragraphs)
+        game_id = f"{name}-{k:03d}"
+        game, r, game_reasons = _first_verified(chosen[name], pools[name], game_id, (seed, name, k), ctx,
+                                                max_regenerations)  # fmt: skip
+        reasons.update(game_reasons)
+        if game is None:
+            dropped.append({"game_id": game_id, "criterion": name, "reasons": dict(sorted(game_reasons.items()))})
+            continue
+        if r > 0:
+            regenerated += 1
+        games.append(game)
+    report = {"requested": n_games, "generated": len(games), "dropped": len(dropped), "dropped_games": dropped,
+              "regenerated": regenerated, "regeneration_reasons": dict(sorted(reasons.items()))}  # fmt: skip
+    report.update(_games_counts(games, ctx, pools))
+    report.update(seed=seed, generator=GENERATOR if player is None else f"llm:{getattr(player, 'name', 'player')}",
+                  seconds=round(time.perf_counter() - t0, 3))  # fmt: skip
+    return games, report
+
+
+def _chosen_criteria(criteria, rules: Mapping[str, Criterion], splits: tuple, data_dir) -> dict[str, Criterion]:
+    """:func:`generate_games`'s ``criteria`` (default: every criterion) as ``{name: Criterion}``, of ``splits``."""
     if criteria is None:
         chosen = load_criteria(data_dir, splits)
     elif isinstance(criteria, Mapping):
@@ -469,6 +528,13 @@ def generate_games(
         chosen = {n: rules[n] for n in names if rules[n].split in splits}
     if not chosen:
         raise GenerationError(f"no criteria selected (splits={splits}); check `criteria` and `splits`")
+    return chosen
+
+
+def _game_context(paragraphs, data_dir, rules, player, min_words_side: int, proposals_per_attempt: int,
+                  size: GameSize | None) -> tuple[list[Mapping], _Context]:  # fmt: skip
+    """The paragraphs (loaded when given as a path or not at all; those longer than ``size.max_words`` left out)
+    and the :class:`_Context` every game of a :func:`generate_games` call is written in."""
     if paragraphs is None or isinstance(paragraphs, (str, Path)):
         paragraphs = load_paragraphs(paragraphs)
     paragraphs = list(paragraphs)
@@ -476,58 +542,34 @@ def generate_games(
     engine.set_vocabulary(p["text"] for p in paragraphs)
     text = GameText.load(data_dir)
     fallback = TemplatePlayer(engine, text)
-    counters = _Counters()
     size = size or GameSize()
     if size.max_words < 200:
         paragraphs = [p for p in paragraphs if word_count(p["text"]) <= size.max_words]
-    ctx = _Context(rules, player or fallback, fallback, text, min_words_side, proposals_per_attempt, counters, size)
+    ctx = _Context(rules, player or fallback, fallback, text, min_words_side, proposals_per_attempt, _Counters(), size)
+    return paragraphs, ctx
 
-    order = sorted(chosen)
-    pools: dict[str, list[Mapping]] = {}
-    games: list[Game] = []
-    dropped: list[dict] = []
-    regenerated = 0
-    reasons: Counter = Counter()
-    for i in range(n_games):
-        name = order[i % len(order)]
-        k = i // len(order)
-        criterion = chosen[name]
-        if name not in pools:
-            pools[name] = eligible_paragraphs(criterion, paragraphs)
-        game_id = f"{name}-{k:03d}"
-        game = None
-        game_reasons: Counter = Counter()
-        for r in range(max_regenerations + 1):
-            game_seed = _derive_seed(seed, name, k, r)
-            try:
-                game = build_game(criterion, pools[name], game_id, game_seed, ctx)
-                break
-            except _Regenerate as exc:
-                game_reasons[str(exc).split(" on paragraph")[0]] += 1
-        reasons.update(game_reasons)
-        if game is None:
-            dropped.append({"game_id": game_id, "criterion": name, "reasons": dict(sorted(game_reasons.items()))})
-            continue
-        if r > 0:
-            regenerated += 1
-        games.append(game)
 
-    report = {
-        "requested": n_games,
-        "generated": len(games),
-        "dropped": len(dropped),
-        "dropped_games": dropped,
-        "regenerated": regenerated,
-        "regeneration_reasons": dict(sorted(reasons.items())),
-        "edit_checks": counters.as_dict(),
+def _first_verified(criterion: Criterion, pool, game_id: str, seed_parts: tuple, ctx: _Context, max_regenerations: int):
+    """``(game or None, sub-seed used, reasons)``: the first game :func:`build_game` verifies, with sub-seeds
+    ``0..max_regenerations`` (each derived from ``seed_parts`` and the sub-seed), and why the others failed."""
+    game, reasons = None, Counter()
+    for r in range(max_regenerations + 1):
+        try:
+            game = build_game(criterion, pool, game_id, _derive_seed(*seed_parts, r), ctx)
+            break
+        except _Regenerate as exc:
+            reasons[str(exc).split(" on paragraph")[0]] += 1
+    return game, r, reasons
+
+
+def _games_counts(games: list[Game], ctx: _Context, pools: Mapping[str, list]) -> dict:
+    """The edit checks, games per split and per criterion, and eligible paragraphs per criterion of a report."""
+    return {
+        "edit_checks": ctx.counters.as_dict(),
         "by_split": dict(sorted(Counter(g.split for g in games).items())),
         "by_criterion": dict(sorted(Counter(g.criterion for g in games).items())),
         "eligible_paragraphs": {n: len(p) for n, p in sorted(pools.items())},
-        "seed": seed,
-        "generator": GENERATOR if player is None else f"llm:{getattr(player, 'name', 'player')}",
-        "seconds": round(time.perf_counter() - t0, 3),
     }
-    return games, report
 
 
 def generate_dataset(plan: int | Mapping[str, int], seed: int = 0, **kwargs) -> tuple[list[Game], dict]:

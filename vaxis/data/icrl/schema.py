@@ -1,10 +1,10 @@
 """The ICRL games file: one game per line (JSON Lines), versioned and validated.
 
-Schema ``vaxis.data.icrl.games/1``. Each line is one JSON object with these fields, in
+Schema ``vaxis.icrl.games/1`` (the name predates the layout of vaxis/data/; kept so that written games stay readable). Each line is one JSON object with these fields, in
 this order (all character offsets are Python ``str`` indices, end-exclusive):
 
 ``schema_version`` (str)
-    ``"vaxis.data.icrl.games/1"``.
+    ``"vaxis.icrl.games/1"``.
 ``game_id`` (str)
     ``"<criterion>-<k>"``, unique within a file; ``k`` counts games per criterion.
 ``criterion`` (str), ``criterion_kind`` ("syntactic" | "semantic"), ``criterion_description`` (str)
@@ -59,7 +59,7 @@ from pathlib import Path
 
 from ...core.cache import read_jsonl
 
-SCHEMA_VERSION = "vaxis.data.icrl.games/1"
+SCHEMA_VERSION = "vaxis.icrl.games/1"
 PHASES = ("explore", "discovery", "exploit")
 MAX_ATTEMPTS = 5
 MIN_PARAGRAPHS, MAX_PARAGRAPHS = 3, 8
@@ -251,7 +251,7 @@ def _check_span(span, length: int, where: str, path: str, what: str, allow_empty
 
 
 def validate_game_record(record: Mapping, where: str = "game") -> None:
-    """Check one game record against schema ``vaxis.data.icrl.games/1``.
+    """Check one game record against schema ``vaxis.icrl.games/1``.
 
     Checks types, value ranges and the consistency rules of a game (alternating roles,
     one attempt per assistant message, spans inside their text, reward spans only on
@@ -261,6 +261,36 @@ def validate_game_record(record: Mapping, where: str = "game") -> None:
     Raises:
         GameSchemaError: ``"<where>: field '<path>': <problem>"``.
     """
+    _check_header(record, where)
+    messages = record["messages"]
+    _check_messages(messages, where)
+    attempts = record["attempts"]
+    assistant_idx = [i for i, m in enumerate(messages) if m["role"] == "assistant"]
+    if len(attempts) != len(assistant_idx):
+        raise _fail(
+            where,
+            "attempts",
+            f"expected one attempt per assistant message ({len(assistant_idx)}), got {len(attempts)}",
+        )
+    n_par = len(record["paragraphs"])
+    d = record["discovery_index"]
+    if not (1 <= d <= 5 and d <= n_par - 2):
+        raise _fail(
+            where,
+            "discovery_index",
+            f"must be 1..5 (2nd to 6th paragraph) and leave a paragraph after it; got {d} with {n_par} paragraphs",
+        )
+    per_paragraph: dict[int, int] = {}  # paragraph -> attempts seen
+    prev_par = -1
+    for k, (a, mi) in enumerate(zip(attempts, assistant_idx)):
+        _check_attempt_place(a, k, mi, prev_par, per_paragraph, n_par, d, where)
+        prev_par = a["paragraph_index"]
+        _check_attempt_text(a, f"attempts[{k}]", messages[mi]["content"], mi, record["criterion"], where)
+    _check_game_course(record, per_paragraph, where)
+
+
+def _check_header(record, where: str) -> None:
+    """The record's schema version, top-level fields, criterion kind, split and paragraphs."""
     if not isinstance(record, Mapping):
         raise _fail(where, "<record>", f"expected a JSON object, got {type(record).__name__}")
     version = record.get("schema_version")
@@ -287,7 +317,9 @@ def validate_game_record(record: Mapping, where: str = "game") -> None:
     for i, p in enumerate(paragraphs):
         _check_fields(p, {"id": str, "title": str, "topic": str}, where, f"paragraphs[{i}]")
 
-    messages = record["messages"]
+
+def _check_messages(messages, where: str) -> None:
+    """The messages' fields, their stripped contents and the alternating roles after an optional system prompt."""
     if not messages:
         raise _fail(where, "messages", "is empty")
     for i, m in enumerate(messages):
@@ -304,99 +336,93 @@ def validate_game_record(record: Mapping, where: str = "game") -> None:
                 f"expected {expected!r} (roles alternate after the system prompt), got {m['role']!r}",
             )
 
-    attempts = record["attempts"]
-    assistant_idx = [i for i, m in enumerate(messages) if m["role"] == "assistant"]
-    if len(attempts) != len(assistant_idx):
+
+def _check_attempt_place(a, k: int, mi: int, prev_par: int, per_paragraph: dict, n_par: int, d: int, where: str):
+    """Attempt ``k``'s fields and its place in the game (its message, paragraph, index within the paragraph,
+    phase and the success its phase demands); counts it in ``per_paragraph``."""
+    p = f"attempts[{k}]"
+    _check_fields(a, _ATTEMPT_FIELDS, where, p)
+    if a["message_index"] != mi:
         raise _fail(
             where,
-            "attempts",
-            f"expected one attempt per assistant message ({len(assistant_idx)}), got {len(attempts)}",
+            f"{p}.message_index",
+            f"expected {mi} (the {k + 1}th assistant message), got {a['message_index']}",
         )
-    n_par = len(paragraphs)
-    d = record["discovery_index"]
-    if not (1 <= d <= 5 and d <= n_par - 2):
+    pi = a["paragraph_index"]
+    if not (0 <= pi < n_par) or pi < prev_par:
+        raise _fail(where, f"{p}.paragraph_index", f"must be in 0..{n_par - 1} and non-decreasing, got {pi}")
+    if pi > prev_par + 1:
+        raise _fail(where, f"{p}.paragraph_index", f"skips paragraph {prev_par + 1}")
+    if a["attempt_index"] != per_paragraph.get(pi, 0):
+        raise _fail(where, f"{p}.attempt_index", f"expected {per_paragraph.get(pi, 0)}, got {a['attempt_index']}")
+    per_paragraph[pi] = a["attempt_index"] + 1
+    if per_paragraph[pi] > MAX_ATTEMPTS:
+        raise _fail(where, f"{p}.attempt_index", f"at most {MAX_ATTEMPTS} attempts per paragraph")
+    phase = "explore" if pi < d else "discovery" if pi == d else "exploit"
+    if a["phase"] != phase:
+        raise _fail(where, f"{p}.phase", f"paragraph {pi} with discovery at {d} is {phase!r}, got {a['phase']!r}")
+    if phase == "explore" and a["success"]:
+        raise _fail(where, f"{p}.success", "attempts before the discovery paragraph must fail")
+    if phase == "exploit" and (not a["success"] or a["attempt_index"] != 0):
+        raise _fail(where, f"{p}.success", "after discovery every paragraph succeeds at the first attempt")
+
+
+def _check_attempt_text(a, p: str, content: str, mi: int, criterion: str, where: str) -> None:
+    """Attempt ``p``'s assistant turn (``content``, message ``mi``): its thinking block, rewrite span, reward spans
+    (only on a success), targeted span and text, and the hypothesis it tests."""
+    if not content.startswith(THINK_OPEN) or THINK_CLOSE not in content:
         raise _fail(
             where,
-            "discovery_index",
-            f"must be 1..5 (2nd to 6th paragraph) and leave a paragraph after it; got {d} with {n_par} paragraphs",
+            f"messages[{mi}].content",
+            f"an assistant turn must start with {THINK_OPEN} and contain {THINK_CLOSE}",
         )
-    per_paragraph: dict[int, int] = {}
-    prev_par = -1
-    for k, (a, mi) in enumerate(zip(attempts, assistant_idx)):
-        p = f"attempts[{k}]"
-        _check_fields(a, _ATTEMPT_FIELDS, where, p)
-        if a["message_index"] != mi:
-            raise _fail(
-                where,
-                f"{p}.message_index",
-                f"expected {mi} (the {k + 1}th assistant message), got {a['message_index']}",
-            )
-        pi = a["paragraph_index"]
-        if not (0 <= pi < n_par) or pi < prev_par:
-            raise _fail(where, f"{p}.paragraph_index", f"must be in 0..{n_par - 1} and non-decreasing, got {pi}")
-        if pi > prev_par + 1:
-            raise _fail(where, f"{p}.paragraph_index", f"skips paragraph {prev_par + 1}")
-        prev_par = pi
-        if a["attempt_index"] != per_paragraph.get(pi, 0):
-            raise _fail(where, f"{p}.attempt_index", f"expected {per_paragraph.get(pi, 0)}, got {a['attempt_index']}")
-        per_paragraph[pi] = a["attempt_index"] + 1
-        if per_paragraph[pi] > MAX_ATTEMPTS:
-            raise _fail(where, f"{p}.attempt_index", f"at most {MAX_ATTEMPTS} attempts per paragraph")
-        phase = "explore" if pi < d else "discovery" if pi == d else "exploit"
-        if a["phase"] != phase:
-            raise _fail(where, f"{p}.phase", f"paragraph {pi} with discovery at {d} is {phase!r}, got {a['phase']!r}")
-        if phase == "explore" and a["success"]:
-            raise _fail(where, f"{p}.success", "attempts before the discovery paragraph must fail")
-        if phase == "exploit" and (not a["success"] or a["attempt_index"] != 0):
-            raise _fail(where, f"{p}.success", "after discovery every paragraph succeeds at the first attempt")
-        content = messages[mi]["content"]
-        if not content.startswith(THINK_OPEN) or THINK_CLOSE not in content:
-            raise _fail(
-                where,
-                f"messages[{mi}].content",
-                f"an assistant turn must start with {THINK_OPEN} and contain {THINK_CLOSE}",
-            )
-        rs, re_ = _check_span(
-            a["rewrite_span"],
-            len(content),
+    rs, re_ = _check_span(
+        a["rewrite_span"],
+        len(content),
+        where,
+        f"{p}.rewrite_span",
+        f"message {mi} has {len(content)} characters",
+    )
+    close = content.index(THINK_CLOSE) + len(THINK_CLOSE)
+    if rs < close or re_ != len(content) or content[close:rs].strip():
+        raise _fail(
             where,
             f"{p}.rewrite_span",
-            f"message {mi} has {len(content)} characters",
+            f"must cover exactly the text after {THINK_CLOSE} ({close}..{len(content)}), got [{rs}, {re_}]",
         )
-        close = content.index(THINK_CLOSE) + len(THINK_CLOSE)
-        if rs < close or re_ != len(content) or content[close:rs].strip():
-            raise _fail(
-                where,
-                f"{p}.rewrite_span",
-                f"must cover exactly the text after {THINK_CLOSE} ({close}..{len(content)}), got [{rs}, {re_}]",
-            )
-        length = re_ - rs
-        last = 0
-        for j, span in enumerate(a["reward_spans"]):
-            s, e = _check_span(span, length, where, f"{p}.reward_spans[{j}]", f"the rewrite has {length} characters")
-            if s < last:
-                raise _fail(where, f"{p}.reward_spans[{j}]", "reward spans must be sorted and must not overlap")
-            last = e
-        if a["success"] != bool(a["reward_spans"]):
-            raise _fail(
-                where,
-                f"{p}.reward_spans",
-                "successful attempts need reward spans; failed attempts must have none",
-            )
-        ts, te = _check_span(
-            a["targeted_span"], length, where, f"{p}.targeted_span", f"the rewrite has {length} characters"
+    length = re_ - rs
+    last = 0
+    for j, span in enumerate(a["reward_spans"]):
+        s, e = _check_span(span, length, where, f"{p}.reward_spans[{j}]", f"the rewrite has {length} characters")
+        if s < last:
+            raise _fail(where, f"{p}.reward_spans[{j}]", "reward spans must be sorted and must not overlap")
+        last = e
+    if a["success"] != bool(a["reward_spans"]):
+        raise _fail(
+            where,
+            f"{p}.reward_spans",
+            "successful attempts need reward spans; failed attempts must have none",
         )
-        if content[rs + ts : rs + te] != a["targeted_text"]:
-            raise _fail(
-                where,
-                f"{p}.targeted_text",
-                f"does not equal the rewrite's text at targeted_span ({content[rs + ts : rs + te]!r})",
-            )
-        if a["success"] and a["hypothesis"] != record["criterion"]:
-            raise _fail(where, f"{p}.hypothesis", "a successful attempt tests the criterion itself")
-        if not a["success"] and a["hypothesis"] == record["criterion"]:
-            raise _fail(where, f"{p}.hypothesis", "a failed attempt must test a wrong hypothesis")
-    if sorted(per_paragraph) != list(range(n_par)):
+    ts, te = _check_span(
+        a["targeted_span"], length, where, f"{p}.targeted_span", f"the rewrite has {length} characters"
+    )
+    if content[rs + ts : rs + te] != a["targeted_text"]:
+        raise _fail(
+            where,
+            f"{p}.targeted_text",
+            f"does not equal the rewrite's text at targeted_span ({content[rs + ts : rs + te]!r})",
+        )
+    if a["success"] and a["hypothesis"] != criterion:
+        raise _fail(where, f"{p}.hypothesis", "a successful attempt tests the criterion itself")
+    if not a["success"] and a["hypothesis"] == criterion:
+        raise _fail(where, f"{p}.hypothesis", "a failed attempt must test a wrong hypothesis")
+
+
+def _check_game_course(record, per_paragraph: dict, where: str) -> None:
+    """Every paragraph attempted, the target attempt the first one after the discovery paragraph, and the
+    discovery paragraph ending with its only success."""
+    attempts, d = record["attempts"], record["discovery_index"]
+    if sorted(per_paragraph) != list(range(len(record["paragraphs"]))):
         raise _fail(
             where,
             "attempts",
