@@ -12,6 +12,8 @@
 PYTHON ?= python3
 VENV ?= .venv
 PROFILE ?= demo
+# the run folder of `make reproduce` and `make report`
+RUN_DIR ?= runs/$(PROFILE)
 TORCH_SPEC ?= torch==2.13.0
 TORCH_INDEX ?=
 EXTRAS ?= test
@@ -26,7 +28,7 @@ KERNEL_SPEC := $(VENV)/share/jupyter/kernels/$(KERNEL)/kernel.json
 REGISTER_KERNEL = grep -qF '"$(abspath $(BIN))/python"' $(KERNEL_SPEC) 2>/dev/null || \
 	$(BIN)/python -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "$(KERNEL) (.venv)"
 
-.PHONY: install reproduce test lint format benchmark clean-runs fetch-model lab
+.PHONY: install reproduce report test lint format benchmark clean-runs fetch-model lab
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -50,8 +52,15 @@ lab: $(LAB_STAMP)
 	$(BIN)/python -m vaxis fetch-model
 	$(BIN)/jupyter lab --notebook-dir=notebooks $(LAB_ARGS)
 
+# The run, then its report (RUN_DIR/report/index.html); the report of a complete run of the profile's own model is
+# also copied to docs/$(PROFILE)/, as the figures are to figures/.
 reproduce: install
-	$(BIN)/python -m vaxis run --profile $(PROFILE) -p publish_figures True
+	$(BIN)/python -m vaxis run --profile $(PROFILE) --run-dir $(RUN_DIR) -p publish_figures True
+	$(BIN)/python -m vaxis report $(RUN_DIR) --publish
+
+# The static HTML report of a run: RUN_DIR/report/index.html (RUN_DIR defaults to runs/$(PROFILE)).
+report: $(STAMP)
+	$(BIN)/python -m vaxis report $(RUN_DIR)
 
 # Unit tests, the notebooks through papermill (tests/test_notebooks.py) and through nbval (lax: every cell
 # must run), all in the smoke profile; NBVAL_PROFILE=demo runs the nbval part on the embedded model.

@@ -1,4 +1,4 @@
-"""Run profiles: one small TOML file per profile in ``vaxis/profiles/``.
+"""Run profiles: one small TOML file per profile in ``vaxis/run/profiles/``.
 
 A notebook's parameters cell sets ``profile`` plus overrides (``model``,
 ``quantization``, ``run_dir``, ``seed``, ...); :func:`resolve` merges them: a
@@ -29,6 +29,13 @@ PROFILE_DIR = Path(__file__).resolve().parent / "profiles"
 def available_profiles() -> list[str]:
     """Names of the profiles shipped with vaxis."""
     return sorted(p.stem for p in PROFILE_DIR.glob("*.toml"))
+
+
+def own_model_of(profile: str) -> tuple[str, str | None]:
+    """``(model, quantization)`` that profile ``profile`` names itself (quantization ``None`` for none): the only
+    runs whose figures and report are published into the repository."""
+    own = load_profile(profile)
+    return own["model"], (None if own.get("quantization", "none") in ("none", None) else own["quantization"])
 
 
 def load_profile(name: str, folder: Path | None = None) -> dict:

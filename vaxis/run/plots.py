@@ -152,11 +152,9 @@ def publish(cfg, files: list, requested: bool) -> list[Path]:
     any ad-hoc run never overwrites what the README shows. Returns the paths written."""
     import shutil
 
-    from .config import REPO_ROOT, load_profile
+    from .config import REPO_ROOT, own_model_of
 
-    own = load_profile(cfg.profile)
-    own_quant = None if own.get("quantization", "none") in ("none", None) else own["quantization"]
-    if not requested or cfg.model != own["model"] or cfg.quantization != own_quant:
+    if not requested or (cfg.model, cfg.quantization) != own_model_of(cfg.profile):
         return []
     written = []
     for src in files:
