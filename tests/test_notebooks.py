@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import nbformat
 import pytest
@@ -147,6 +148,19 @@ def test_smoke_run_of_all_notebooks(tmp_path):
     assert alone.returncode == 0, alone.stdout[-3000:] + alone.stderr[-3000:]
     executed = (tmp_path / "09_in_the_wild.ipynb").read_text()
     assert f"30 prompts from {mine}" in executed and "draws them from the shipped prompts" in executed
+    # the report of this smoke run (issue 22): every notebook has a page the index links, every link resolves inside
+    # the report, and no local path (the run folder, the repository, the home folder) is left in any file
+    from test_run_report import site_problems
+
+    from vaxis.run.report import build_report
+
+    index = build_report(tmp_path)
+    pages = {name[:-6] + ".html" for name in names}
+    assert pages <= {p.name for p in index.parent.glob("*.html")}
+    linked = index.read_text(encoding="utf-8")
+    assert all(f'href="{page}"' in linked for page in pages), sorted(pages)
+    home = str(Path.home())
+    assert site_problems(index.parent, [str(tmp_path), str(vaxis.run.config.REPO_ROOT), home]) == []
 
 
 def test_every_notebook_names_the_vaxis_kernel():
