@@ -58,6 +58,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import vaxis  # noqa: E402
 
 EXTRACT = importlib.import_module("vaxis.core.extract")  # the module (``vaxis.extract`` is the function)
+FORWARD = importlib.import_module("vaxis.core.extract_forward")
 
 
 def peak_rss_mb() -> float:
@@ -66,7 +67,7 @@ def peak_rss_mb() -> float:
 
 def load(args):
     """``vaxis.load_model`` of ``--model``: ``qwen3-8b-random`` is the vaxis alias (the Qwen3-8B architecture,
-    ``vaxis.core.models.QWEN3_8B``, random weights, the embedded SmolLM2 tokenizer; with ``--quantization 4bit`` its
+    ``vaxis.core.model_folders.QWEN3_8B``, random weights, the embedded SmolLM2 tokenizer; with ``--quantization 4bit`` its
     bf16 weights are saved once under the vaxis cache and reloaded in NF4)."""
     return vaxis.load_model(args.model, quantization=args.quantization, device=args.device)
 
@@ -298,13 +299,13 @@ def diagnose(model, tokenizer, texts, spans, args, device) -> None:
     for b in budgets:
         d.extract("vaxis.extract (max_batch_size 32)", tokenizer, texts, spans, b)
     d.extract("vaxis.extract, max_batch_size unlimited", tokenizer, texts, spans, budget, max_batch_size=1 << 30)
-    saved = dict(EXTRACT._PIECE_MIN_TOKENS)
-    EXTRACT._PIECE_MIN_TOKENS[device.type] = 1 << 40
+    saved = dict(FORWARD.PIECE_MIN_TOKENS)
+    FORWARD.PIECE_MIN_TOKENS[device.type] = 1 << 40
     try:
         d.extract("vaxis.extract, batches not split (_pieces off)", tokenizer, texts, spans, budget)
     finally:
-        EXTRACT._PIECE_MIN_TOKENS.clear()
-        EXTRACT._PIECE_MIN_TOKENS.update(saved)
+        FORWARD.PIECE_MIN_TOKENS.clear()
+        FORWARD.PIECE_MIN_TOKENS.update(saved)
     with tempfile.TemporaryDirectory() as folder:
         d.extract("vaxis.extract, cache on (parts written)", tokenizer, texts, spans, budget, cache=folder)
     profile_shares(model, ids, budget, device)

@@ -15,8 +15,8 @@ from vaxis.core import jobs
 
 fault = os.environ.get("VAXIS_PLANTED_FAULT")
 if os.environ.get("RANK") == "1" and fault == "fail":
-    extract_module = importlib.import_module("vaxis.core.extract")
-    real_batch, calls = extract_module._run_batch, []
+    forward_module = importlib.import_module("vaxis.core.extract_forward")
+    real_batch, calls = forward_module.run_batch, []
 
     def failing(*args, **kwargs):
         calls.append(1)
@@ -24,7 +24,7 @@ if os.environ.get("RANK") == "1" and fault == "fail":
             raise RuntimeError("planted failure in process 1")
         return real_batch(*args, **kwargs)
 
-    extract_module._run_batch = failing
+    forward_module.run_batch = failing
 elif os.environ.get("RANK") == "1" and fault == "mismatch":
     real_load = jobs.load_source
 

@@ -305,7 +305,7 @@ def test_event_gap_resamples_whole_problems():
 def test_rollout_projections_equal_extraction(tiny, tmp_cache):
     import torch
 
-    from vaxis.core.generate import Generation
+    from vaxis.core.generate_cache import Generation
     from vaxis.experiments.backtracking import rollout_projections
 
     model, tokenizer = tiny
@@ -373,7 +373,7 @@ def test_authors_broad_patterns():
 def test_steered_rates_count_all_rollouts(monkeypatch):
     import sys
 
-    from vaxis.core.generate import Generation
+    from vaxis.core.generate_cache import Generation
     from vaxis.data.mathdata import Problem
     from vaxis.experiments.backtracking_stats import rates_table, steered_rates
 

@@ -10,7 +10,7 @@ import torch
 
 from vaxis.experiments import confound as cf
 from vaxis.experiments import confound_report as report
-from vaxis.experiments.axis import TokenTable
+from vaxis.experiments.axis_tokens import TokenTable
 
 
 def _axis(d=32, seed=0, model="m", layers=(1, 2)):

@@ -241,7 +241,7 @@ def test_position_matched_axis_reads_notebook_02s_cache_and_matches_positions(ti
         def no_forward(*args, **kwargs):
             raise AssertionError("position_matched_axis ran a forward pass instead of reading the fit pass's cache")
 
-        monkeypatch.setattr(sys.modules["vaxis.core.extract"], "_run_batch", no_forward)
+        monkeypatch.setattr(sys.modules["vaxis.core.extract_forward"], "run_batch", no_forward)
         value = _axis(ex.directions.vectors[0], "value axis", main=2)
         groups = ["a" if g % 3 else "b" for g in range(len(spans.game_criterion))]  # unequal criteria
         asked, drawn, real = [], [], eot.unmatched_contrast

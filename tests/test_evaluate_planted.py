@@ -27,7 +27,7 @@ from vaxis.core.evaluate import (
     stratified_auroc,
 )
 from vaxis.experiments.axis import evaluate
-from vaxis.experiments.extraction import Directions, Item
+from vaxis.experiments.extraction_files import Directions, Item
 
 N_BEFORE, N_AFTER, TEXT_LEN = 5, 5, 11  # before tokens 0..4, reward 5, after 6..10
 LAYERS = [0, 1, 2]

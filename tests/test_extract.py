@@ -8,10 +8,13 @@ import pytest
 import torch
 
 import vaxis
-from vaxis.core.extract import CacheError, extract
+from vaxis.core.extract import extract
 from vaxis.core.spans import SpanError
+from vaxis.core.spanstats import CacheError
 
-extract_mod = importlib.import_module("vaxis.core.extract")  # the module, not the re-exported function
+items_mod = importlib.import_module("vaxis.core.extract_items")
+forward_mod = importlib.import_module("vaxis.core.extract_forward")
+stats_mod = importlib.import_module("vaxis.core.spanstats")
 
 TEXTS = [
     "Hello there, the river flows through the valley (a bus).",
@@ -84,7 +87,7 @@ def test_items_sharing_a_text_run_it_once(tiny, monkeypatch):
         {"before": [(13, 20)], "after": [(21, 40)]},
         {"before": [(0, 12)], "after": [(41, 50)]},
     ]
-    real_tokenize, real_run = extract_mod._tokenize, extract_mod._run_batch
+    real_tokenize, real_run = items_mod._tokenize, forward_mod.run_batch
     calls = {"tokenize": 0, "run": 0, "rows": 0}
 
     def tokenize(*args, **kwargs):
@@ -98,8 +101,8 @@ def test_items_sharing_a_text_run_it_once(tiny, monkeypatch):
     def count_rows(module, args):
         calls["rows"] += args[0].shape[0]
 
-    monkeypatch.setattr(extract_mod, "_tokenize", tokenize)
-    monkeypatch.setattr(extract_mod, "_run_batch", run_batch)
+    monkeypatch.setattr(items_mod, "_tokenize", tokenize)
+    monkeypatch.setattr(forward_mod, "run_batch", run_batch)
     handle = model.get_input_embeddings().register_forward_pre_hook(count_rows)
     try:
         stats = extract(model, tokenizer, texts, spans, use_cache=False, progress=False, max_batch_size=1)
@@ -134,7 +137,7 @@ def test_cache_reuses_and_resumes_identically(tiny, tmp_cache, monkeypatch):
     kw = dict(use_cache=True, progress=False, max_batch_size=1, cache_dir=tmp_cache / "x")
     reference = extract(model, tokenizer, TEXTS, SPANS, use_cache=False, progress=False, max_batch_size=1)
 
-    real = extract_mod._run_batch
+    real = forward_mod.run_batch
     calls = {"n": 0}
 
     def flaky(*args, **kwargs):
@@ -143,10 +146,10 @@ def test_cache_reuses_and_resumes_identically(tiny, tmp_cache, monkeypatch):
             raise KeyboardInterrupt("interrupted")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(extract_mod, "_run_batch", flaky)
+    monkeypatch.setattr(forward_mod, "run_batch", flaky)
     with pytest.raises(KeyboardInterrupt):
         extract(model, tokenizer, TEXTS, SPANS, **kw)
-    monkeypatch.setattr(extract_mod, "_run_batch", real)
+    monkeypatch.setattr(forward_mod, "run_batch", real)
     parts = list((tmp_cache / "x").glob("*.parts/*.safetensors"))
     assert len(parts) == 2  # two batches survived the interruption
 
@@ -156,7 +159,7 @@ def test_cache_reuses_and_resumes_identically(tiny, tmp_cache, monkeypatch):
         counted["n"] += 1
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(extract_mod, "_run_batch", counting)
+    monkeypatch.setattr(forward_mod, "run_batch", counting)
     resumed = extract(model, tokenizer, TEXTS, SPANS, **kw)
     assert counted["n"] == len(TEXTS) - 2
     again = extract(model, tokenizer, TEXTS, SPANS, **kw)
@@ -379,10 +382,10 @@ def test_kept_activations_survive_the_cache(tiny, tmp_cache):
 
 
 def test_pieces_cut_padding_where_it_pays():
-    """``_pieces`` splits a planned batch (rows longest first) into consecutive runs that cut padded tokens, each
+    """``pieces`` splits a planned batch (rows longest first) into consecutive runs that cut padded tokens, each
     run keeping ``min_tokens``; small or even batches run whole. Guards against a split that loses or repeats
     rows, leaves a run under the minimum, or never splits."""
-    pieces = extract_mod._pieces
+    pieces = forward_mod.pieces
     assert pieces([50, 40, 30], 1000) == [(0, 3)]  # under 2 * min_tokens: whole
     assert pieces([500] * 8, 1000) == [(0, 8)]  # no padding to cut: an extra forward only costs
     widths = [1000] * 4 + [100] * 40
@@ -411,7 +414,7 @@ def test_split_batches_equal_one_at_a_time(tiny, monkeypatch):
     whole = extract(model, tokenizer, texts, spans, **kw)
     forwards = []
     handle = model.get_input_embeddings().register_forward_pre_hook(lambda m, args: forwards.append(args[0].shape))
-    monkeypatch.setitem(extract_mod._PIECE_MIN_TOKENS, "cpu", 1)
+    monkeypatch.setitem(forward_mod.PIECE_MIN_TOKENS, "cpu", 1)
     try:
         split = extract(model, tokenizer, texts, spans, **kw)
     finally:
@@ -468,13 +471,13 @@ def test_part_files_are_written_off_the_main_thread_and_failures_surface(tiny, t
     import threading
 
     model, tokenizer = tiny
-    real_save, threads = extract_mod.save_file, []
+    real_save, threads = stats_mod.save_file, []
 
     def save(tensors, path, **kwargs):
         threads.append(threading.current_thread() is threading.main_thread())
         return real_save(tensors, path, **kwargs)
 
-    monkeypatch.setattr(extract_mod, "save_file", save)
+    monkeypatch.setattr(stats_mod, "save_file", save)
     kw = dict(progress=False, max_batch_size=1)
     extract(model, tokenizer, TEXTS, SPANS, cache_dir=tmp_cache / "w", **kw)
     assert threads == [False] * len(TEXTS) + [True]  # the parts, then the merged file
@@ -484,7 +487,7 @@ def test_part_files_are_written_off_the_main_thread_and_failures_surface(tiny, t
             raise OSError("disk full")
         return real_save(tensors, path, **kwargs)
 
-    monkeypatch.setattr(extract_mod, "save_file", broken)
+    monkeypatch.setattr(stats_mod, "save_file", broken)
     with pytest.raises(OSError, match="disk full"):
         extract(model, tokenizer, TEXTS, SPANS, cache_dir=tmp_cache / "f", **kw)
     assert not list((tmp_cache / "f").glob("*.safetensors"))

@@ -9,7 +9,8 @@ import torch
 
 import vaxis
 from vaxis.core.chat import ChatTemplateError, render_chat, require_chat_template
-from vaxis.core.models import ModelLoadError, _manifest_ok, embedded_model_dir, load_model, resolve
+from vaxis.core.model_folders import manifest_ok
+from vaxis.core.models import ModelLoadError, embedded_model_dir, load_model, resolve
 from vaxis.core.tiny import tiny_tokenizer
 
 
@@ -122,20 +123,21 @@ def test_embedded_model_loads_and_chats(smol):
 
 def test_embedded_cache_manifest_detects_damage(tmp_path):
     folder = embedded_model_dir()
-    assert _manifest_ok(folder)
+    assert manifest_ok(folder)
     copy = tmp_path / "copy"
     shutil.copytree(folder, copy, ignore=shutil.ignore_patterns("model.safetensors"))
     (copy / "model.safetensors").symlink_to(folder / "model.safetensors")
-    assert _manifest_ok(copy)
+    assert manifest_ok(copy)
     config = copy / "config.json"
     config.write_text(config.read_text().replace("576", "577"))
-    assert not _manifest_ok(copy)
+    assert not manifest_ok(copy)
     (copy / "vaxis_manifest.json").unlink()
-    assert not _manifest_ok(copy)
+    assert not manifest_ok(copy)
 
 
 def test_embedded_cache_is_rebuilt_when_damaged(tmp_path, monkeypatch):
     """A damaged or half-written folder is rebuilt, an intact one reused (converter stubbed: it takes 20 s)."""
+    import vaxis.core.model_folders as model_folders
     import vaxis.core.models as models
 
     monkeypatch.setenv("VAXIS_CACHE", str(tmp_path))
@@ -147,13 +149,13 @@ def test_embedded_cache_is_rebuilt_when_damaged(tmp_path, monkeypatch):
         (out / "config.json").write_text('{"hidden_size": 576}')
         (out / "model.safetensors").write_bytes(b"weights" * 100)
 
-    monkeypatch.setattr(models, "_convert_gguf", fake_convert)
+    monkeypatch.setattr(model_folders, "convert_gguf", fake_convert)
     folder = models.embedded_model_dir()
-    assert len(conversions) == 1 and _manifest_ok(folder)
+    assert len(conversions) == 1 and manifest_ok(folder)
     assert models.embedded_model_dir() == folder and len(conversions) == 1  # intact: reused
     (folder / "model.safetensors").write_bytes(b"weights" * 99)  # truncated
     assert models.embedded_model_dir() == folder and len(conversions) == 2
-    assert _manifest_ok(folder)
+    assert manifest_ok(folder)
     (folder / "config.json").write_text('{"hidden_size": 1}')  # same size? no: edited content
     models.embedded_model_dir()
     assert len(conversions) == 3

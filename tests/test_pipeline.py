@@ -7,8 +7,9 @@ import torch
 
 from vaxis.core.axis import fit_axis
 from vaxis.core.extract import extract
-from vaxis.experiments.axis import token_table
-from vaxis.experiments.extraction import Item, build_directions
+from vaxis.experiments.axis_tokens import token_table
+from vaxis.experiments.extraction import build_directions
+from vaxis.experiments.extraction_files import Item
 
 
 def test_build_directions_columns_and_split_axes():

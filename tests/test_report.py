@@ -12,7 +12,7 @@ from vaxis.core.lens import logit_lens
 from vaxis.core.trace import token_projections, value_trace_html
 from vaxis.data.icrl import generate_games
 from vaxis.experiments import axis as axis_exp
-from vaxis.experiments import axis_report, extraction
+from vaxis.experiments import axis_report, extraction, extraction_files
 from vaxis.run import scorecard
 
 
@@ -107,7 +107,7 @@ def run_on_tiny(tmp_path_factory, tiny):
     """Notebook 02's steps on the tiny model: items, two passes, save."""
     spans, ex = _extraction(tiny, keep=True)
     out = tmp_path_factory.mktemp("run")
-    extraction.save_run(
+    extraction_files.save_run(
         out,
         ex.fit_stats,
         ex.fit_items,
@@ -158,7 +158,7 @@ def test_items_from_games_structure(tiny):
 
 def test_load_run_and_evaluate(run_on_tiny):
     out, ex, stats, dirs, tokenizer = run_on_tiny
-    run = extraction.load_run(out, tokenizer=tokenizer)
+    run = extraction_files.load_run(out, tokenizer=tokenizer)
     assert len(run.items) == len(ex.items) and run.directions.names == dirs.names
     contrasts, criteria = run.fit_contrasts()
     torch.testing.assert_close(vaxis_fit(contrasts, criteria), run.directions.vectors[0])
@@ -197,7 +197,7 @@ def vaxis_fit(contrasts, criteria):
 
 def test_load_run_without_extraction(tmp_path):
     with pytest.raises(FileNotFoundError, match="run notebook 02"):
-        extraction.load_run(tmp_path)
+        extraction_files.load_run(tmp_path)
 
 
 def test_scorecard_escapes_table_breakers(tmp_path):

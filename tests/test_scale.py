@@ -12,7 +12,7 @@ import pytest
 import tomllib
 import torch
 
-from vaxis.core import models, timings
+from vaxis.core import model_folders, models, timings
 from vaxis.run import runner
 from vaxis.run.config import PROFILE_DIR, REPO_ROOT, load_profile, resolve
 from vaxis.run.runner import notebooks
@@ -341,7 +341,7 @@ def test_qwen3_8b_random_refuses_a_cpu(no_cuda, monkeypatch):
     def no_build(*args, **kwargs):
         raise AssertionError("the 8B model must not be built here")
 
-    monkeypatch.setattr(models, "_build_random", no_build)
+    monkeypatch.setattr(model_folders, "build_random", no_build)
     with pytest.raises(models.ModelLoadError, match=r"needs a CUDA GPU.*'tiny-qwen3'.*'smollm2-135m'"):
         models.load_model("qwen3-8b-random")
     with pytest.raises(models.ModelLoadError, match="need a CUDA GPU"):  # 4-bit on an explicit CPU: bitsandbytes
@@ -365,12 +365,12 @@ def test_qwen3_8b_random_has_the_qwen3_8b_architecture(embedded_only_cache):
     assert models.random_tokenizer_dir().parent == embedded_only_cache / "models"
 
 
-TINY_QWEN3 = dict(models.QWEN3_8B, vocab_size=49152, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+TINY_QWEN3 = dict(model_folders.QWEN3_8B, vocab_size=49152, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                   num_attention_heads=2, num_key_value_heads=1, head_dim=16)  # fmt: skip
 
 
 def test_qwen3_8b_random_is_seeded(embedded_only_cache, monkeypatch):
-    monkeypatch.setattr(models, "QWEN3_8B", TINY_QWEN3)  # the same code path at a size a test can build
+    monkeypatch.setattr(model_folders, "QWEN3_8B", TINY_QWEN3)  # the same code path at a size a test can build
     a, _ = models.load_model("qwen3-8b-random", device="cpu", seed=0)
     b, _ = models.load_model("qwen3-8b-random", device="cpu", seed=0)
     c, _ = models.load_model("qwen3-8b-random", device="cpu", seed=1)
@@ -380,7 +380,7 @@ def test_qwen3_8b_random_is_seeded(embedded_only_cache, monkeypatch):
 
 
 def test_the_saved_random_weights_are_written_once_and_atomically(embedded_only_cache, monkeypatch):
-    monkeypatch.setattr(models, "QWEN3_8B", TINY_QWEN3)
+    monkeypatch.setattr(model_folders, "QWEN3_8B", TINY_QWEN3)
     folder = models.random_model_dir("qwen3-8b-random", seed=3, device="cpu")
     assert folder == embedded_only_cache / "models" / "qwen3-8b-random-seed3"
     assert (folder / "config.json").exists() and list(folder.glob("*.safetensors"))
@@ -392,11 +392,11 @@ def test_the_saved_random_weights_are_written_once_and_atomically(embedded_only_
         raise AssertionError("a complete copy must be reused")
 
     with monkeypatch.context() as m:
-        m.setattr(models, "_build_random", no_rebuild)
+        m.setattr(model_folders, "build_random", no_rebuild)
         assert models.random_model_dir("qwen3-8b-random", seed=3, device="cpu") == folder
     # a torn copy (a file shorter than the manifest says) is built again
     weights = next(folder.glob("*.safetensors"))
     weights.write_bytes(weights.read_bytes()[:100])
-    assert not models._sizes_ok(folder)
-    assert models.random_model_dir("qwen3-8b-random", seed=3, device="cpu") == folder and models._sizes_ok(folder)
+    assert not model_folders.sizes_ok(folder)
+    assert models.random_model_dir("qwen3-8b-random", seed=3, device="cpu") == folder and model_folders.sizes_ok(folder)
     assert not list(folder.parent.glob("*.partial*"))

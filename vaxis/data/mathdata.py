@@ -148,7 +148,7 @@ def load_aime(year: int, dataset: str | None = None) -> list[Problem]:
         if year not in AIME_DATASETS:
             raise MathDataError(f"no AIME data set known for {year}: choose one of {sorted(AIME_DATASETS)}")
         dataset = AIME_DATASETS[year]
-    from ..core.models import load_hub_dataset
+    from ..core.hub import load_hub_dataset
 
     rows = list(
         load_hub_dataset(dataset, f"AIME {year}", AimeUnavailableError, _OFFLINE_HINT, lambda: _hub_reachable())
@@ -335,7 +335,7 @@ def is_correct(text: str, problem: Problem) -> bool | None:
 
 
 def _hub_reachable() -> bool:
-    """:func:`vaxis.core.models.hub_reachable`, looked up here so tests can stand in for the network."""
-    from ..core.models import hub_reachable
+    """:func:`vaxis.core.hub.hub_reachable`, looked up here so tests can stand in for the network."""
+    from ..core.hub import hub_reachable
 
     return hub_reachable()

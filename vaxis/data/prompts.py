@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.cache import REPO_ROOT, read_jsonl
-from ..core.models import hub_reachable, load_hub_dataset
+from ..core.hub import hub_reachable, load_hub_dataset
 
 PROMPTS_DIR = REPO_ROOT / "data" / "prompts"
 PROMPTS_FILE = PROMPTS_DIR / "prompts.jsonl"

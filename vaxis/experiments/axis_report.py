@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from .axis import Evaluation
-from .extraction import Item
+from .extraction_files import Item
 
 #: What the criteria bootstrap holds fixed, said wherever a CI of the held-out AUROC is shown.
 CI_NOTE = (

@@ -10,7 +10,7 @@ AIME_PROBLEMS = 30  # each AIME year on the hub (vaxis.data.mathdata.AIME_DATASE
 
 def available_problems(p, name: str) -> int | None:
     """How many problems data set ``name`` has (None, with a problem, when it cannot be read here)."""
-    from ..core.models import hub_offline, hub_reachable
+    from ..core.hub import hub_offline, hub_reachable
     from ..data.mathdata import AIME_DATASETS, DATA_FILES, load_problems
 
     known = [*DATA_FILES, *(f"aime{year}" for year in AIME_DATASETS)]

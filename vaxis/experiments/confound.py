@@ -52,11 +52,11 @@ def as_axis(values: np.ndarray, k: int, n_axes: int) -> np.ndarray:
 
 def heldout_table(model, tokenizer, run, directions: dict, n_games: int | None = None, kind: str = "target",
                   seed: int = 0, **extract_kwargs):  # fmt: skip
-    """:class:`~vaxis.experiments.axis.TokenTable` of held-out games' ``kind`` items ("target" or
+    """:class:`~vaxis.experiments.axis_tokens.TokenTable` of held-out games' ``kind`` items ("target" or
     "placebo") of notebook 02's ``run``, read on ``directions`` in one pass (``n_games``: a seeded subset
     of the held-out games; None = all)."""
     from ..core.extract import extract
-    from .axis import token_table
+    from .axis_tokens import token_table
 
     games = sorted({it.game for it in run.items if it.kind == kind and run.game_split[it.game] == "held_out"})
     if not games:
@@ -98,7 +98,7 @@ def matched_rows(table, names: Sequence[str], li: int = 0, rule: str = "relative
     position covariate inside the same strata (what position alone still knows there); ``"bar"``: what an axis
     must beat, the larger of ``"position"`` and the random directions' 97.5th percentile
     (:func:`vaxis.experiments.confound_report.equal_position_bar`)."""
-    from .axis import matched_aurocs
+    from .axis_tokens import matched_aurocs
     from .confound_report import equal_position_bar
 
     out, n = {}, len(names)

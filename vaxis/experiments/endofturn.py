@@ -278,7 +278,7 @@ def position_matched_axes(model, tokenizer, fit_items, game_criterion: Sequence[
 
     Recipe: for each construction target (``fit_items``, e.g. ``run.fit_items`` of notebook 02) every
     before and after token of the first post-discovery rewrite gets its tokens to the end of the
-    assistant turn (:func:`vaxis.experiments.axis.token_table`, as in notebook 03's matched AUROC);
+    assistant turn (:func:`vaxis.experiments.axis_tokens.token_table`, as in notebook 03's matched AUROC);
     :func:`matched_contrast` keeps bins of ``bin_width`` of that count holding ``min_tokens`` of both
     classes, so inside one game tokens are also matched in relative position. Before tokens all precede
     after tokens, so a game shares at most the bin around the reward, and its before tokens there still
@@ -297,8 +297,9 @@ def position_matched_axes(model, tokenizer, fit_items, game_criterion: Sequence[
     """
     from ..core.axis import fit_axis
     from ..core.extract import extract
-    from .axis import token_table
-    from .extraction import Directions, project_activations
+    from .axis_tokens import token_table
+    from .extraction import project_activations
+    from .extraction_files import Directions
 
     if bin_width < 1 or min_tokens < 1:
         raise ValueError(f"bin_width={bin_width} and min_tokens={min_tokens} must be positive integers")

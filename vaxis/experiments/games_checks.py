@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import fields
 
+from ..data.icrl.build import GameSize
 from ..data.icrl.criteria import SPLITS, load_criteria
-from ..data.icrl.games import GameSize
 from ..data.icrl.paragraphs import load_paragraphs
 from ..data.icrl.text import sentence_spans, word_count
 

@@ -291,7 +291,8 @@ def check_parameters(cfg, *, axis_path=None, contexts_file=None, base_model=None
     a cap), the readouts, ``wild_adapters`` (names not found are noted), ``base_model`` / ``base_axis_path``, the axis,
     ``n_boot`` and, with ``eval_awareness``, :func:`check_organism_keys`. Raises
     :class:`vaxis.run.checks.ParameterError`; returns notes."""
-    from ..core.models import hub_offline, resolve
+    from ..core.hub import hub_offline
+    from ..core.models import resolve
     from ..core.nulls import min_draws
     from ..core.train import finished_adapters
     from ..data.prompts import read_prompts

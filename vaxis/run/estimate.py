@@ -130,11 +130,11 @@ class Estimate:
 def _tokenizer(cfg) -> tuple[object, str]:
     """The profile model's tokenizer (no weights) with its chat-template arguments, and a note. A hub model
     that cannot be reached and is not in the local cache is stood in for by the embedded model's tokenizer."""
-    from ..core import models
+    from ..core import hub, models
 
     kwargs = getattr(cfg, "chat_template_kwargs", None)
     if models.resolve(cfg.model)[0] == "hub":
-        if models.hub_reachable():
+        if hub.hub_reachable():
             try:
                 tok = models.load_tokenizer(cfg.model, chat_template_kwargs=kwargs, quiet=True)
                 return tok, f"Tokens are counted with the tokenizer of {cfg.model}."

@@ -81,7 +81,8 @@ class Planner:
         :func:`~vaxis.core.extract.plan_batches`. ``tag`` names what the texts do not: layers and directions.
         ``tokens_low``: when the texts stand for a model's output at its limit, the tokens they would have at
         their shortest (the pass's tokens are then an upper bound)."""
-        from ..core.extract import as_items, plan_batches
+        from ..core.extract import plan_batches
+        from ..core.extract_items import as_items
 
         def lengths() -> list[int]:  # of each distinct text with a span token: up to its last one
             items, _ = as_items(self.tok, texts, spans)

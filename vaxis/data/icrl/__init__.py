@@ -13,30 +13,14 @@ Typical use::
     kept, excluded = target_spans_many(games, tokenizer)
 """
 
+from .build import GameSize
 from .criteria import CriteriaError, Criterion, Lexicon, load_criteria, load_rules
 from .edits import Edit, EditEngine
-from .games import (
-    AttemptRequest,
-    GameSize,
-    GenerationError,
-    Player,
-    TemplatePlayer,
-    Written,
-    eligible_paragraphs,
-    generate_dataset,
-    generate_games,
-)
+from .gamefile import Attempt, Game, games_hash, load_games, write_games
+from .games import GenerationError, eligible_paragraphs, generate_dataset, generate_games
 from .paragraphs import ParagraphsError, load_paragraphs
-from .schema import (
-    SCHEMA_VERSION,
-    Attempt,
-    Game,
-    GameSchemaError,
-    games_hash,
-    load_games,
-    validate_game_record,
-    write_games,
-)
+from .players import AttemptRequest, Player, TemplatePlayer, Written
+from .schema import SCHEMA_VERSION, GameSchemaError, validate_game_record
 from .spans import (
     RenderedGame,
     TargetSpanError,

@@ -31,7 +31,7 @@ from typing import Any
 
 from .criteria import Criterion
 from .edits import Edit
-from .games import AttemptRequest, Written
+from .players import AttemptRequest, Written
 
 Client = Callable[[Sequence[Mapping[str, str]]], str]
 

@@ -1,6 +1,7 @@
 """The ICRL games file: one game per line (JSON Lines), versioned and validated.
 
-Schema ``vaxis.icrl.games/1`` (the name predates the layout of vaxis/data/; kept so that written games stay readable). Each line is one JSON object with these fields, in
+Schema ``vaxis.icrl.games/1`` (the name predates the layout of vaxis/data/; kept so that written games stay
+readable). Each line is one JSON object with these fields, in
 this order (all character offsets are Python ``str`` indices, end-exclusive):
 
 ``schema_version`` (str)
@@ -43,21 +44,15 @@ this order (all character offsets are Python ``str`` indices, end-exclusive):
     word or edit the player was targeting (for failed attempts: the placebo cut point);
     ``author``: ``"template"`` or ``"llm"``.
 
-:func:`load_games` validates every field and consistency rule and reports the line
-and field of the first problem, e.g. ``games.jsonl line 7: field
-'attempts[3].rewrite_span': ...``.
+:func:`validate_game_record` checks one record against this schema (every field and consistency rule) and reports
+the field of the first problem; :func:`vaxis.data.icrl.gamefile.load_games` runs it on every line of a games file
+and names the line too, e.g. ``games.jsonl line 7: field 'attempts[3].rewrite_span': ...``. The records in memory
+(:class:`~vaxis.data.icrl.gamefile.Game`) and the file's reading and writing are in :mod:`vaxis.data.icrl.gamefile`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass
-from pathlib import Path
-
-from ...core.cache import read_jsonl
+from collections.abc import Mapping
 
 SCHEMA_VERSION = "vaxis.icrl.games/1"
 PHASES = ("explore", "discovery", "exploit")
@@ -68,118 +63,6 @@ THINK_OPEN, THINK_CLOSE = "<thinking>", "</thinking>"
 
 class GameSchemaError(ValueError):
     """A game record does not follow the schema; the message names the line and field."""
-
-
-@dataclass
-class Attempt:
-    """One assistant turn of a game (see the module docstring for the fields)."""
-
-    message_index: int
-    paragraph_index: int
-    attempt_index: int
-    phase: str
-    hypothesis: str
-    success: bool
-    operator: str
-    rewrite_span: tuple[int, int]
-    reward_spans: list[tuple[int, int]]
-    targeted_span: tuple[int, int]
-    targeted_text: str
-    author: str = "template"
-
-
-@dataclass
-class Game:
-    """One ICRL conversation (see the module docstring for the fields)."""
-
-    game_id: str
-    criterion: str
-    criterion_kind: str
-    criterion_description: str
-    split: str
-    seed: int
-    generator: str
-    discovery_index: int
-    target_attempt: int
-    paragraphs: list[dict]
-    messages: list[dict]
-    attempts: list[Attempt]
-    schema_version: str = SCHEMA_VERSION
-
-    def chat(self, upto_message: int | None = None) -> list[dict]:
-        """The messages as ``[{"role", "content"}]`` (a copy), up to and including ``upto_message``."""
-        msgs = self.messages if upto_message is None else self.messages[: upto_message + 1]
-        return [{"role": m["role"], "content": m["content"]} for m in msgs]
-
-    def rewrite(self, attempt_index: int) -> str:
-        """The rewritten paragraph of ``attempts[attempt_index]``."""
-        a = self.attempts[attempt_index]
-        return self.messages[a.message_index]["content"][a.rewrite_span[0] : a.rewrite_span[1]]
-
-    @property
-    def target(self) -> Attempt:
-        """The target attempt: the success on the first post-discovery paragraph."""
-        return self.attempts[self.target_attempt]
-
-    @property
-    def failed_attempts(self) -> list[int]:
-        """Indices (into ``attempts``) of the failed attempts."""
-        return [i for i, a in enumerate(self.attempts) if not a.success]
-
-    def to_dict(self) -> dict:
-        """The JSON record, fields in schema order."""
-        return {
-            "schema_version": self.schema_version,
-            "game_id": self.game_id,
-            "criterion": self.criterion,
-            "criterion_kind": self.criterion_kind,
-            "criterion_description": self.criterion_description,
-            "split": self.split,
-            "seed": self.seed,
-            "generator": self.generator,
-            "discovery_index": self.discovery_index,
-            "target_attempt": self.target_attempt,
-            "paragraphs": [{"id": p["id"], "title": p["title"], "topic": p["topic"]} for p in self.paragraphs],
-            "messages": [{"role": m["role"], "content": m["content"]} for m in self.messages],
-            "attempts": [
-                {
-                    **asdict(a),
-                    "rewrite_span": list(a.rewrite_span),
-                    "reward_spans": [list(s) for s in a.reward_spans],
-                    "targeted_span": list(a.targeted_span),
-                }
-                for a in self.attempts
-            ],
-        }
-
-    @classmethod
-    def from_dict(cls, record: Mapping, where: str = "game") -> Game:
-        """Validate ``record`` (see :func:`validate_game_record`) and build a :class:`Game`."""
-        validate_game_record(record, where)
-        return cls(
-            game_id=record["game_id"],
-            criterion=record["criterion"],
-            criterion_kind=record["criterion_kind"],
-            criterion_description=record["criterion_description"],
-            split=record["split"],
-            seed=record["seed"],
-            generator=record["generator"],
-            discovery_index=record["discovery_index"],
-            target_attempt=record["target_attempt"],
-            paragraphs=[dict(p) for p in record["paragraphs"]],
-            messages=[{"role": m["role"], "content": m["content"]} for m in record["messages"]],
-            attempts=[
-                Attempt(
-                    **{
-                        **a,
-                        "rewrite_span": tuple(a["rewrite_span"]),
-                        "reward_spans": [tuple(s) for s in a["reward_spans"]],
-                        "targeted_span": tuple(a["targeted_span"]),
-                    }
-                )
-                for a in record["attempts"]
-            ],
-        )
 
 
 # ----------------------------------------------------------------------------- validation
@@ -215,7 +98,8 @@ _GAME_FIELDS = {
 }
 
 
-def _fail(where: str, path: str, problem: str) -> GameSchemaError:
+def field_error(where: str, path: str, problem: str) -> GameSchemaError:
+    """The error for field ``path`` of the record at ``where``: ``"<where>: field '<path>': <problem>"``."""
     return GameSchemaError(f"{where}: field '{path}': {problem}")
 
 
@@ -227,26 +111,26 @@ def _type_ok(value, typ) -> bool:
 
 def _check_fields(obj, fields: Mapping[str, type], where: str, prefix: str) -> None:
     if not isinstance(obj, Mapping):
-        raise _fail(where, prefix or "<record>", f"expected a JSON object, got {type(obj).__name__}")
+        raise field_error(where, prefix or "<record>", f"expected a JSON object, got {type(obj).__name__}")
     for name, typ in fields.items():
         path = f"{prefix}.{name}" if prefix else name
         if name not in obj:
-            raise _fail(where, path, "missing")
+            raise field_error(where, path, "missing")
         if not _type_ok(obj[name], typ):
-            raise _fail(where, path, f"expected {typ.__name__}, got {type(obj[name]).__name__} {obj[name]!r:.60}")
+            raise field_error(where, path, f"expected {typ.__name__}, got {type(obj[name]).__name__} {obj[name]!r:.60}")
     unknown = sorted(set(obj) - set(fields))
     if unknown:
-        raise _fail(where, f"{prefix}.{unknown[0]}" if prefix else unknown[0], "unknown field (schema mismatch?)")
+        raise field_error(where, f"{prefix}.{unknown[0]}" if prefix else unknown[0], "unknown field (schema mismatch?)")
 
 
 def _check_span(span, length: int, where: str, path: str, what: str, allow_empty: bool = False) -> tuple[int, int]:
     if not (
         isinstance(span, list) and len(span) == 2 and all(isinstance(x, int) and not isinstance(x, bool) for x in span)
     ):
-        raise _fail(where, path, f"expected [start, end] with two integers, got {span!r:.60}")
+        raise field_error(where, path, f"expected [start, end] with two integers, got {span!r:.60}")
     s, e = span
     if not (0 <= s <= e <= length) or (s == e and not allow_empty):
-        raise _fail(where, path, f"span [{s}, {e}] must satisfy 0 <= start < end <= {length} ({what})")
+        raise field_error(where, path, f"span [{s}, {e}] must satisfy 0 <= start < end <= {length} ({what})")
     return s, e
 
 
@@ -267,7 +151,7 @@ def validate_game_record(record: Mapping, where: str = "game") -> None:
     attempts = record["attempts"]
     assistant_idx = [i for i, m in enumerate(messages) if m["role"] == "assistant"]
     if len(attempts) != len(assistant_idx):
-        raise _fail(
+        raise field_error(
             where,
             "attempts",
             f"expected one attempt per assistant message ({len(assistant_idx)}), got {len(attempts)}",
@@ -275,7 +159,7 @@ def validate_game_record(record: Mapping, where: str = "game") -> None:
     n_par = len(record["paragraphs"])
     d = record["discovery_index"]
     if not (1 <= d <= 5 and d <= n_par - 2):
-        raise _fail(
+        raise field_error(
             where,
             "discovery_index",
             f"must be 1..5 (2nd to 6th paragraph) and leave a paragraph after it; got {d} with {n_par} paragraphs",
@@ -292,10 +176,10 @@ def validate_game_record(record: Mapping, where: str = "game") -> None:
 def _check_header(record, where: str) -> None:
     """The record's schema version, top-level fields, criterion kind, split and paragraphs."""
     if not isinstance(record, Mapping):
-        raise _fail(where, "<record>", f"expected a JSON object, got {type(record).__name__}")
+        raise field_error(where, "<record>", f"expected a JSON object, got {type(record).__name__}")
     version = record.get("schema_version")
     if version != SCHEMA_VERSION:
-        raise _fail(
+        raise field_error(
             where,
             "schema_version",
             f"this vaxis reads {SCHEMA_VERSION!r}, the record says {version!r}; regenerate the games "
@@ -303,13 +187,15 @@ def _check_header(record, where: str) -> None:
         )
     _check_fields(record, _GAME_FIELDS, where, "")
     if record["criterion_kind"] not in ("syntactic", "semantic"):
-        raise _fail(where, "criterion_kind", f"must be 'syntactic' or 'semantic', got {record['criterion_kind']!r}")
+        raise field_error(
+            where, "criterion_kind", f"must be 'syntactic' or 'semantic', got {record['criterion_kind']!r}"
+        )
     if record["split"] not in ("construction", "held_out"):
-        raise _fail(where, "split", f"must be 'construction' or 'held_out', got {record['split']!r}")
+        raise field_error(where, "split", f"must be 'construction' or 'held_out', got {record['split']!r}")
 
     paragraphs = record["paragraphs"]
     if not MIN_PARAGRAPHS <= len(paragraphs) <= MAX_PARAGRAPHS:
-        raise _fail(
+        raise field_error(
             where,
             "paragraphs",
             f"a game has {MIN_PARAGRAPHS} to {MAX_PARAGRAPHS} paragraphs, got {len(paragraphs)}",
@@ -321,16 +207,16 @@ def _check_header(record, where: str) -> None:
 def _check_messages(messages, where: str) -> None:
     """The messages' fields, their stripped contents and the alternating roles after an optional system prompt."""
     if not messages:
-        raise _fail(where, "messages", "is empty")
+        raise field_error(where, "messages", "is empty")
     for i, m in enumerate(messages):
         _check_fields(m, {"role": str, "content": str}, where, f"messages[{i}]")
         if m["content"] != m["content"].strip():
-            raise _fail(where, f"messages[{i}].content", "must not start or end with whitespace")
+            raise field_error(where, f"messages[{i}].content", "must not start or end with whitespace")
     first = 1 if messages[0]["role"] == "system" else 0
     for i, m in enumerate(messages[first:], start=first):
         expected = "user" if (i - first) % 2 == 0 else "assistant"
         if m["role"] != expected:
-            raise _fail(
+            raise field_error(
                 where,
                 f"messages[{i}].role",
                 f"expected {expected!r} (roles alternate after the system prompt), got {m['role']!r}",
@@ -343,35 +229,35 @@ def _check_attempt_place(a, k: int, mi: int, prev_par: int, per_paragraph: dict,
     p = f"attempts[{k}]"
     _check_fields(a, _ATTEMPT_FIELDS, where, p)
     if a["message_index"] != mi:
-        raise _fail(
+        raise field_error(
             where,
             f"{p}.message_index",
             f"expected {mi} (the {k + 1}th assistant message), got {a['message_index']}",
         )
     pi = a["paragraph_index"]
     if not (0 <= pi < n_par) or pi < prev_par:
-        raise _fail(where, f"{p}.paragraph_index", f"must be in 0..{n_par - 1} and non-decreasing, got {pi}")
+        raise field_error(where, f"{p}.paragraph_index", f"must be in 0..{n_par - 1} and non-decreasing, got {pi}")
     if pi > prev_par + 1:
-        raise _fail(where, f"{p}.paragraph_index", f"skips paragraph {prev_par + 1}")
+        raise field_error(where, f"{p}.paragraph_index", f"skips paragraph {prev_par + 1}")
     if a["attempt_index"] != per_paragraph.get(pi, 0):
-        raise _fail(where, f"{p}.attempt_index", f"expected {per_paragraph.get(pi, 0)}, got {a['attempt_index']}")
+        raise field_error(where, f"{p}.attempt_index", f"expected {per_paragraph.get(pi, 0)}, got {a['attempt_index']}")
     per_paragraph[pi] = a["attempt_index"] + 1
     if per_paragraph[pi] > MAX_ATTEMPTS:
-        raise _fail(where, f"{p}.attempt_index", f"at most {MAX_ATTEMPTS} attempts per paragraph")
+        raise field_error(where, f"{p}.attempt_index", f"at most {MAX_ATTEMPTS} attempts per paragraph")
     phase = "explore" if pi < d else "discovery" if pi == d else "exploit"
     if a["phase"] != phase:
-        raise _fail(where, f"{p}.phase", f"paragraph {pi} with discovery at {d} is {phase!r}, got {a['phase']!r}")
+        raise field_error(where, f"{p}.phase", f"paragraph {pi} with discovery at {d} is {phase!r}, got {a['phase']!r}")
     if phase == "explore" and a["success"]:
-        raise _fail(where, f"{p}.success", "attempts before the discovery paragraph must fail")
+        raise field_error(where, f"{p}.success", "attempts before the discovery paragraph must fail")
     if phase == "exploit" and (not a["success"] or a["attempt_index"] != 0):
-        raise _fail(where, f"{p}.success", "after discovery every paragraph succeeds at the first attempt")
+        raise field_error(where, f"{p}.success", "after discovery every paragraph succeeds at the first attempt")
 
 
 def _check_attempt_text(a, p: str, content: str, mi: int, criterion: str, where: str) -> None:
     """Attempt ``p``'s assistant turn (``content``, message ``mi``): its thinking block, rewrite span, reward spans
     (only on a success), targeted span and text, and the hypothesis it tests."""
     if not content.startswith(THINK_OPEN) or THINK_CLOSE not in content:
-        raise _fail(
+        raise field_error(
             where,
             f"messages[{mi}].content",
             f"an assistant turn must start with {THINK_OPEN} and contain {THINK_CLOSE}",
@@ -385,7 +271,7 @@ def _check_attempt_text(a, p: str, content: str, mi: int, criterion: str, where:
     )
     close = content.index(THINK_CLOSE) + len(THINK_CLOSE)
     if rs < close or re_ != len(content) or content[close:rs].strip():
-        raise _fail(
+        raise field_error(
             where,
             f"{p}.rewrite_span",
             f"must cover exactly the text after {THINK_CLOSE} ({close}..{len(content)}), got [{rs}, {re_}]",
@@ -395,10 +281,10 @@ def _check_attempt_text(a, p: str, content: str, mi: int, criterion: str, where:
     for j, span in enumerate(a["reward_spans"]):
         s, e = _check_span(span, length, where, f"{p}.reward_spans[{j}]", f"the rewrite has {length} characters")
         if s < last:
-            raise _fail(where, f"{p}.reward_spans[{j}]", "reward spans must be sorted and must not overlap")
+            raise field_error(where, f"{p}.reward_spans[{j}]", "reward spans must be sorted and must not overlap")
         last = e
     if a["success"] != bool(a["reward_spans"]):
-        raise _fail(
+        raise field_error(
             where,
             f"{p}.reward_spans",
             "successful attempts need reward spans; failed attempts must have none",
@@ -407,15 +293,15 @@ def _check_attempt_text(a, p: str, content: str, mi: int, criterion: str, where:
         a["targeted_span"], length, where, f"{p}.targeted_span", f"the rewrite has {length} characters"
     )
     if content[rs + ts : rs + te] != a["targeted_text"]:
-        raise _fail(
+        raise field_error(
             where,
             f"{p}.targeted_text",
             f"does not equal the rewrite's text at targeted_span ({content[rs + ts : rs + te]!r})",
         )
     if a["success"] and a["hypothesis"] != criterion:
-        raise _fail(where, f"{p}.hypothesis", "a successful attempt tests the criterion itself")
+        raise field_error(where, f"{p}.hypothesis", "a successful attempt tests the criterion itself")
     if not a["success"] and a["hypothesis"] == criterion:
-        raise _fail(where, f"{p}.hypothesis", "a failed attempt must test a wrong hypothesis")
+        raise field_error(where, f"{p}.hypothesis", "a failed attempt must test a wrong hypothesis")
 
 
 def _check_game_course(record, per_paragraph: dict, where: str) -> None:
@@ -423,7 +309,7 @@ def _check_game_course(record, per_paragraph: dict, where: str) -> None:
     discovery paragraph ending with its only success."""
     attempts, d = record["attempts"], record["discovery_index"]
     if sorted(per_paragraph) != list(range(len(record["paragraphs"]))):
-        raise _fail(
+        raise field_error(
             where,
             "attempts",
             f"every paragraph needs at least one attempt; got paragraphs {sorted(per_paragraph)}",
@@ -431,66 +317,9 @@ def _check_game_course(record, per_paragraph: dict, where: str) -> None:
     t = record["target_attempt"]
     expected_t = next((k for k, a in enumerate(attempts) if a["paragraph_index"] == d + 1), None)
     if t != expected_t:
-        raise _fail(where, "target_attempt", f"must be {expected_t} (the first attempt on paragraph {d + 1}), got {t}")
+        raise field_error(
+            where, "target_attempt", f"must be {expected_t} (the first attempt on paragraph {d + 1}), got {t}"
+        )
     disc = [a for a in attempts if a["paragraph_index"] == d]
     if not disc[-1]["success"] or any(a["success"] for a in disc[:-1]):
-        raise _fail(where, "attempts", f"the discovery paragraph {d} must end with its only success")
-
-
-# ----------------------------------------------------------------------------- I/O
-
-
-def game_to_json(game: Game | Mapping) -> str:
-    """One JSONL line (without newline) for ``game``: deterministic key order, UTF-8 text."""
-    record = game.to_dict() if isinstance(game, Game) else dict(game)
-    return json.dumps(record, ensure_ascii=False)
-
-
-def games_hash(games: Iterable[Game | Mapping]) -> str:
-    """SHA-256 (hex) of the games' JSONL bytes: identical games give identical hashes."""
-    h = hashlib.sha256()
-    for g in games:
-        h.update((game_to_json(g) + "\n").encode("utf-8"))
-    return h.hexdigest()
-
-
-def write_games(path: str | Path, games: Iterable[Game | Mapping]) -> Path:
-    """Write games as JSON Lines, atomically (a temporary file, then ``os.replace``).
-
-    Same games, same bytes: key order is fixed and nothing depends on set order.
-
-    Returns:
-        The path written.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "w", encoding="utf-8", newline="\n") as f:
-            for g in games:
-                f.write(game_to_json(g) + "\n")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
-
-
-def load_games(path: str | Path) -> list[Game]:
-    """Read and validate a games file written by :func:`write_games`.
-
-    Blank lines are skipped.
-
-    Raises:
-        FileNotFoundError: no such file.
-        GameSchemaError: ``"<file> line <n>: field '<path>': <problem>"`` for the first bad record.
-    """
-    path = Path(path)
-    games, seen = [], {}
-    for where, record in read_jsonl(path, GameSchemaError, "{name} line {n}"):
-        game = Game.from_dict(record, where)
-        if game.game_id in seen:
-            raise _fail(where, "game_id", f"duplicate of {seen[game.game_id]}")
-        seen[game.game_id] = where
-        games.append(game)
-    return games
+        raise field_error(where, "attempts", f"the discovery paragraph {d} must end with its only success")

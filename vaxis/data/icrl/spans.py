@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 
 from ...core.chat import RenderedChat, render_chat
 from ...core.spans import token_anchor, tokens_in_spans
-from .schema import Game
+from .gamefile import Game
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -166,7 +166,7 @@ def render_game(game: Game, tokenizer: PreTrainedTokenizerBase, **template_kwarg
     ``add_special_tokens=False``: the template already adds any special tokens).
 
     Args:
-        game: a :class:`~vaxis.data.icrl.schema.Game`.
+        game: a :class:`~vaxis.data.icrl.gamefile.Game`.
         tokenizer: a Hugging Face fast tokenizer with a chat template.
         template_kwargs: passed to ``apply_chat_template`` (e.g. ``enable_thinking=False``).
     """

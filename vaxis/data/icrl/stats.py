@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
-from .schema import Game
+from .gamefile import Game
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
