@@ -64,11 +64,15 @@ report: $(STAMP)
 
 # Unit tests, the notebooks through papermill (tests/test_notebooks.py) and through nbval (lax: every cell
 # must run), all in the smoke profile; NBVAL_PROFILE=demo runs the nbval part on the embedded model.
+# TEST_WORKERS pytest-xdist processes (one per core; 0 runs everything in this process): the notebooks' group runs
+# on one of them (tests/conftest.py), one torch thread each so that the workers do not fight over the cores.
 NBVAL_PROFILE ?= smoke
+TEST_WORKERS ?= 2
 test: install
 	$(BIN)/python -m ruff check vaxis tests benchmarks scripts
-	VAXIS_PROFILE=$(NBVAL_PROFILE) VAXIS_RUN_DIR=$(CURDIR)/runs/nbval-$(NBVAL_PROFILE) \
-		$(BIN)/python -m pytest -q tests notebooks --nbval-lax --nbval-sanitize-with tests/nbval_sanitize.cfg
+	OMP_NUM_THREADS=1 VAXIS_PROFILE=$(NBVAL_PROFILE) VAXIS_RUN_DIR=$(CURDIR)/runs/nbval-$(NBVAL_PROFILE) \
+		$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup tests notebooks \
+		--nbval-lax --nbval-sanitize-with tests/nbval_sanitize.cfg
 
 lint: install
 	$(BIN)/python -m ruff check vaxis tests benchmarks scripts

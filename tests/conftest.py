@@ -45,3 +45,16 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+# The notebooks' smoke run (tests/test_notebooks.py) and the nbval pass over notebooks/ that `make test` runs after
+# it share one group: under pytest-xdist (`-n 2 --dist loadgroup`, as `make test` runs) they go to one worker, in
+# this order, so that nbval reads the smoke run's passes and adapters from the cache instead of computing them a
+# second time beside it; the other worker takes everything else.
+NOTEBOOK_GROUP = "notebooks"
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.nodeid.startswith("notebooks/") or "test_smoke_run_of_all_notebooks" in item.nodeid:
+            item.add_marker(pytest.mark.xdist_group(NOTEBOOK_GROUP))

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -159,4 +162,32 @@ def test_embedded_cache_is_rebuilt_when_damaged(tmp_path, monkeypatch):
     (folder / "config.json").write_text('{"hidden_size": 1}')  # same size? no: edited content
     models.embedded_model_dir()
     assert len(conversions) == 3
-    assert not list(tmp_path.rglob("*.partial"))
+    assert not list(tmp_path.rglob("*.partial*"))
+
+
+def test_embedded_cache_converted_by_two_processes_at_once(tmp_path):
+    """Two processes converting into a fresh cache at the same time (two test workers, two notebooks) both end
+    with an intact folder, and neither deletes the other's half-written copy (converter stubbed, slowed down)."""
+    script = """
+import time
+import vaxis.core.model_folders as model_folders
+import vaxis.core.models as models
+
+def slow_convert(gguf, out):
+    out.mkdir(parents=True)
+    (out / "config.json").write_text('{"hidden_size": 576}')
+    time.sleep(3.0)  # the other process starts its own conversion meanwhile
+    (out / "model.safetensors").write_bytes(b"weights" * 100)
+
+model_folders.convert_gguf = slow_convert
+folder = models.embedded_model_dir()
+print(models.manifest_ok(folder))
+"""
+    env = {**os.environ, "VAXIS_CACHE": str(tmp_path)}
+    procs = [subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for _ in range(2)]  # fmt: skip
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [err[-2000:] for _, err in outs]
+    assert [out.strip() for out, _ in outs] == ["True", "True"]
+    (folder,) = (tmp_path / "models").iterdir()
+    assert manifest_ok(folder) and not list(tmp_path.rglob("*.partial*"))

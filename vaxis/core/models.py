@@ -155,12 +155,13 @@ def embedded_model_dir(rebuild: bool = False) -> Path:
     folder = cache_root() / "models" / f"smollm2-135m-instruct-{stable_hash([gguf.stat().st_size, 'v1'], 8)}"
     if not rebuild and manifest_ok(folder):
         return folder
-    tmp = folder.with_name(folder.name + ".partial")
+    # one temporary folder per process: two processes converting at once (two notebooks or test workers on a
+    # fresh cache) never write into, or delete, each other's half-written copy
+    tmp = folder.with_name(f"{folder.name}.partial-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     model_folders.convert_gguf(gguf, tmp)  # looked up on its module, so that tests can stand in for it
     write_manifest(tmp, True, source=str(gguf), wheel=SMOLLM2_WHEEL)
-    shutil.rmtree(folder, ignore_errors=True)
-    os.replace(tmp, folder)
+    move_into_place(tmp, folder, lambda f: not rebuild and manifest_ok(f))
     return folder
 
 
