@@ -34,7 +34,8 @@ FLAGS=(--headless --no-sandbox --disable-gpu --no-first-run --hide-scrollbars --
   --disable-background-networking --disable-component-update --disable-sync --disable-default-apps
   --enable-logging=stderr --v=1 --virtual-time-budget=5000)
 # requests Chromium makes by itself, whatever the page (the flags above do not stop them all)
-OWN='clients2\.google\.com/time/|update\.googleapis\.com/service/update2|accounts\.google\.com/ListAccounts|gvt1\.com/edgedl/chrome'
+# (www.google.com/async/folae: a request Chromium 150 makes at start, whatever the page; seen with file:// pages)
+OWN='clients2\.google\.com/time/|update\.googleapis\.com/service/update2|accounts\.google\.com/ListAccounts|gvt1\.com/edgedl/chrome|www\.google\.com/async/folae'
 status=0
 for page in "${PAGES[@]}"; do
   name=${page%.html}
