@@ -4,8 +4,9 @@
 folder; :func:`random_config` and :func:`build_random` make the model of the ``qwen3-8b-random`` alias (the
 Qwen3-8B architecture, :data:`QWEN3_8B`, with seeded random weights). A folder is written beside its place (in
 this process's :func:`partial_folder`), given a manifest (:func:`write_manifest`: each file's size, and its hash
-where the files are small) and renamed into place (:func:`move_into_place`); :func:`manifest_ok` and :func:`sizes_ok` check one. :mod:`vaxis.core.models` decides
-when a folder is built (``embedded_model_dir``, ``random_tokenizer_dir``, ``random_model_dir``).
+where the files are small) and renamed into place (:func:`move_into_place`); :func:`manifest_ok` and
+:func:`sizes_ok` check one. :mod:`vaxis.core.models` decides when a folder is built (``embedded_model_dir``,
+``random_tokenizer_dir``, ``random_model_dir``).
 """
 
 from __future__ import annotations
