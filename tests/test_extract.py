@@ -169,6 +169,30 @@ def test_cache_reuses_and_resumes_identically(tiny, tmp_cache, monkeypatch):
         torch.testing.assert_close(resumed.sums[name], reference.sums[name], atol=0, rtol=0)
 
 
+def test_another_process_running_the_same_extraction_is_left_alone(tiny, tmp_cache, monkeypatch):
+    """Two processes may run the same extraction into one cache at once (two notebooks, two test workers): the one
+    that finishes first removes its batch files but leaves what the other is still writing (an atomic write's
+    temporary file in the same folder), and a batch file that the other removed meanwhile is computed again, not
+    reported as damaged."""
+    model, tokenizer = tiny
+    reference = extract(model, tokenizer, TEXTS, SPANS, use_cache=False, progress=False, max_batch_size=1)
+    real = forward_mod.run_batch
+
+    def beside_a_neighbour(*args, **kwargs):
+        for parts in (tmp_cache / "n").glob("*.parts"):  # there from the second batch written on
+            (parts / ".000000.safetensors.neighbour.tmp").write_bytes(b"")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(forward_mod, "run_batch", beside_a_neighbour)
+    stats = extract(model, tokenizer, TEXTS, SPANS, use_cache=True, progress=False, max_batch_size=1,
+                    cache_dir=tmp_cache / "n")  # fmt: skip
+    for name in ("before", "after"):
+        torch.testing.assert_close(stats.sums[name], reference.sums[name], atol=0, rtol=0)
+    (parts,) = (tmp_cache / "n").glob("*.parts")
+    assert [p.name for p in parts.iterdir()] == [".000000.safetensors.neighbour.tmp"]
+    assert stats_mod.load_part(parts / "000000.safetensors") is None  # removed by the other process: recompute
+
+
 def test_changed_inputs_are_not_reused(tiny, tmp_cache):
     model, tokenizer = tiny
     kw = dict(progress=False, cache_dir=tmp_cache / "y")

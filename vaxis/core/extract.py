@@ -321,15 +321,25 @@ def _extract_here(job: _Job, items, key: str, final_path: Path, use_cache: bool,
     }
     if use_cache:
         save_stats(final_path, stats, key=key)
-        for p in sorted(part_dir.glob("*.safetensors")) if part_dir.exists() else []:
-            p.unlink()
-        if part_dir.exists():
-            part_dir.rmdir()
+        _remove_parts(part_dir)
     if where is not None:
         distributed.barrier()  # the others wait for the merged file
     else:
         record_pass("extract", processed, seconds, cached=False, processes=1, **plan)
     return stats
+
+
+def _remove_parts(part_dir: Path) -> None:
+    """Remove an extraction's batch files once its merged file is written. Another process may be running the same
+    extraction into the same folder (two notebooks, two test workers on one cache): what it is still writing stays,
+    and it removes the folder itself when it finishes (its batches are in its memory, and its merged file is the
+    same)."""
+    for p in part_dir.glob("*.safetensors") if part_dir.exists() else []:
+        p.unlink(missing_ok=True)
+    try:
+        part_dir.rmdir()
+    except OSError:  # gone already, or another process's batch is in it
+        pass
 
 
 class _Collector:

@@ -74,11 +74,15 @@ class SpanStats:
             raise KeyError(f"layer {layer} was not extracted; extracted layers are {self.layers}") from err
 
 
-def load_part(path: Path) -> dict[str, torch.Tensor]:
-    """The tensors of one batch's cache file; a damaged file is a :class:`CacheError` that says what to delete."""
+def load_part(path: Path) -> dict[str, torch.Tensor] | None:
+    """The tensors of one batch's cache file, or None where the file is gone (another process that ran the same
+    extraction removed it on finishing: the batch is computed again); a damaged file is a :class:`CacheError` that
+    says what to delete."""
     try:
         return load_file(str(path))
     except Exception as err:  # noqa: BLE001 - any unreadable file is reported the same way
+        if not path.exists():
+            return None
         raise CacheError(
             f"cache file {path} is damaged ({err}); delete it (or the folder {path.parent}) to recompute that batch"
         ) from err
