@@ -13,7 +13,7 @@ import torch
 from test_generate import QUESTIONS as GENERATE_QUESTIONS
 from test_generate import hf_one_at_a_time
 
-from vaxis.core import engine
+from vaxis.core import engine, engine_static
 from vaxis.core.engine_static import StaticDecoder
 from vaxis.core.generate import generate
 
@@ -261,3 +261,44 @@ def test_a_decode_step_that_cannot_be_captured_runs_eagerly_and_says_why(varied,
     out = capsys.readouterr().out
     assert out.count("could not be captured in a CUDA graph") == 1 and "decoding eagerly" in out
     assert len(tries) == 1  # tried once, not at every step
+
+
+@pytest.mark.parametrize("positions", ["all", "generated", 20])
+@pytest.mark.parametrize("temperature", [0.0, 0.9])
+def test_the_captured_decode_step_replays_exactly(tiny64, monkeypatch, positions, temperature):
+    """The static engine with its decode step captured in a graph (CUDA's graphs replaced by the CPU stand-in of
+    tests/graph_replay.py: operators replayed on the tensors captured, numbers kept as captured) returns exactly
+    what one sequence at a time returns, while rows join, leave and move: so everything that changes between
+    steps reaches the captured step through the buffers it reads in place, and nothing in it waits on the
+    device. The step runs eagerly three times (two warm-ups and the capture), and every step is a replay."""
+    import sys
+
+    import graph_replay
+
+    gen = sys.modules["vaxis.core.generate"]
+    model, tokenizer = tiny64
+    kw = dict(max_new_tokens=NEW, temperature=temperature, seed=4, steer={1: _vector(), 2: _vector(5)},
+              positions=positions, n_samples=2, score={"a": [3]}, **FAST)  # fmt: skip
+    model = _varied(model, tokenizer, **kw)
+    chats = CHATS * 3
+    alone = generate(model, tokenizer, chats, max_batch_tokens=1, engine="dynamic", **kw)
+    graphs = graph_replay.install(monkeypatch)
+    real = gen._decoder
+
+    def wants_graphs(*args):
+        decoder = real(*args)
+        decoder.graphs = True
+        return decoder
+
+    monkeypatch.setattr(gen, "_decoder", wants_graphs)
+    seen, eager, moves = _spy(monkeypatch), [], []
+    real_forward, real_move = StaticDecoder._forward_static, StaticDecoder._move
+    monkeypatch.setattr(StaticDecoder, "_forward_static", lambda self: (eager.append(1), real_forward(self))[1])
+    monkeypatch.setattr(StaticDecoder, "_move", lambda self, shift: (moves.append(shift), real_move(self, shift)))
+    # two slots, one column more than the longest row needs: rows move left often
+    monkeypatch.setattr(engine_static, "plan_rows", lambda lengths, new, budget, static: (2, max(lengths) + new + 1))
+    engine._SAID.clear()
+    assert generate(model, tokenizer, chats, engine="static", **kw) == alone
+    (decoder,), (graph,) = seen["decoders"], graphs
+    assert decoder.graph is graph and len(eager) == 3 and graph.replays == decoder.steps
+    assert seen["refills"] >= 2 and any(m < 0 for m in moves)  # rows joined a running batch, and moved left
