@@ -237,6 +237,34 @@ def test_interrupted_training_leaves_nothing_that_looks_finished(trained, tmp_pa
     assert train.read_sidecar(half)["key"] == key and (half / "losses.jsonl").exists()
 
 
+@needs_trl
+def test_an_adapter_another_process_finished_first_is_left_in_place(trained, tmp_path, monkeypatch):
+    """Two processes training the same adapter at once (two notebooks, two test workers): the one finishing second
+    keeps the first one's folder as it is (a reader of it never sees it vanish) and drops its own copy."""
+    rows, settings, key = trained.rows, trained.settings, trained.adapter.sidecar["key"]
+    root = tmp_path / "adapters"
+    folder = root / f"dpo-{key}"
+    real = train._trainer
+
+    def neighbour_finishes_meanwhile(model, tokenizer, rows_, settings_, out):
+        trainer = real(model, tokenizer, rows_, settings_, out)
+        train_for_real = trainer.train
+
+        def train_():
+            result = train_for_real()
+            shutil.copytree(trained.adapter.path, folder)  # the other process's finished adapter
+            (folder / "theirs").write_text("read by someone")
+            return result
+
+        trainer.train = train_
+        return trainer
+
+    monkeypatch.setattr(train, "_trainer", neighbour_finishes_meanwhile)
+    adapter = train.train_adapter(MODEL, rows, settings, root, "dpo")
+    assert adapter.path == folder and (folder / "theirs").read_text() == "read by someone"
+    assert sorted(p.name for p in root.iterdir()) == [folder.name]  # our copy dropped, nothing left aside
+
+
 # --------------------------------------------------------------------------------------------------
 # load_adapter
 

@@ -87,16 +87,25 @@ def partial_folder(folder: Path) -> Path:
 
 
 def move_into_place(tmp: Path, folder: Path, complete) -> None:
-    """Rename the finished folder ``tmp`` to ``folder``; if another process got there first with a
-    ``complete(folder)`` copy, keep that one and drop ``tmp``."""
-    try:
-        os.replace(tmp, folder)
-    except OSError:
-        if complete(folder):
-            shutil.rmtree(tmp, ignore_errors=True)
+    """Rename the finished folder ``tmp`` to ``folder``. If another process got there first with a
+    ``complete(folder)`` copy, keep that one (a reader of it never sees it vanish) and drop ``tmp``; an
+    incomplete one is renamed aside first, so ``folder`` is missing only between two renames."""
+    for _ in range(3):  # another process may move its own copy in between our renames
+        try:
+            os.replace(tmp, folder)
             return
-        shutil.rmtree(folder, ignore_errors=True)
-        os.replace(tmp, folder)
+        except OSError:
+            if complete(folder):
+                shutil.rmtree(tmp, ignore_errors=True)
+                return
+        aside = folder.with_name(f".{folder.name}.old-{os.getpid()}")
+        shutil.rmtree(aside, ignore_errors=True)
+        try:
+            os.replace(folder, aside)
+        except FileNotFoundError:
+            pass
+        shutil.rmtree(aside, ignore_errors=True)
+    os.replace(tmp, folder)
 
 
 def convert_gguf(gguf: Path, out: Path) -> None:

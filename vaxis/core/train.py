@@ -34,6 +34,7 @@ from pathlib import Path
 
 from .cache import atomic_write_json, atomic_write_jsonl, stable_hash
 from .chat import bound_template_kwargs, render_chat
+from .model_folders import move_into_place
 
 SIDECAR = "vaxis_adapter.json"
 METHODS = ("dpo", "sft")
@@ -328,9 +329,7 @@ def _train_into(folder: Path, model, tokenizer, rows: list[dict], settings: Trai
         ]
         atomic_write_jsonl(tmp / "losses.jsonl", losses)
         atomic_write_json(tmp / SIDECAR, sidecar)  # last: a folder without it is not an adapter
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
+        move_into_place(tmp, folder, lambda f: _has_key(f, sidecar["key"]))
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -377,9 +376,12 @@ def _copy_folder(src: Path, dst: Path) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
     dst.parent.mkdir(parents=True, exist_ok=True)
     shutil.copytree(src, tmp)
-    if dst.exists():
-        shutil.rmtree(dst)
-    os.replace(tmp, dst)
+    move_into_place(tmp, dst, lambda f: _has_key(f, (read_sidecar(src) or {}).get("key")))
+
+
+def _has_key(folder: Path, key: str | None) -> bool:
+    """Whether ``folder`` is a finished adapter with this key (another process's, left in place)."""
+    return key is not None and (read_sidecar(folder) or {}).get("key") == key
 
 
 def load_adapter(model, folder: str | Path, quantization: str | None = None):
