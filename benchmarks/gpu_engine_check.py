@@ -8,12 +8,14 @@ that rows are refilled and the cache moves), and compares the results exactly. I
 was captured (a capture failure decodes eagerly and prints why). Run by benchmarks/gpu_scale.sh; by hand:
 
     python benchmarks/gpu_engine_check.py            # needs a CUDA device
+    python benchmarks/gpu_engine_check.py --cpu-stand-in   # on a CPU, graphs replayed by tests/graph_replay.py
 
 Last line: ``engine check: N/N equal, graphs captured: yes|no``.
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -30,12 +32,37 @@ QUESTIONS = ["Why is the sky blue?", "Name three rivers.", "Hi", "What do bees m
              "Count to five, slowly, and then tell me which number came third."]  # fmt: skip
 
 
-def main() -> int:
-    if not torch.cuda.is_available():
-        print("engine check: needs a CUDA device")
+def use_stand_in() -> None:
+    """CUDA's graphs and streams replaced by the CPU stand-in, and the static engine asked for graphs on a CPU."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    import importlib
+
+    import graph_replay
+
+    gen = importlib.import_module("vaxis.core.generate")  # the module (vaxis.core.generate is also the function)
+    graph_replay.install(type("Patch", (), {"setattr": staticmethod(setattr)}))
+    real = gen._decoder
+
+    def wants_graphs(*args):
+        decoder = real(*args)
+        decoder.graphs = isinstance(decoder, StaticDecoder)
+        return decoder
+
+    gen._decoder = wants_graphs
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cpu-stand-in", action="store_true", help="on a CPU, with tests/graph_replay.py")
+    args = parser.parse_args(argv)
+    if args.cpu_stand_in:
+        use_stand_in()
+    elif not torch.cuda.is_available():
+        print("engine check: needs a CUDA device (or --cpu-stand-in)")
         return 2
     model, tokenizer = tiny_model_and_tokenizer("qwen3", seed=0)
-    model = model.double().cuda()
+    model = model.double().to("cpu" if args.cpu_stand_in else "cuda")
+    graphed_engine = "static" if args.cpu_stand_in else "auto"  # "auto" is the dynamic engine on a CPU
     chats = [[{"role": "user", "content": q}] for q in QUESTIONS * 4]
     vector = 0.01 * torch.randn(64, generator=torch.Generator().manual_seed(2))
     mask = torch.zeros(200, dtype=torch.bool)
@@ -54,7 +81,7 @@ def main() -> int:
                 kw = dict(max_new_tokens=24, temperature=temperature, seed=1, steer={1: vector}, positions=positions,
                           n_samples=2, max_batch_tokens=budget, cache=False, progress=False)  # fmt: skip
                 reference = generate(model, tokenizer, chats, engine="dynamic", **kw)
-                graphed = generate(model, tokenizer, chats, **kw)
+                graphed = generate(model, tokenizer, chats, engine=graphed_engine, **kw)
                 cases, equal = cases + 1, equal + (graphed == reference)
                 if graphed != reference:
                     name = positions if isinstance(positions, (str, int)) else "mask"

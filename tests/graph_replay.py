@@ -122,12 +122,13 @@ def install(monkeypatch) -> list[Graph]:
     """Replace ``torch.cuda``'s graphs and streams by the CPU stand-ins; returns the list of graphs made."""
     graphs: list[Graph] = []
 
-    def new_graph():
-        graphs.append(Graph())
-        return graphs[-1]
+    class CUDAGraph(Graph):  # a class, as annotations such as `torch.cuda.CUDAGraph | None` need
+        def __init__(self):
+            super().__init__()
+            graphs.append(self)
 
     cuda = types.SimpleNamespace(
-        CUDAGraph=new_graph,
+        CUDAGraph=CUDAGraph,
         graph=lambda g, **kw: g.capture(),
         Stream=_Stream,
         stream=lambda s: contextlib.nullcontext(),
