@@ -24,6 +24,18 @@ def test_every_notebook_has_a_parameters_cell_first():
         assert all(not c.get("outputs") for c in code), f"{path.name} is committed with outputs"
 
 
+def test_no_notebook_writes_tex():
+    """The report renders markdown without MathJax (no script, no CDN), so TeX would show raw there: symbols are
+    written in HTML (<i>v</i><sub>L</sub>)."""
+    import re
+
+    tex = re.compile(r"\$[^$\s][^$]*\$|\\\(|\\\[")
+    for path in notebooks():
+        nb = nbformat.read(path, as_version=4)
+        found = [m.group(0) for c in nb.cells if c.cell_type == "markdown" for m in tex.finditer(c.source)]
+        assert not found, f"{path.name}: TeX in markdown, which the report shows raw: {found[:3]}"
+
+
 def test_parse_value():
     assert parse_value("3") == 3 and parse_value("0.5") == 0.5 and parse_value("None") is None
     assert parse_value("true") is True and parse_value("smollm2-135m") == "smollm2-135m"
