@@ -35,20 +35,9 @@ QUESTIONS = ["Why is the sky blue?", "Name three rivers.", "Hi", "What do bees m
 def use_stand_in() -> None:
     """CUDA's graphs and streams replaced by the CPU stand-in, and the static engine asked for graphs on a CPU."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-    import importlib
-
     import graph_replay
 
-    gen = importlib.import_module("vaxis.core.generate")  # the module (vaxis.core.generate is also the function)
-    graph_replay.install(type("Patch", (), {"setattr": staticmethod(setattr)}))
-    real = gen._decoder
-
-    def wants_graphs(*args):
-        decoder = real(*args)
-        decoder.graphs = isinstance(decoder, StaticDecoder)
-        return decoder
-
-    gen._decoder = wants_graphs
+    graph_replay.capture_on_cpu(type("Patch", (), {"setattr": staticmethod(setattr)}))
 
 
 def main(argv=None) -> int:

@@ -15,7 +15,8 @@ fixed addresses. Python numbers are kept as captured (as the kernels' arguments 
 reads but did not make is held by a weak reference, and replay fails if it is gone (on a GPU its memory may hold
 something else by then). An operator that needs the device's answer on the host fails the capture, as on CUDA.
 
-:func:`install` puts it in place of ``torch.cuda``'s graph, stream and capture functions (with ``monkeypatch``).
+:func:`install` puts it in place of ``torch.cuda``'s graph, stream and capture functions (with ``monkeypatch``);
+:func:`capture_on_cpu` also makes ``vaxis.generate``'s static engine capture its decode step on a CPU.
 """
 
 from __future__ import annotations
@@ -136,4 +137,24 @@ def install(monkeypatch) -> list[Graph]:
     )
     for name, value in vars(cuda).items():
         monkeypatch.setattr(torch.cuda, name, value)
+    return graphs
+
+
+def capture_on_cpu(monkeypatch) -> list[Graph]:
+    """:func:`install`, and every static decoder that ``vaxis.generate`` makes asks for graphs (on a CPU it asks for
+    none): ``generate(..., engine="static")`` then captures its decode step and replays it. Returns the graphs."""
+    import importlib
+
+    from vaxis.core.engine_static import StaticDecoder
+
+    graphs = install(monkeypatch)
+    gen = importlib.import_module("vaxis.core.generate")  # the module (vaxis.core.generate is also the function)
+    real = gen._decoder
+
+    def wants_graphs(*args):
+        decoder = real(*args)
+        decoder.graphs = isinstance(decoder, StaticDecoder)
+        return decoder
+
+    monkeypatch.setattr(gen, "_decoder", wants_graphs)
     return graphs

@@ -271,26 +271,15 @@ def test_the_captured_decode_step_replays_exactly(tiny64, monkeypatch, positions
     what one sequence at a time returns, while rows join, leave and move: so everything that changes between
     steps reaches the captured step through the buffers it reads in place, and nothing in it waits on the
     device. The step runs eagerly three times (two warm-ups and the capture), and every step is a replay."""
-    import sys
-
     import graph_replay
 
-    gen = sys.modules["vaxis.core.generate"]
     model, tokenizer = tiny64
     kw = dict(max_new_tokens=NEW, temperature=temperature, seed=4, steer={1: _vector(), 2: _vector(5)},
               positions=positions, n_samples=2, score={"a": [3]}, **FAST)  # fmt: skip
     model = _varied(model, tokenizer, **kw)
     chats = CHATS * 3
     alone = generate(model, tokenizer, chats, max_batch_tokens=1, engine="dynamic", **kw)
-    graphs = graph_replay.install(monkeypatch)
-    real = gen._decoder
-
-    def wants_graphs(*args):
-        decoder = real(*args)
-        decoder.graphs = True
-        return decoder
-
-    monkeypatch.setattr(gen, "_decoder", wants_graphs)
+    graphs = graph_replay.capture_on_cpu(monkeypatch)
     seen, eager, moves = _spy(monkeypatch), [], []
     real_forward, real_move = StaticDecoder._forward_static, StaticDecoder._move
     monkeypatch.setattr(StaticDecoder, "_forward_static", lambda self: (eager.append(1), real_forward(self))[1])

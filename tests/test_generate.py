@@ -319,11 +319,21 @@ def test_progress_bar_shows_sequences_and_tokens_per_s(tiny, capsys):
     assert "2/2" in err and "seq" in err and "tok/s" in err
 
 
-def test_smollm2_batched_greedy_matches_sequential_with_steering(smol):
+@pytest.mark.parametrize("engine", ["dynamic", "static", "static, captured"])
+def test_smollm2_batched_greedy_matches_sequential_with_steering(smol, engine, monkeypatch):
+    """In float32 on the real model, every engine (the static one also with its decode step captured, in the CPU
+    stand-in for CUDA graphs) gives Hugging Face's one-at-a-time greedy tokens."""
     model, tokenizer = smol
+    graphs = None
+    if engine == "static, captured":
+        import graph_replay
+
+        graphs, engine = graph_replay.capture_on_cpu(monkeypatch), "static"
     chats = [[{"role": "user", "content": q}] for q in ("What is the capital of France?", "Name a fruit.", "Hi!")]
     direction = torch.randn(576, generator=torch.Generator().manual_seed(0))
     vectors = {15: 4.0 * direction / direction.norm()}
-    batched = generate(model, tokenizer, chats, max_new_tokens=8, steer=vectors, **FAST)
+    batched = generate(model, tokenizer, chats, max_new_tokens=8, steer=vectors, engine=engine, **FAST)
     assert [g.token_ids for g in batched] == hf_one_at_a_time(model, tokenizer, chats, 8, vectors)
+    if graphs is not None:
+        assert len(graphs) == 1 and graphs[0].replays > 0
     assert "Paris" in batched[0].text
