@@ -293,14 +293,9 @@ def _check_lengths(lengths: list[list[int]], max_length: int) -> None:
 def _finished_folder(folder: Path, key: str, cached: Path | None) -> dict | None:
     """The sidecar of the finished adapter ``folder`` when its key is ``key``, copied first from ``cached`` (the
     shared folder) when only that one has it; None when the adapter is still to train."""
-    done = read_sidecar(folder)
-    if (
-        (done is None or done.get("key") != key)
-        and cached is not None
-        and (read_sidecar(cached) or {}).get("key") == key
-    ):
+    if not _has_key(folder, key) and cached is not None and _has_key(cached, key):
         _copy_folder(cached, folder)
-        done = read_sidecar(folder)
+    done = read_sidecar(folder)
     return done if done is not None and done.get("key") == key else None
 
 
